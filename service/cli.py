@@ -1,0 +1,4 @@
+"""r2sf cli placeholder"""
+
+
+def main() -> None: ...

@@ -1,0 +1,245 @@
+"""Configuration: `r2sf.toml` for what the service does, the environment for secrets and URLs.
+
+Everything is validated once, at start-up, into one typed `Settings` object. A bad file or value
+raises `ConfigError` naming the file, the key and the fix; nothing here ever prints a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_CONFIG = "r2sf.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as `where: what. Fix: how`."""
+
+    def __init__(self, where: str, problem: str, fix: str) -> None:
+        super().__init__(f"{where}: {problem}. Fix: {fix}")
+        self.where = where
+        self.problem = problem
+        self.fix = fix
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SetConfig(_Strict):
+    table: str = Field(description="schema.table (or view) this entry configures")
+    name: str | None = Field(None, description="entity set name; default: the table name")
+    key: list[str] | None = Field(
+        None, description="key columns; required for a view without a unique `id`"
+    )
+    read_only: bool = False
+
+    @field_validator("table")
+    @classmethod
+    def _qualified(cls, v: str) -> str:
+        if v.count(".") != 1:
+            raise ValueError(f"'{v}' must be written schema.table, e.g. public.{v}")
+        return v
+
+
+class ODataConfig(_Strict):
+    path: str = "/odata/v4"
+    page_size: int = Field(1000, ge=1, le=2000)
+    expose: list[str] = Field(default_factory=lambda: ["public.*"])
+    sets: list[SetConfig] = Field(default_factory=list)
+    case_insensitive_match: bool = True
+    reload_seconds: float = Field(
+        0, ge=0, description="re-read the catalogue this often; 0 = only on SIGHUP"
+    )
+    unsupported_types: Literal["string", "omit"] = "string"
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", v):
+            raise ValueError(
+                f"'{v}' must be an absolute URL path like /odata/v4, without a trailing slash"
+            )
+        return v
+
+
+class ServerConfig(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int | None = Field(None, ge=1)
+    pool_size: int = Field(10, ge=1, le=200)
+
+
+class FileConfig(_Strict):
+    odata: ODataConfig = Field(default_factory=ODataConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    # Sections owned by other parts (sync/, demo) are validated by those parts.
+    source: dict[str, Any] = Field(default_factory=dict)
+    sync: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Credential:
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path | None
+    file: FileConfig
+    database_url: str
+    credentials: tuple[Credential, ...]
+    port: int
+
+    @property
+    def odata(self) -> ODataConfig:
+        return self.file.odata
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept Heroku's `postgres://` scheme and SQLAlchemy-style driver suffixes."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme == "postgres":
+        scheme = "postgresql"
+    if scheme != "postgresql":
+        raise ConfigError(
+            "DATABASE_URL",
+            f"scheme '{parts.scheme}' is not a PostgreSQL URL",
+            "set DATABASE_URL to postgresql://user:password@host:5432/dbname",
+        )
+    return urlunsplit(parts._replace(scheme=scheme))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe for logs and error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def parse_credentials(raw: str) -> tuple[Credential, ...]:
+    creds: list[Credential] = []
+    for i, item in enumerate(x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError(
+                "ODATA_CREDENTIALS",
+                f"entry {i + 1} is not of the form user:password",
+                "set ODATA_CREDENTIALS=user:password (comma-separated for several users)",
+            )
+        creds.append(Credential(user, password))
+    return tuple(creds)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def _explain(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> ConfigError:
+    err = exc.errors()[0]
+    key = _key_path(tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(model, err["loc"][:-1])
+        guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
+        return ConfigError(f"{path}: {key}", "unknown key", f"remove it or rename it ({hint})")
+    msg = err["msg"].removeprefix("Value error, ")
+    return ConfigError(f"{path}: {key}", msg, "correct the value (see README, Configuration)")
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) else None
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        current = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if current is None:
+            return []
+    return sorted(current.model_fields) if current else []
+
+
+def load_file(path: Path | None) -> FileConfig:
+    if path is None:
+        return FileConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            str(path),
+            "file not found",
+            "create it, or point R2SF_CONFIG / --config at your r2sf.toml",
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            str(path), f"not valid TOML ({exc})", "fix the syntax at that line"
+        ) from None
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(path, exc, FileConfig) from None
+
+
+def config_path(explicit: str | None, environ: dict[str, str] | None = None) -> Path | None:
+    env = os.environ if environ is None else environ
+    if explicit:
+        return Path(explicit)
+    if env.get("R2SF_CONFIG"):
+        return Path(env["R2SF_CONFIG"])
+    default = Path(DEFAULT_CONFIG)
+    return default if default.exists() else None
+
+
+def load_settings(
+    explicit_config: str | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    env = dict(os.environ if environ is None else environ)
+    path = config_path(explicit_config, env)
+    file = load_file(path)
+    raw_url = env.get("DATABASE_URL")
+    if not raw_url:
+        raise ConfigError(
+            "DATABASE_URL",
+            "not set",
+            "export DATABASE_URL=postgresql://user:password@host:5432/dbname",
+        )
+    port_raw = env.get("PORT")
+    port = file.server.port
+    if port_raw:
+        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+            raise ConfigError(
+                "PORT",
+                f"'{port_raw}' is not a TCP port",
+                "set PORT to a number between 1 and 65535",
+            )
+        port = int(port_raw)
+    return Settings(
+        config_path=path,
+        file=file,
+        database_url=normalise_database_url(raw_url),
+        credentials=parse_credentials(env.get("ODATA_CREDENTIALS", "")),
+        port=port,
+    )
