@@ -1,0 +1,248 @@
+"""Helpers shared by the benchmarks: TICKIT data preparation, wrk runs and RSS sampling.
+
+They start and stop nothing they did not create and assert nothing about the figures: a
+benchmark reports what it measured, it never decides pass or fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+# The peers (CAP scripts, tickit.sql) live beside the repository, not inside it.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+PEERS = SHARED / "peers"
+TICKIT_SQL = PEERS / "tickit.sql"
+OUT = REPO / "bench" / "out"
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server URL (host, user, a unix-socket `host=` query) naming database `name`."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """PGHOST/PGPORT/PGUSER/PGPASSWORD for tools that take env, not URLs (cap-setup.sh, node)."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    host = query.get("host", [parts.hostname or ""])[0] or "127.0.0.1"
+    port = query.get("port", [str(parts.port or 5432)])[0]
+    return {
+        "PGHOST": host,
+        "PGPORT": port,
+        "PGUSER": unquote(parts.username or "postgres"),
+        "PGPASSWORD": unquote(parts.password or ""),
+    }
+
+
+def psql(url: str, sql: str) -> str:
+    """Run one statement with psql and return its unaligned, tuples-only output."""
+    done = subprocess.run(
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-tA", "-d", url, "-c", sql],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def ensure_tickit(server_url: str, database: str, rows: int) -> str:
+    """Create `database` if needed and load tickit.sql unless `sales` already has `rows` rows.
+
+    Returns the checksum of the first 1,000 sales rows so callers can check two databases hold
+    the same data.
+    """
+    name = database.replace('"', "")
+    if psql(server_url, f"select 1 from pg_database where datname = '{name}'") != "1":
+        log(f"creating database {name}")
+        psql(server_url, f'create database "{name}"')
+    url = with_database(server_url, name)
+    # Two statements: a CASE around count(*) still fails to plan when the table is missing.
+    have = -1
+    if psql(url, "select to_regclass('public.sales') is not null") == "t":
+        have = int(psql(url, "select count(*) from public.sales"))
+    if have != rows:
+        log(f"loading {rows:,} TICKIT rows into {name} (had {have:,}) from {TICKIT_SQL}")
+        started = time.monotonic()
+        subprocess.run(
+            [
+                "psql",
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"rows={rows}",
+                "-d",
+                url,
+                "-f",
+                str(TICKIT_SQL),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        log(f"loaded in {time.monotonic() - started:.1f} s")
+    else:
+        log(f"{name}: public.sales already has {rows:,} rows, not reloading")
+    return psql(
+        url,
+        "select md5(string_agg(salesid || ':' || eventid || ':' || pricepaid || ':' || saletime,"
+        " ',' order by salesid)) from public.sales where salesid <= 1000",
+    )
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def ensure_wrk() -> str:
+    """Path of wrk; installs Debian's package when missing and we are root (saying so)."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise SystemExit("wrk is not installed: run `apt-get install -y wrk` (as root)")
+    log("wrk missing: running `apt-get install -y wrk`")
+    if subprocess.run(["apt-get", "install", "-y", "wrk"]).returncode != 0:
+        log("install failed: running `apt-get update` and retrying")
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "wrk"], check=True)
+    found = shutil.which("wrk")
+    if not found:
+        raise SystemExit("wrk still not found after apt-get install")
+    return found
+
+
+@dataclass
+class WrkResult:
+    requests: int = 0
+    seconds: float = 0.0
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    non_2xx: int = 0
+    socket_errors: dict[str, int] = field(default_factory=dict)
+    raw: str = ""
+
+    @property
+    def clean(self) -> bool:
+        """True when every response was 2xx/3xx and no socket error or timeout happened."""
+        return self.non_2xx == 0 and not any(self.socket_errors.values()) and self.rps is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
+
+
+def _duration_ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    if not match:
+        raise ValueError(f"unrecognised wrk duration {text!r}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Pick req/s, p50, p99, non-2xx and socket errors out of `wrk --latency` output."""
+    result = WrkResult(raw=text)
+    if m := re.search(r"^\s*Requests/sec:\s+([\d.]+)", text, re.M):
+        result.rps = float(m.group(1))
+    if m := re.search(r"^\s*50(?:\.000)?%\s+(\S+)", text, re.M):
+        result.p50_ms = _duration_ms(m.group(1))
+    if m := re.search(r"^\s*99(?:\.000)?%\s+(\S+)", text, re.M):
+        result.p99_ms = _duration_ms(m.group(1))
+    if m := re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)", text, re.M):
+        result.requests = int(m.group(1))
+        result.seconds = _duration_ms(m.group(2) + m.group(3)) / 1000.0
+    if m := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text):
+        result.non_2xx = int(m.group(1))
+    if m := re.search(r"Socket errors: (.*)", text):
+        for name, count in re.findall(r"(\w+) (\d+)", m.group(1)):
+            result.socket_errors[name] = int(count)
+    return result
+
+
+def run_wrk(
+    url: str,
+    *,
+    duration: float,
+    connections: int = 16,
+    threads: int = 1,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(url)
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+# ---------------------------------------------------------------- memory
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (uvicorn master + workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        # A worker restarting between listing and reading is skipped.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += proc.memory_info().rss
+    return total
+
+
+class RssSampler:
+    """Samples the RSS of a process tree in a thread; `peak` holds the largest sum seen."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.peak = tree_rss(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.pid))
+
+
+def mib(n: int | None) -> str:
+    return "-" if not n else f"{n / 2**20:.0f} MB"
