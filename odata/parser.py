@@ -125,27 +125,30 @@ _TOKEN_RE = re.compile(
   | (?P<num>\+?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
   | (?P<ident>[^\W\d]\w*(?:\.[^\W\d]\w*)*)
   | (?P<dollar>\$[^\W\d]\w*)
-  | (?P<at>@[^\W\d]\w*(?:\.[^\W\d]\w*)*)
+  | (?P<at>@[^\W\d]\w*(?:\.[^\W\d]\w*)*(?:\#[^\W\d]\w*)?)
   | (?P<sym>==|!=|<>|<=|>=|&&|\|\||[()\[\]{},/:=<>!&|*;+%.-])
+  | (?P<bad>.)
     """,
     re.VERBOSE,
 )
 
 
 class _Tok:
-    __slots__ = ("end", "kind", "pos", "text")
+    __slots__ = ("end", "kind", "low", "pos", "text")
 
     def __init__(self, kind: str, text: str, pos: int, end: int) -> None:
         self.kind = kind
         self.text = text
         self.pos = pos
         self.end = end
+        # Keywords are case-insensitive: compare identifiers by their lower-case form.
+        self.low = text.lower() if kind == "ident" else ""
 
     def is_sym(self, text: str) -> bool:
         return self.kind == "sym" and self.text == text
 
     def is_word(self, lower: str) -> bool:
-        return self.kind == "ident" and self.text.lower() == lower
+        return self.low == lower
 
 
 _EOF_KIND = "eof"
@@ -160,12 +163,13 @@ def _describe(tok: _Tok) -> str:
 
 def _tokenize(text: str, target: str) -> list[_Tok]:
     toks: list[_Tok] = []
-    pos = 0
     n = len(text)
-    match = _TOKEN_RE.match
-    while pos < n:
-        m = match(text, pos)
-        if m is None:
+    for m in _TOKEN_RE.finditer(text):
+        kind = m.lastgroup or ""
+        if kind == "ws":
+            continue
+        pos = m.start()
+        if kind == "bad":
             ch = text[pos]
             if ch == "'":
                 _fail(
@@ -176,14 +180,13 @@ def _tokenize(text: str, target: str) -> list[_Tok]:
             if ch == '"':
                 _fail(target, pos, "double-quoted string opened here is never closed")
             _fail(target, pos, f"unexpected character {ch!r}")
-        kind = m.lastgroup or ""
         end = m.end()
-        if kind != "ws":
-            if kind == "num" and end < n and (text[end].isalnum() or text[end] in "_."):
-                _fail(target, end, f"malformed number {text[pos : end + 1]!r}")
-            toks.append(_Tok(kind, m.group(), pos, end))
-        pos = end
-    toks.append(_Tok(_EOF_KIND, "", n, n))
+        if kind == "num" and end < n and (text[end].isalnum() or text[end] in "_."):
+            _fail(target, end, f"malformed number {text[pos : end + 1]!r}")
+        toks.append(_Tok(kind, m.group(), pos, end))
+    # Two end markers, so that looking one token ahead never runs off the list.
+    eof = _Tok(_EOF_KIND, "", n, n)
+    toks += (eof, eof)
     return toks
 
 
@@ -377,7 +380,7 @@ class _Parser:
     # token helpers
 
     def peek(self, ahead: int = 0) -> _Tok:
-        return self.toks[min(self.i + ahead, len(self.toks) - 1)]
+        return self.toks[self.i + ahead]
 
     def next(self) -> _Tok:
         tok = self.toks[self.i]
@@ -441,10 +444,7 @@ class _Parser:
     def expr(self, min_prec: int = 1) -> Expr:
         left = self.unary()
         while True:
-            tok = self.peek()
-            if tok.kind != "ident":
-                return left
-            op = tok.text.lower()
+            op = self.toks[self.i].low
             prec = _BINARY_PREC.get(op)
             if prec is None or prec < min_prec:
                 return left
@@ -453,7 +453,7 @@ class _Parser:
             left = BinaryOp(op, left, right)
 
     def unary(self) -> Expr:
-        tok = self.peek()
+        tok = self.toks[self.i]
         if tok.is_sym("-"):
             self.next()
             nxt = self.peek()
@@ -479,17 +479,17 @@ class _Parser:
         if tok.kind == _EOF_KIND:
             return False
         if tok.kind == "ident":
-            return tok.text.lower() not in _BINARY_PREC
+            return tok.low not in _BINARY_PREC
         return not (tok.kind == "sym" and tok.text in ("),]}"))
 
     def postfix(self, left: Expr) -> Expr:
         # `has` and `in` are primary-level operators in OData 4.01.
         while True:
-            tok = self.peek()
-            if tok.is_word("has"):
+            tok = self.toks[self.i]
+            if tok.low == "has":
                 self.next()
                 left = BinaryOp("has", left, self.primary())
-            elif tok.is_word("in"):
+            elif tok.low == "in":
                 self.next()
                 left = self.in_list(left)
             else:
@@ -597,7 +597,7 @@ class _Parser:
         if nxt.kind == "str" and nxt.pos == tok.end:
             self.next()
             return _typed_literal(self.target, tok, nxt)
-        lower = text.lower()
+        lower = tok.low
         if lower in ("true", "false"):
             return Literal(lower == "true", "Edm.Boolean")
         if text == "null":
