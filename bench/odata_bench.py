@@ -89,7 +89,7 @@ JAZZ = (
 SHAPES = (
     Shape(
         "a",
-        "list view, exact count over 1M",
+        "list view with exact $count",
         "Sales",
         (("$select", "salesid,pricepaid"), ("$count", "true"), ("$top", "26")),
     ),
@@ -516,8 +516,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
             ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
             p99_text = "-" if p99 is None else f"{p99:.2f} ms"
             print(
-                f"  ({key}) ratio {ratio_text} {'MET' if ratio_ok else 'NOT MET'};"
-                f"  p99 {p99_text} {'MET' if p99_ok else 'NOT MET'}"
+                f"  ({key}) ratio {ratio_text} {'MET' if ratio_ok else 'MISSED'};"
+                f"  p99 {p99_text} {'MET' if p99_ok else 'MISSED'}"
             )
     return {"comparison": comparison, "targets": targets_met}
 
