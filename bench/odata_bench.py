@@ -372,21 +372,25 @@ def compare(targets: list[Target]) -> list[str]:
 # ---------------------------------------------------------------- measuring
 
 
-def measure(target: Target, args: argparse.Namespace) -> None:
+def measure(targets: list[Target], args: argparse.Namespace) -> None:
+    """One wrk run per request and server, alternating servers request by request so that the
+    load other users put on a shared machine falls on both sides of each ratio alike."""
     headers = {"Authorization": AUTH_HEADER, "Accept": "application/json"}
-    target.baseline_rss = tree_rss(target.pid)
+    load = {"connections": args.connections, "threads": args.threads}
+    for target in targets:
+        target.baseline_rss = tree_rss(target.pid)
     for shape in SHAPES:
-        if target.checks.get(shape.key, {}).get("status") != 200:
-            target.results[shape.key] = {"error": "not measured: pre-check did not answer 200"}
-            continue
-        url = target.urls[shape.key]
-        load = {"connections": args.connections, "threads": args.threads}
-        if args.warmup > 0:
-            run_wrk(url, duration=args.warmup, headers=headers, **load)
-        with RssSampler(target.pid) as rss:
-            result = run_wrk(url, duration=args.duration, headers=headers, **load)
-        target.results[shape.key] = _figures(result, rss.peak)
-        log(f"{target.name} ({shape.key}) {_line(target.results[shape.key])}")
+        for target in targets:
+            if target.checks.get(shape.key, {}).get("status") != 200:
+                target.results[shape.key] = {"error": "not measured: pre-check did not answer 200"}
+                continue
+            url = target.urls[shape.key]
+            if args.warmup > 0:
+                run_wrk(url, duration=args.warmup, headers=headers, **load)
+            with RssSampler(target.pid) as rss:
+                result = run_wrk(url, duration=args.duration, headers=headers, **load)
+            target.results[shape.key] = _figures(result, rss.peak)
+            log(f"{target.name} ({shape.key}) {_line(target.results[shape.key])}")
 
 
 def _figures(result: WrkResult, peak_rss: int) -> dict[str, Any]:
@@ -633,8 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         record["mismatches"] = mismatches
 
         if not args.check_only:
-            for t in targets:
-                measure(t, args)
+            measure(targets, args)
         record.update(report(targets, args))
         record["servers"] = {
             t.name: {
