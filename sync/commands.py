@@ -1,0 +1,147 @@
+"""Sync sub-commands of the `r2sf` CLI: `sync`, `scheduler` and `discover`.
+
+Each handler returns the process exit code: 0 ok, 1 a run failed, 2 a configuration error
+(raised as `ConfigError`, printed by service/cli.py), 3 another run holds a job's lock. Failures
+are printed as one line; no traceback, SQL or password reaches the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from service.config import load_settings
+from sync.config import Job, load_jobs, select_jobs, source_url
+from sync.errors import LockHeld, SyncError
+from sync.progress import Reporter
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_LOCKED = LockHeld.exit_code
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sync = commands.add_parser("sync", help="copy the warehouse into the target tables now")
+    sync.add_argument("jobs", nargs="*", metavar="JOB", help="job names (default: all)")
+    sync.add_argument(
+        "--full-refresh", action="store_true", help="ignore watermarks; apply deletes"
+    )
+    sync.add_argument(
+        "--dry-run", action="store_true", help="report what would change; write nothing"
+    )
+    sync.add_argument(
+        "--on-error",
+        choices=["fail", "skip"],
+        default="fail",
+        help="rows whose values do not fit the target: fail the run or skip them",
+    )
+    sync.set_defaults(handler=sync_command)
+
+    sched = commands.add_parser("scheduler", help="clock process: run jobs on their schedules")
+    sched.add_argument("--max-retries", type=int, default=5, help="retries of a transient failure")
+    sched.set_defaults(handler=scheduler_command)
+
+    disc = commands.add_parser("discover", help="print [[sync.jobs]] TOML for warehouse tables")
+    disc.add_argument("--source", help="warehouse URL (default: $REDSHIFT_URL or [source] url)")
+    disc.add_argument("--schema", default="public")
+    disc.add_argument("--tables", nargs="*", default=[], metavar="T")
+    disc.add_argument("--heroku-connect", action="store_true",
+                      help="match tables to salesforce.* in DATABASE_URL")  # fmt: skip
+    disc.set_defaults(handler=discover_command)
+
+
+def _jobs(args: argparse.Namespace) -> tuple[Any, list[Job], str]:
+    settings = load_settings(getattr(args, "config", None))
+    where = str(settings.config_path or "r2sf.toml")
+    jobs = load_jobs(settings.file, where)
+    url = source_url(settings.file, where)
+    return settings, jobs, url
+
+
+def sync_command(args: argparse.Namespace) -> int:
+    settings, jobs, url = _jobs(args)
+    where = str(settings.config_path or "r2sf.toml")
+    chosen = select_jobs(jobs, args.jobs, where)
+    if not chosen:
+        print(f"r2sf sync: no jobs configured in {where} ([[sync.jobs]])", file=sys.stderr)
+        return EXIT_FAILED
+    return asyncio.run(
+        _sync_all(
+            chosen, settings.database_url, url, args.full_refresh, args.dry_run, args.on_error
+        )
+    )
+
+
+async def _sync_all(
+    jobs: list[Job], target: str, source: str, full: bool, dry: bool, on_error: str
+) -> int:
+    from sync.engine import run_job
+
+    rep = Reporter()
+    codes = []
+    for job in jobs:
+        try:
+            result = await run_job(job, target_url=target, source_url=source, full_refresh=full,
+                                   dry_run=dry, on_error=on_error, reporter=rep)  # fmt: skip
+        except SyncError as exc:
+            print(f"r2sf sync: {exc}", file=sys.stderr)
+            codes.append(exc.exit_code)
+            continue
+        codes.append(EXIT_OK)
+        if dry:
+            _print_dry_run(result)
+        for reason in result.skipped_reasons:
+            print(f"r2sf sync: job '{job.name}': skipped {reason}", file=sys.stderr)
+    if EXIT_FAILED in codes:
+        return EXIT_FAILED
+    return max(codes, default=EXIT_OK)
+
+
+def _print_dry_run(result: Any) -> None:
+    print(
+        f"{result.job}: would insert {result.inserted}, update {result.updated},"
+        f" delete {result.deleted}, leave {result.unchanged} unchanged"
+        f" (read {result.rows_read}, skip {result.skipped}) in {result.target}"
+    )
+    for kind, keys in result.samples.items():
+        if keys:
+            print(f"  {kind}: {'; '.join(keys)}")
+
+
+def scheduler_command(args: argparse.Namespace) -> int:
+    from sync.schedule import run_scheduler
+
+    settings, jobs, url = _jobs(args)
+    return asyncio.run(
+        run_scheduler(jobs, settings.database_url, url, max_retries=args.max_retries)
+    )
+
+
+def discover_command(args: argparse.Namespace) -> int:
+    import os
+
+    from service.config import ConfigError, load_file
+    from sync.discover import discover
+
+    url = args.source
+    if not url:
+        from service.config import config_path
+
+        path = config_path(getattr(args, "config", None))
+        url = source_url(load_file(path), path)
+    target = os.environ.get("DATABASE_URL") if args.heroku_connect else None
+    if args.heroku_connect and not target:
+        raise ConfigError(
+            "DATABASE_URL",
+            "not set; --heroku-connect reads salesforce.* tables from the target",
+            "export DATABASE_URL=postgresql://user:password@host:5432/dbname",
+        )
+    try:
+        text = asyncio.run(discover(url, args.schema, args.tables, target))
+    except SyncError as exc:
+        print(f"r2sf discover: {exc.message}", file=sys.stderr)
+        return EXIT_FAILED
+    sys.stdout.write(text)
+    return EXIT_OK

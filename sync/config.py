@@ -1,0 +1,339 @@
+"""Sync job configuration: the `[source]` and `[[sync.jobs]]` sections of r2sf.toml, validated.
+
+Turns raw TOML dicts into typed `Job` objects once, at start-up, and reports any problem as a
+`ConfigError` naming the file, the key (`r2sf.toml: sync.jobs[0].deletes`) and the fix. It never
+connects to a database; checks that need the target's catalogue happen in `sync.load`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from service.config import ConfigError, FileConfig
+
+# A plain (unquoted-safe) SQL name: what job keys may name. Anything else is almost always a typo.
+_NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
+_QUALIFIED = re.compile(rf"{_NAME}\.{_NAME}")
+_COLUMN = re.compile(_NAME)
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+# Heroku Connect owns these columns of a mapped table (spec §9); the sync never writes them.
+HEROKU_CONNECT_SYSTEM_COLUMNS = frozenset(
+    {"id", "sfid", "systemmodstamp", "createddate", "isdeleted", "_hc_lastop", "_hc_err"}
+)
+
+DEFAULT_BATCH_SIZE = 10_000
+# Single-node Redshift clusters refuse a FETCH of more than 1,000 rows.
+DEFAULT_FETCH_SIZE = 1_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Incremental(_Strict):
+    column: str = Field(description="source column; only rows above the last watermark are read")
+
+    @field_validator("column")
+    @classmethod
+    def _column(cls, v: str) -> str:
+        return _column_name(v)
+
+
+class HerokuConnect(_Strict):
+    external_id: str = Field(description="the mapping's unique External ID column in the target")
+
+    @field_validator("external_id")
+    @classmethod
+    def _column(cls, v: str) -> str:
+        return _column_name(v)
+
+
+class MaxDeletes(_Strict):
+    """At most `count` rows, or `percent` of the target's rows, may be deleted by one run."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def limit(self, target_rows: int) -> int:
+        if self.count is not None:
+            return self.count
+        assert self.percent is not None
+        return int(target_rows * self.percent / 100)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+
+
+class Job(_Strict):
+    name: str
+    query: str | None = None
+    table: str | None = None
+    target: str
+    key: list[str] = Field(min_length=1)
+    schedule: str | None = None
+    deletes: Literal["hard", "soft", "ignore"] = "ignore"
+    soft_delete_column: str | None = None
+    max_deletes: MaxDeletes = Field(default_factory=lambda: MaxDeletes(percent=10))
+    incremental: Incremental | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    heroku_connect: HerokuConnect | None = None
+    create: bool = True
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1_000_000)
+    fetch_size: int = Field(DEFAULT_FETCH_SIZE, ge=1, le=1_000_000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _JOB_NAME.fullmatch(v):
+            raise ValueError(f"'{v}' may use only letters, digits, '_', '-' and '.'")
+        return v
+
+    @field_validator("table", "target")
+    @classmethod
+    def _qualified(cls, v: str | None) -> str | None:
+        if v is not None and not _QUALIFIED.fullmatch(v):
+            raise ValueError(f"'{v}' must be written schema.table, e.g. public.{v}")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: list[str]) -> list[str]:
+        return [_column_name(c) for c in v]
+
+    @field_validator("soft_delete_column")
+    @classmethod
+    def _soft_column(cls, v: str | None) -> str | None:
+        return None if v is None else _column_name(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, str]) -> dict[str, str]:
+        for src, dst in v.items():
+            _column_name(src)
+            _column_name(dst)
+        return v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is not None and not croniter.is_valid(v):
+            raise ValueError(f"'{v}' is not a cron expression (minute hour day month weekday)")
+        return v
+
+    @field_validator("max_deletes", mode="before")
+    @classmethod
+    def _max_deletes(cls, v: Any) -> Any:
+        return parse_max_deletes(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Job:
+        if (self.query is None) == (self.table is None):
+            raise ValueError("give exactly one of `query` or `table`")
+        if self.deletes == "soft" and self.soft_delete_column is None:
+            raise ValueError(
+                'deletes = "soft" needs soft_delete_column, e.g. soft_delete_column = "is_deleted"'
+            )
+        if self.heroku_connect is not None:
+            if len(self.key) != 1:
+                raise ValueError(
+                    "a Heroku Connect job has one key column: the External ID's source"
+                )
+            mapped = self.columns.get(self.key[0], self.heroku_connect.external_id)
+            if mapped != self.heroku_connect.external_id:
+                raise ValueError(
+                    f"key '{self.key[0]}' maps to '{mapped}', not to the external_id "
+                    f"'{self.heroku_connect.external_id}'"
+                )
+            written = set(self.columns.values()) | {self.soft_delete_column}
+            system = sorted(c for c in written if c in HEROKU_CONNECT_SYSTEM_COLUMNS)
+            if system:
+                raise ValueError(
+                    f"{', '.join(system)} belong to Heroku Connect and are never written"
+                )
+        return self
+
+    @property
+    def source_sql(self) -> str:
+        """The statement whose rows this job copies."""
+        if self.query is not None:
+            return self.query.strip().rstrip(";")
+        assert self.table is not None
+        schema, table = self.table.split(".")
+        return f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}"
+
+    @property
+    def target_schema(self) -> str:
+        return self.target.split(".")[0]
+
+    @property
+    def target_table(self) -> str:
+        return self.target.split(".")[1]
+
+    def target_column(self, source_column: str) -> str:
+        """The target column a source column is explicitly (or by the key rule) mapped to."""
+        if source_column in self.columns:
+            return self.columns[source_column]
+        if self.heroku_connect is not None and source_column == self.key[0]:
+            return self.heroku_connect.external_id
+        return source_column
+
+
+class SourceConfig(_Strict):
+    url: str | None = Field(None, description="warehouse URL; REDSHIFT_URL overrides it")
+
+
+class SyncConfig(_Strict):
+    jobs: list[Job] = Field(default_factory=list)
+
+
+def quote_ident(name: str) -> str:
+    """The one place SQL identifiers are quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _column_name(v: str) -> str:
+    if not _COLUMN.fullmatch(v):
+        raise ValueError(f"'{v}' is not a plain column name (letters, digits, '_')")
+    return v
+
+
+def parse_max_deletes(v: Any) -> Any:
+    if isinstance(v, MaxDeletes | dict):
+        return v
+    if isinstance(v, bool):
+        raise ValueError('max_deletes is a count (e.g. 500) or a percentage (e.g. "10%")')
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueError("max_deletes must not be negative")
+        return MaxDeletes(count=v)
+    if isinstance(v, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", v)
+        if m and float(m.group(1)) <= 100:
+            return MaxDeletes(percent=float(m.group(1)))
+        if v.strip().isdigit():
+            return MaxDeletes(count=int(v))
+    raise ValueError(f"'{v}' is neither a count (e.g. 500) nor a percentage (e.g. \"10%\")")
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+_FIXES = {
+    "deletes": 'use "hard", "soft" (with soft_delete_column) or "ignore"',
+    "schedule": 'write five cron fields in UTC, e.g. "*/15 * * * *"',
+    "max_deletes": 'write a count (500) or a percentage ("10%")',
+    "target": "write the target as schema.table, e.g. public.category",
+    "table": "write the source table as schema.table, e.g. public.category",
+    "key": 'list the key columns, e.g. key = ["catid"]',
+}
+
+
+def _explain(where: str, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    key = _key_path((prefix, *loc))
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
+        return ConfigError(f"{where}: {key}", "unknown key", f"remove it or rename it ({hint})")
+    msg = err["msg"].removeprefix("Value error, ")
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    fix = _FIXES.get(field, "correct the value (see README, Configuration)")
+    return ConfigError(f"{where}: {key}", msg, fix)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int) or current is None:
+            continue
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args: tuple[Any, ...] = getattr(ann, "__args__", ())
+        current = next(
+            (
+                a
+                for a in (ann, *args, *(getattr(x, "__args__", ()) for x in args))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
+        )
+    return sorted(current.model_fields) if current else []
+
+
+def load_jobs(file: FileConfig, path: Path | str | None = None) -> list[Job]:
+    """The validated jobs of `[[sync.jobs]]`, with unique names."""
+    where = str(path or "r2sf.toml")
+    try:
+        sync = SyncConfig.model_validate(file.sync)
+    except ValidationError as exc:
+        raise _explain(where, exc, SyncConfig, "sync") from None
+    seen: dict[str, int] = {}
+    for i, job in enumerate(sync.jobs):
+        if job.name in seen:
+            raise ConfigError(
+                f"{where}: sync.jobs[{i}].name",
+                f"job name '{job.name}' is already used by sync.jobs[{seen[job.name]}]",
+                "give every job its own name",
+            )
+        seen[job.name] = i
+    return sync.jobs
+
+
+def select_jobs(jobs: list[Job], names: list[str], where: str = "r2sf.toml") -> list[Job]:
+    """The jobs named (all when none are), refusing unknown names with a suggestion."""
+    if not names:
+        return list(jobs)
+    by_name = {j.name: j for j in jobs}
+    chosen = []
+    for name in names:
+        if name not in by_name:
+            guess = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = f"did you mean '{guess[0]}'?" if guess else "known: " + ", ".join(by_name)
+            raise ConfigError(
+                f"{where}: sync.jobs",
+                f"no job named '{name}'",
+                f"use one of the configured job names ({hint or 'none configured'})",
+            )
+        chosen.append(by_name[name])
+    return chosen
+
+
+def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = None) -> str:
+    """The warehouse URL: REDSHIFT_URL, else `[source] url`."""
+    env = os.environ if environ is None else environ
+    where = str(path or "r2sf.toml")
+    try:
+        source = SourceConfig.model_validate(file.source)
+    except ValidationError as exc:
+        raise _explain(where, exc, SourceConfig, "source") from None
+    url: str | None = env.get("REDSHIFT_URL") or source.url
+    if not url:
+        raise ConfigError(
+            "REDSHIFT_URL",
+            "not set, and r2sf.toml has no [source] url",
+            "export REDSHIFT_URL=redshift://user:password@host:5439/dbname",
+        )
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme not in ("redshift", "postgresql", "postgres"):
+        raise ConfigError(
+            "REDSHIFT_URL" if env.get("REDSHIFT_URL") else f"{where}: source.url",
+            f"scheme '{scheme}' is not supported",
+            "use redshift://user:password@host:5439/db or postgresql://user:password@host/db",
+        )
+    return url

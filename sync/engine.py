@@ -1,0 +1,270 @@
+"""One sync run end to end: lock, extract, stage, check, merge, record, report.
+
+`run_job` is the Python entry point (the CLI, the scheduler and the demo call it). Everything a
+run writes (target rows, the run record, the watermark, the change notification) commits in one
+transaction; any failure rolls it back and is recorded separately. It never logs a password.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from service.config import redact_url
+from sync import load, state
+from sync.config import Job, quote_ident
+from sync.errors import LockHeld, SourceError, SyncError, TargetError, TransientError
+from sync.progress import Reporter
+from sync.source import SourceColumn, open_source
+
+# Hook for the data-version work: the merge transaction notifies this channel with
+# '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
+DATA_CHANGED_CHANNEL = "r2sf_data_changed"
+
+
+@dataclass
+class RunResult:
+    job: str
+    target: str
+    dry_run: bool
+    full_refresh: bool
+    rows_read: int
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int
+    skipped: int
+    target_rows: int
+    seconds: float
+    run_id: int | None = None
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    skipped_reasons: list[str] = field(default_factory=list)
+    heroku_connect: dict[str, Any] = field(default_factory=dict)
+    watermark: str | None = None
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated + self.deleted
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "job": self.job,
+            "target": self.target,
+            "status": "dry_run" if self.dry_run else "ok",
+            "read": self.rows_read,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "skipped": self.skipped,
+            "target_rows": self.target_rows,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.watermark is not None:
+            out["watermark"] = self.watermark
+        for k, v in self.heroku_connect.items():
+            out["hc_" + k] = v
+        return out
+
+
+_TRANSIENT = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InterfaceError,
+)
+
+
+def _classify(job: str, exc: BaseException, source_url: str, target_url: str) -> SyncError:
+    """Wrap a driver exception in the sync hierarchy, with any URL redacted."""
+    text = (
+        str(exc)
+        .replace(source_url, redact_url(source_url))
+        .replace(target_url, redact_url(target_url))
+    )
+    text = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, _TRANSIENT) or type(exc).__name__ in ("InterfaceError", "OperationalError"):
+        return TransientError(job, f"connection failed: {text}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return TargetError(job, f"{type(exc).__name__}: {text}")
+    return SourceError(job, f"{type(exc).__name__}: {text}")
+
+
+async def run_job(
+    job: Job,
+    *,
+    target_url: str,
+    source_url: str,
+    full_refresh: bool = False,
+    dry_run: bool = False,
+    on_error: str = "fail",
+    reporter: Reporter | None = None,
+) -> RunResult:
+    """Run one job; raises a `SyncError` (nothing written) when it cannot complete."""
+    rep = reporter or Reporter()
+    started = datetime.now(UTC)
+    t0 = time.monotonic()
+    rep.log("start", job=job.name, source=redact_url(source_url), target=job.target,
+            full_refresh=full_refresh, dry_run=dry_run)  # fmt: skip
+    try:
+        conn = await asyncpg.connect(
+            target_url, server_settings={"application_name": f"r2sf sync {job.name}"[:63]}
+        )
+    except Exception as exc:
+        raise _classify(job.name, exc, source_url, target_url) from None
+    try:
+        holder = await state.try_lock(conn, job.name)
+        if holder is not None:
+            raise LockHeld(
+                job.name,
+                f"another run holds its lock ({holder}); wait for it to finish, or stop that"
+                " process",
+            )
+        result = await _run_locked(conn, job, source_url, target_url, full_refresh, dry_run,
+                                   on_error, rep)  # fmt: skip
+        result.seconds = time.monotonic() - t0
+        rep.log("done", **result.summary())
+        return result
+    except SyncError as exc:
+        err = exc
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        err = _classify(job.name, exc, source_url, target_url)
+    finally:
+        # Closing the connection rolls back any open transaction and frees the lock.
+        if not conn.is_closed():
+            conn.terminate() if conn.is_in_transaction() else await conn.close()
+    rep.log("failed", job=job.name, code=err.code, error=err.message)
+    if not dry_run and not isinstance(err, LockHeld | TransientError):
+        try:
+            await state.record_failure(target_url, job.name, started, full_refresh, err.message)
+        except Exception as exc:  # the failure itself is what the caller needs to see
+            rep.log("warning", job=job.name, error=f"could not record the failed run: {exc}")
+    raise err
+
+
+async def _run_locked(
+    conn: Any,
+    job: Job,
+    source_url: str,
+    target_url: str,
+    full_refresh: bool,
+    dry_run: bool,
+    on_error: str,
+    rep: Reporter,
+) -> RunResult:
+    started = datetime.now(UTC)
+    if not dry_run:
+        await state.migrate(conn)
+    watermark = None
+    if job.incremental is not None and not full_refresh:
+        watermark = await state.get_watermark(conn, job.name)
+        if watermark is not None and watermark.column != job.incremental.column:
+            watermark = None  # the job changed its column: read everything once
+    deletes = job.deletes != "ignore" and (watermark is None or full_refresh)
+    counts = load.Counts()
+    source = open_source(source_url, job.source_sql, watermark, job.fetch_size, job.batch_size)
+    try:
+        try:
+            await source.open()
+        except (ValueError, SyncError) as exc:
+            raise SourceError(job.name, str(exc)) from None
+        types = await load.staging_types(conn, source.columns)
+        counts.read = await load.stage(
+            conn, source, types, lambda rows, nbytes: rep.progress(job.name, rows, nbytes)
+        )
+    finally:
+        await source.close()
+    counts.source_rows = counts.read
+    rep.log("staged", job=job.name, rows=counts.read)
+
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        result, target = await _merge(conn, job, source.columns, types, counts, full_refresh,
+                                      dry_run, deletes, on_error, started)  # fmt: skip
+    except BaseException:
+        await tx.rollback()
+        raise
+    # A dry run rolls back too: it may have created the target to plan against it.
+    await (tx.rollback() if dry_run else tx.commit())
+    if job.heroku_connect is not None and not dry_run:
+        result.heroku_connect = await load.heroku_connect_report(conn, target)
+    await state.unlock(conn, job.name)
+    return result
+
+
+async def _merge(
+    conn: Any,
+    job: Job,
+    columns: list[SourceColumn],
+    types: dict[int, str],
+    counts: load.Counts,
+    full_refresh: bool,
+    dry_run: bool,
+    deletes: bool,
+    on_error: str,
+    started: datetime,
+) -> tuple[RunResult, load.Target]:
+    """Everything inside the run's one transaction."""
+    target = await load.read_target(conn, job.target_schema, job.target_table)
+    if target is None:
+        if job.heroku_connect is not None or not job.create:
+            why = "Heroku Connect creates mapped tables" if job.heroku_connect else "create = false"
+            raise TargetError(job.name, f"target {job.target} does not exist ({why});"
+                              " create it, or set create = true for a plain table")  # fmt: skip
+        await load.create_target(conn, job, columns, types)
+        target = await load.read_target(conn, job.target_schema, job.target_table)
+        assert target is not None
+    plan = load.plan(job, columns, types, target)
+    await load.check_values(conn, plan, on_error, counts)
+    n_deletes = await load.count_changes(conn, plan, deletes, counts, samples=dry_run)
+    if deletes:
+        load.guard_deletes(plan, n_deletes, counts.target_rows)
+    result = RunResult(
+        job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh,
+        rows_read=counts.read, inserted=0, updated=0, unchanged=0, deleted=0,
+        skipped=counts.skipped, target_rows=0, seconds=0.0,
+        skipped_reasons=counts.skipped_reasons,
+    )  # fmt: skip
+    if dry_run:
+        _fill(result, counts)
+        result.samples = counts.samples
+        return result, target
+    await load.merge(conn, plan, deletes, counts)
+    _fill(result, counts)
+    if result.written:
+        await conn.execute(
+            "SELECT pg_notify($1, $2)", DATA_CHANGED_CHANNEL, f"{target.schema}.{target.table}"
+        )
+    if job.incremental is not None:
+        pair = next(p for p in plan.pairs if p.source == job.incremental.column)
+        col = quote_ident(pair.source)
+        await state.set_watermark_from(
+            conn, job.name, pair.source, f"(SELECT max({col}) FROM {load.STAGING})",
+            pair.staging_type,
+        )  # fmt: skip
+        result.watermark = await conn.fetchval(
+            "SELECT value FROM r2sf.watermarks WHERE job = $1", job.name
+        )
+    result.run_id = await state.record_run(
+        conn, job.name, started, "ok", full_refresh, counts.as_dict()
+    )
+    return result, target
+
+
+def _fill(result: RunResult, counts: load.Counts) -> None:
+    result.inserted = counts.inserted
+    result.updated = counts.updated
+    result.unchanged = counts.unchanged
+    result.deleted = counts.deleted
+    result.target_rows = counts.target_rows

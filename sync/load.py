@@ -1,0 +1,615 @@
+"""Load: COPY extracted rows into a temporary staging table, check them, merge what changed.
+
+Staging has the source's own types, so a PostgreSQL source can be piped as binary COPY; values
+are checked against the target's catalogue in SQL and converted while merging. The merge
+inserts new keys, updates only rows whose values differ (`IS DISTINCT FROM`) and deletes or
+flags missing ones. It must never TRUNCATE, DROP, RENAME or delete-and-reinsert a target, and
+the caller runs `merge` inside one transaction so readers see the old rows or the new ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS, Job, quote_ident
+from sync.errors import SourceError, TargetError, TooManyDeletes, ValueDoesNotFit
+from sync.source import Source, SourceColumn
+
+STAGING = "r2sf_staging"
+SKIPPED = "r2sf_skipped"
+SAMPLE = 5
+
+# Types without an equality operator: compared as text.
+_NO_EQUALITY = frozenset({114, 142, 600, 601, 602, 603, 604, 628, 718})
+_INT_RANGE = {
+    21: (-32768, 32767),
+    23: (-2147483648, 2147483647),
+    20: (-9223372036854775808, 9223372036854775807),
+}
+_NUMBERS = frozenset({20, 21, 23, 700, 701, 1700})
+_TEXTS = frozenset({25, 1043, 1042, 19})
+# (staging type, target type) pairs whose conversion cannot fail.
+_SAFE = frozenset(
+    {
+        (21, 23), (21, 20), (23, 20), (21, 1700), (23, 1700), (20, 1700),
+        (21, 701), (23, 701), (700, 701), (21, 700),
+        (1082, 1114), (1082, 1184), (1114, 1184), (1184, 1114),
+    }
+)  # fmt: skip
+
+Progress = Callable[[int, int], None]  # (rows so far or -1, bytes so far)
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    name: str
+    type_oid: int
+    typmod: int
+    type_sql: str  # format_type(): the exact type, with length/precision
+    not_null: bool
+
+    @property
+    def max_length(self) -> int | None:
+        if self.type_oid in (1043, 1042) and self.typmod > 4:
+            return self.typmod - 4
+        return None
+
+    @property
+    def precision(self) -> tuple[int, int] | None:
+        if self.type_oid == 1700 and self.typmod > 4:
+            mod = self.typmod - 4
+            return (mod >> 16) & 0xFFFF, mod & 0xFFFF
+        return None
+
+
+@dataclass
+class Target:
+    schema: str
+    table: str
+    columns: dict[str, TargetColumn]
+    unique_keys: list[set[str]]
+
+    @property
+    def sql(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One source column and the target column it is written to."""
+
+    source: str
+    staging_oid: int
+    staging_type: str
+    target: TargetColumn
+
+    @property
+    def needs_cast(self) -> bool:
+        return self.staging_oid != self.target.type_oid or self.target.typmod != -1
+
+    def value(self, alias: str = "s") -> str:
+        """The staged value as the target's type."""
+        ref = f"{alias}.{quote_ident(self.source)}"
+        return f"CAST({ref} AS {self.target.type_sql})" if self.needs_cast else ref
+
+
+@dataclass
+class Plan:
+    job: Job
+    target: Target
+    pairs: list[Pair]
+    keys: list[Pair]
+    soft_column: str | None
+    has_skipped: bool = False  # rows dropped by --on-error skip live in SKIPPED
+
+    @property
+    def values(self) -> list[Pair]:
+        return [p for p in self.pairs if p not in self.keys]
+
+    def key_join(self, t: str = "t", s: str = "s") -> str:
+        return " AND ".join(f"{t}.{quote_ident(k.target.name)} = {k.value(s)}" for k in self.keys)
+
+    def key_text(self, alias: str) -> str:
+        """Key columns as one readable string for messages: `catid=12`."""
+        parts = [
+            f"'{k.source}=' || coalesce({alias}.{quote_ident(k.source)}::text, 'NULL')"
+            for k in self.keys
+        ]
+        return " || ', ' || ".join(parts)
+
+    def target_key_text(self, alias: str) -> str:
+        parts = [
+            f"'{k.source}=' || coalesce({alias}.{quote_ident(k.target.name)}::text, 'NULL')"
+            for k in self.keys
+        ]
+        return " || ', ' || ".join(parts)
+
+
+@dataclass
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    source_rows: int = 0
+    target_rows: int = 0
+    samples: dict[str, list[str]] = field(default_factory=dict)
+    skipped_reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k)
+            for k in (
+                "read", "inserted", "updated", "unchanged", "deleted", "skipped",
+                "source_rows", "target_rows",
+            )
+        }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- catalogue
+
+
+async def read_target(conn: Any, schema: str, table: str) -> Target | None:
+    oid = await conn.fetchval(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        schema,
+        table,
+    )
+    if oid is None:
+        return None
+    rows = await conn.fetch(
+        "SELECT attname, atttypid::int AS typ, atttypmod, format_type(atttypid, atttypmod) AS sql,"
+        " attnotnull FROM pg_attribute"
+        " WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND attgenerated = ''"
+        " ORDER BY attnum",
+        oid,
+    )
+    cols = {
+        r["attname"]: TargetColumn(
+            r["attname"], r["typ"], r["atttypmod"], r["sql"], r["attnotnull"]
+        )
+        for r in rows
+    }
+    keys = await conn.fetch(
+        "SELECT array(SELECT a.attname FROM unnest(i.indkey) k"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k) AS cols"
+        " FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL"
+        " AND i.indexprs IS NULL",
+        oid,
+    )
+    return Target(schema, table, cols, [set(r["cols"]) for r in keys])
+
+
+async def staging_types(conn: Any, columns: Sequence[SourceColumn]) -> dict[int, str]:
+    rows = await conn.fetch(
+        "SELECT oid::int AS oid, format_type(oid, NULL) AS sql FROM pg_type WHERE oid = ANY($1)",
+        sorted({c.type_oid for c in columns}),
+    )
+    return {r["oid"]: r["sql"] for r in rows}
+
+
+def _map_source_column(job: Job, name: str, target: Target | None) -> str:
+    explicit = job.target_column(name)
+    if target is None or explicit in target.columns or explicit != name:
+        return explicit
+    lower = {c.lower(): c for c in target.columns}
+    for candidate in (name.lower(), name.lower() + "__c"):
+        if candidate in lower and (job.heroku_connect or candidate == name.lower()):
+            return lower[candidate]
+    return name
+
+
+def plan(job: Job, columns: Sequence[SourceColumn], types: dict[int, str], target: Target) -> Plan:
+    """Match source columns to target columns and check the target can take the rows."""
+    hc = job.heroku_connect is not None
+    pairs: list[Pair] = []
+    missing: list[str] = []
+    for col in columns:
+        dst = _map_source_column(job, col.name, target)
+        tcol = target.columns.get(dst)
+        if tcol is None:
+            missing.append(col.name if dst == col.name else f"{col.name} (as {dst})")
+            continue
+        if hc and dst in HEROKU_CONNECT_SYSTEM_COLUMNS:
+            raise TargetError(
+                job.name,
+                f"source column '{col.name}' maps to Heroku Connect system column '{dst}',"
+                " which the sync never writes; drop it from the query or rename it",
+            )
+        pairs.append(Pair(col.name, col.type_oid, types.get(col.type_oid, "text"), tcol))
+    if missing:
+        raise TargetError(
+            job.name,
+            f"{target.name} has no column for source column(s) {', '.join(missing)}; add them to"
+            ' the target, drop them from the query, or map them with columns = {src = "dst"}',
+        )
+    by_source = {p.source: p for p in pairs}
+    absent = [k for k in job.key if k not in by_source]
+    if absent:
+        raise TargetError(
+            job.name,
+            f"key column(s) {', '.join(absent)} are not in the source query; select them",
+        )
+    keys = [by_source[k] for k in job.key]
+    key_set = {k.target.name for k in keys}
+    if key_set not in target.unique_keys:
+        cols = ", ".join(quote_ident(k) for k in sorted(key_set))
+        if hc:
+            fix = (
+                "mark the External ID field Unique in Salesforce and in the Heroku Connect"
+                f" mapping (or CREATE UNIQUE INDEX ON {target.sql} ({cols}))"
+            )
+            raise TargetError(
+                job.name,
+                f"external id {target.name}.{next(iter(key_set))} is not unique, so upserts could"
+                f" create duplicates; {fix}",
+            )
+        raise TargetError(
+            job.name,
+            f"{target.name} has no primary key or unique index on ({', '.join(sorted(key_set))});"
+            f" add one: CREATE UNIQUE INDEX ON {target.sql} ({cols})",
+        )
+    if job.incremental is not None and job.incremental.column not in by_source:
+        raise TargetError(
+            job.name, f"incremental column '{job.incremental.column}' is not in the source query"
+        )
+    soft = job.soft_delete_column if job.deletes == "soft" else None
+    if soft is not None and soft not in target.columns:
+        raise TargetError(
+            job.name,
+            f"{target.name} has no soft-delete column '{soft}'; ALTER TABLE {target.sql}"
+            f" ADD COLUMN {quote_ident(soft)} boolean NOT NULL DEFAULT false",
+        )
+    return Plan(job, target, pairs, keys, soft)
+
+
+async def create_target(
+    conn: Any, job: Job, columns: Sequence[SourceColumn], types: dict[int, str]
+) -> None:
+    """Create a missing (non-Heroku Connect) target keyed on the job's key."""
+    defs = []
+    for col in columns:
+        dst = job.target_column(col.name)
+        defs.append(f"{quote_ident(dst)} {types.get(col.type_oid, 'text')}")
+    if job.deletes == "soft" and job.soft_delete_column:
+        defs.append(f"{quote_ident(job.soft_delete_column)} boolean NOT NULL DEFAULT false")
+    keys = ", ".join(quote_ident(job.target_column(k)) for k in job.key)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(job.target_schema)}")
+    await conn.execute(
+        f"CREATE TABLE {quote_ident(job.target_schema)}.{quote_ident(job.target_table)}"
+        f" ({', '.join(defs)}, PRIMARY KEY ({keys}))"
+    )
+
+
+# ---------------------------------------------------------------------------- staging
+
+
+async def stage(
+    conn: Any,
+    source: Source,
+    types: dict[int, str],
+    progress: Progress | None = None,
+) -> int:
+    """Create the staging table and stream every source batch into it; returns rows staged."""
+    defs = ", ".join(
+        f"{quote_ident(c.name)} {types.get(c.type_oid, 'text')}" for c in source.columns
+    )
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+    await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
+    names = [c.name for c in source.columns]
+    if source.format == "binary":
+        seen = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal seen
+            async for chunk in source.batches():
+                assert isinstance(chunk, bytes | bytearray | memoryview)
+                seen += len(chunk)
+                if progress:
+                    progress(-1, seen)
+                yield bytes(chunk)
+
+        status = await conn.copy_to_table(STAGING, source=chunks(), columns=names, format="binary")
+    else:
+        rows = 0
+        unknown = [i for i, c in enumerate(source.columns) if c.type_oid not in types]
+
+        async def records() -> AsyncIterator[Sequence[Any]]:
+            nonlocal rows
+            async for batch in source.batches():
+                assert isinstance(batch, list)
+                for rec in batch:
+                    if unknown:
+                        rec = [
+                            str(v) if i in unknown and v is not None else v
+                            for i, v in enumerate(rec)
+                        ]
+                    yield rec
+                rows += len(batch)
+                if progress:
+                    progress(rows, 0)
+
+        status = await conn.copy_records_to_table(STAGING, records=records(), columns=names)
+    staged = int(status.split()[-1])
+    # Temp tables are never auto-analyzed; the merge's join plans need row estimates.
+    await conn.execute(f"ANALYZE {STAGING}")
+    return staged
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _fits_sql(pg16: bool, value: str, type_sql: str) -> str:
+    literal = "'" + type_sql.replace("'", "''") + "'"
+    if pg16:
+        return f"pg_input_is_valid({value}, {literal})"
+    return f"pg_temp.r2sf_fits({value}, {literal})"
+
+
+FITS_FUNCTION = """
+CREATE OR REPLACE FUNCTION pg_temp.r2sf_fits(v text, typ text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('SELECT CAST(%L AS %s)', v, typ);
+    RETURN true;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END $$
+"""
+
+
+def _may_overflow_int(src: int, dst: int) -> bool:
+    if dst not in _INT_RANGE or src not in _NUMBERS:
+        return False
+    return src not in _INT_RANGE or _INT_RANGE[src][1] > _INT_RANGE[dst][1]
+
+
+def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
+    """SQL that is true when the staged value cannot be written, and the limit it breaks."""
+    col = f"s.{quote_ident(pair.source)}"
+    t = pair.target
+    src = pair.staging_oid
+    as_text = f"CAST({col} AS text)"
+    if src in _TEXTS and t.type_oid not in _TEXTS and t.type_oid != 25:
+        return f"NOT {_fits_sql(pg16, as_text, t.type_sql)}", f"a valid {t.type_sql}"
+    if t.max_length is not None:
+        return f"char_length({as_text}) > {t.max_length}", f"{t.max_length} characters"
+    if _may_overflow_int(src, t.type_oid):
+        lo, hi = _INT_RANGE[t.type_oid]
+        return (
+            f"CAST({col} AS numeric) NOT BETWEEN {lo} AND {hi}",
+            f"{t.type_sql} range {lo}..{hi}",
+        )
+    if t.precision is not None and src in _NUMBERS:
+        p, scale = t.precision
+        return (
+            f"abs(round(CAST({col} AS numeric), {scale})) >= 10::numeric ^ {p - scale}",
+            f"{t.type_sql}: at most {p - scale} digits before the decimal point",
+        )
+    if src == t.type_oid or t.type_oid == 25 or (src, t.type_oid) in _SAFE:
+        return None
+    return f"NOT {_fits_sql(pg16, as_text, t.type_sql)}", f"a valid {t.type_sql}"
+
+
+async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> None:
+    """Fail (or with on_error="skip", drop and report) staged rows the target cannot take."""
+    job = p.job.name
+    dup = await conn.fetchrow(
+        f"SELECT {p.key_text('s')} AS k, count(*) AS n FROM {STAGING} s"
+        f" GROUP BY {', '.join('s.' + quote_ident(k.source) for k in p.keys)}"
+        " HAVING count(*) > 1 LIMIT 1"
+    )
+    if dup is not None:
+        raise SourceError(
+            job,
+            f"the source returns key {dup['k']} {dup['n']} times; the key must be unique"
+            " (fix the query, or choose key columns that identify one row)",
+        )
+    pg16 = int(await conn.fetchval("SHOW server_version_num")) >= 160000
+    if not pg16:
+        await conn.execute(FITS_FUNCTION)
+    checks: list[tuple[Pair, str, str]] = []
+    for pair in p.pairs:
+        bad = _violation(pair, pg16)
+        if bad is not None:
+            checks.append((pair, f"coalesce({bad[0]}, false)", bad[1]))
+        if pair.target.not_null or pair in p.keys:
+            checks.append((pair, f"s.{quote_ident(pair.source)} IS NULL", "not null"))
+    if not checks:
+        return
+    where = " OR ".join(f"({c})" for _, c, _ in checks)
+    flags = ", ".join(f"({c}) AS f{i}" for i, (_, c, _) in enumerate(checks))
+    rows = await conn.fetch(
+        f"SELECT {p.key_text('s')} AS k, {flags}, "
+        + ", ".join(
+            f"s.{quote_ident(pr.source)}::text AS v{i}" for i, (pr, _, _) in enumerate(checks)
+        )
+        + f" FROM {STAGING} s WHERE {where} LIMIT {SAMPLE}"
+    )
+    if not rows:
+        return
+    reasons = []
+    for r in rows:
+        for i, (pr, _, limit) in enumerate(checks):
+            if r[f"f{i}"]:
+                value = "NULL" if r[f"v{i}"] is None else repr(_clip(r[f"v{i}"]))
+                reasons.append(
+                    f"key {r['k']}: column {pr.source} -> {p.target.name}.{pr.target.name}"
+                    f" ({pr.target.type_sql}): value {value} does not fit (limit: {limit})"
+                )
+                break
+    if on_error != "skip":
+        total = await conn.fetchval(f"SELECT count(*) FROM {STAGING} s WHERE {where}")
+        more = f" ({total} rows in all do not fit" + (
+            "; rerun with --on-error skip to skip them)" if total else ")"
+        )
+        raise ValueDoesNotFit(job, reasons[0] + more + "; nothing was written")
+    keys = ", ".join(quote_ident(k.source) for k in p.keys)
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SKIPPED}")
+    await conn.execute(f"CREATE TEMP TABLE {SKIPPED} AS SELECT {keys} FROM {STAGING} WITH NO DATA")
+    status = await conn.execute(
+        f"WITH bad AS (DELETE FROM {STAGING} s WHERE {where} RETURNING {keys})"
+        f" INSERT INTO {SKIPPED} SELECT * FROM bad"
+    )
+    counts.skipped = int(status.split()[-1])
+    counts.skipped_reasons = reasons
+    p.has_skipped = True
+
+
+def _clip(v: str, n: int = 60) -> str:
+    return v if len(v) <= n else v[:n] + "..."
+
+
+# ---------------------------------------------------------------------------- merge
+
+
+def _distinct(p: Plan) -> str:
+    def pair_sides(pr: Pair) -> tuple[str, str]:
+        t, s = f"t.{quote_ident(pr.target.name)}", pr.value("s")
+        if pr.target.type_oid in _NO_EQUALITY:
+            return f"{t}::text", f"({s})::text"
+        return t, s
+
+    sides = [pair_sides(pr) for pr in p.values]
+    if p.soft_column:
+        sides.append((f"t.{quote_ident(p.soft_column)}", "false"))
+    left = ", ".join(a for a, _ in sides)
+    right = ", ".join(b for _, b in sides)
+    return f"ROW({left}) IS DISTINCT FROM ROW({right})"
+
+
+def _missing(p: Plan) -> str:
+    """Target rows whose key the source no longer returns (skipped rows are not missing)."""
+    cond = f"NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE {p.key_join()})"
+    if p.has_skipped:
+        join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
+        cond += f" AND NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
+    if p.soft_column:
+        cond += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
+    return cond
+
+
+def _new_rows(p: Plan) -> str:
+    return f"NOT EXISTS (SELECT 1 FROM {p.target.sql} t WHERE {p.key_join()})"
+
+
+async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, samples: bool) -> int:
+    """Count (and sample) what a merge would do; returns the number of deletes."""
+    t = p.target.sql
+    counts.target_rows = await conn.fetchval(f"SELECT count(*) FROM {t}")
+    n_deletes = 0
+    if deletes:
+        n_deletes = await conn.fetchval(f"SELECT count(*) FROM {t} t WHERE {_missing(p)}")
+    if not samples:
+        return n_deletes
+    counts.inserted = await conn.fetchval(f"SELECT count(*) FROM {STAGING} s WHERE {_new_rows(p)}")
+    counts.updated = 0
+    if p.values or p.soft_column:
+        counts.updated = await conn.fetchval(
+            f"SELECT count(*) FROM {t} t JOIN {STAGING} s ON {p.key_join()} WHERE {_distinct(p)}"
+        )
+    counts.deleted = n_deletes
+    counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+    counts.samples = {
+        "insert": await _sample(
+            conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
+        ),
+        "update": await _sample(
+            conn,
+            f"SELECT {p.key_text('s')} FROM {t} t JOIN {STAGING} s ON {p.key_join()}"
+            f" WHERE {_distinct(p)}"
+            if (p.values or p.soft_column)
+            else "",
+        ),
+        "delete": await _sample(
+            conn,
+            f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else "",
+        ),
+    }
+    return n_deletes
+
+
+async def _sample(conn: Any, sql: str) -> list[str]:
+    if not sql:
+        return []
+    return [r[0] for r in await conn.fetch(sql + f" LIMIT {SAMPLE}")]
+
+
+def guard_deletes(p: Plan, n_deletes: int, target_rows: int) -> None:
+    limit = p.job.max_deletes.limit(target_rows)
+    if n_deletes > limit:
+        raise TooManyDeletes(
+            p.job.name,
+            f"would delete {n_deletes} of {target_rows} rows in {p.target.name}, more than"
+            f" max_deletes = {p.job.max_deletes} ({limit} rows); nothing was written. If the"
+            " source really lost those rows, raise max_deletes for one run or check the source",
+        )
+
+
+async def merge(conn: Any, p: Plan, deletes: bool, counts: Counts) -> None:
+    """Write the changes; the caller holds the transaction."""
+    t = p.target.sql
+    if p.values or p.soft_column:
+        sets = [f"{quote_ident(pr.target.name)} = {pr.value('s')}" for pr in p.values]
+        if p.soft_column:
+            sets.append(f"{quote_ident(p.soft_column)} = false")
+        status = await conn.execute(
+            f"UPDATE {t} t SET {', '.join(sets)} FROM {STAGING} s"
+            f" WHERE {p.key_join()} AND {_distinct(p)}"
+        )
+        counts.updated = int(status.split()[-1])
+    cols = [quote_ident(pr.target.name) for pr in p.pairs]
+    vals = [pr.value("s") for pr in p.pairs]
+    if p.soft_column:
+        cols.append(quote_ident(p.soft_column))
+        vals.append("false")
+    status = await conn.execute(
+        f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
+        f" WHERE {_new_rows(p)}"
+    )
+    counts.inserted = int(status.split()[-1])
+    counts.deleted = 0
+    if deletes:
+        if p.soft_column:
+            sql = f"UPDATE {t} t SET {quote_ident(p.soft_column)} = true WHERE {_missing(p)}"
+        else:
+            sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
+        counts.deleted = int((await conn.execute(sql)).split()[-1])
+    counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+    counts.target_rows += counts.inserted - (0 if p.soft_column else counts.deleted)
+
+
+async def heroku_connect_report(conn: Any, target: Target) -> dict[str, Any]:
+    """Rows Heroku Connect failed to push, and its trigger-log backlog for this table."""
+    out: dict[str, Any] = {}
+    if "_hc_lastop" in target.columns:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS n, min(_hc_err) AS err FROM {target.sql}"
+            " WHERE _hc_lastop = 'FAILED'"
+            if "_hc_err" in target.columns
+            else f"SELECT count(*) AS n, NULL AS err FROM {target.sql} WHERE _hc_lastop = 'FAILED'"
+        )
+        out["failed"] = row["n"]
+        if row["err"]:
+            out["failed_example"] = _clip(row["err"], 200)
+    log = await read_target(conn, target.schema, "_trigger_log")
+    if log is not None:
+        where = ["true"]
+        args: list[str] = []
+        if "table_name" in log.columns:
+            where.append("table_name = $1")
+            args.append(target.table)
+        if "state" in log.columns:
+            where.append("state IN ('NEW', 'PENDING')")
+        sql = f"SELECT count(*) FROM {log.sql} WHERE " + " AND ".join(where)
+        out["trigger_log_backlog"] = await conn.fetchval(sql, *args)
+    return out

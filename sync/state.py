@@ -1,0 +1,193 @@
+"""Sync state in the target database: the `r2sf` schema, its runs, watermarks and job locks.
+
+The schema is created and migrated on first use (versioned in `r2sf.schema_version`). Run
+records and watermarks are written on the caller's connection, inside the caller's merge
+transaction, so data and state commit together. This module never touches target tables.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# Key 1 of every r2sf advisory lock ("r2sf" in ASCII); key 2 is a hash of the job name.
+LOCK_CLASS = 0x72327366 & 0x7FFFFFFF
+MIGRATION_LOCK = 0
+
+MIGRATIONS: list[str] = [
+    # 1: runs and watermarks
+    """
+    CREATE TABLE r2sf.sync_runs (
+        id bigserial PRIMARY KEY,
+        job text NOT NULL,
+        started_at timestamptz NOT NULL,
+        finished_at timestamptz,
+        status text NOT NULL CHECK (status IN ('ok', 'failed')),
+        full_refresh boolean NOT NULL DEFAULT false,
+        rows_read bigint,
+        rows_inserted bigint,
+        rows_updated bigint,
+        rows_unchanged bigint,
+        rows_deleted bigint,
+        rows_skipped bigint,
+        source_rows bigint,
+        target_rows bigint,
+        error text
+    );
+    CREATE INDEX sync_runs_job_started ON r2sf.sync_runs (job, started_at DESC);
+    CREATE TABLE r2sf.watermarks (
+        job text PRIMARY KEY,
+        column_name text NOT NULL,
+        value text NOT NULL,
+        value_type text NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now()
+    );
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Watermark:
+    column: str
+    value: str
+    value_type: str
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    application_name: str
+    since: datetime | None
+
+    def __str__(self) -> str:
+        since = f", since {self.since:%Y-%m-%d %H:%M:%S %Z}" if self.since else ""
+        return f"pid {self.pid}, application_name '{self.application_name}'{since}"
+
+
+def job_lock_key(job: str) -> int:
+    return zlib.crc32(job.encode()) & 0x7FFFFFFF
+
+
+async def migrate(conn: Any) -> int:
+    """Bring schema `r2sf` to the latest version; returns that version."""
+    async with conn.transaction():
+        # Two processes starting at once must not both create the schema.
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
+        await conn.execute("CREATE SCHEMA IF NOT EXISTS r2sf")
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS r2sf.schema_version ("
+            " version int NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM r2sf.schema_version")
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO r2sf.schema_version (version) VALUES ($1)", version)
+        return len(MIGRATIONS)
+
+
+async def schema_exists(conn: Any) -> bool:
+    return bool(await conn.fetchval("SELECT to_regclass('r2sf.watermarks') IS NOT NULL"))
+
+
+async def try_lock(conn: Any, job: str) -> Holder | None:
+    """Take the job's session lock; None on success, else who holds it."""
+    got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, job_lock_key(job))
+    if got:
+        return None
+    row = await conn.fetchrow(
+        """
+        SELECT a.pid, coalesce(a.application_name, '') AS app, a.backend_start
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid
+        LIMIT 1
+        """,
+        LOCK_CLASS,
+        job_lock_key(job),
+    )
+    if row is None:  # released between the two statements
+        return Holder(pid=0, application_name="unknown (just released)", since=None)
+    return Holder(pid=row["pid"], application_name=row["app"], since=row["backend_start"])
+
+
+async def unlock(conn: Any, job: str) -> None:
+    await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, job_lock_key(job))
+
+
+async def get_watermark(conn: Any, job: str) -> Watermark | None:
+    if not await schema_exists(conn):
+        return None
+    row = await conn.fetchrow(
+        "SELECT column_name, value, value_type FROM r2sf.watermarks WHERE job = $1", job
+    )
+    if row is None:
+        return None
+    return Watermark(row["column_name"], row["value"], row["value_type"])
+
+
+async def set_watermark_from(conn: Any, job: str, column: str, expr: str, type_name: str) -> None:
+    """Set the watermark to `expr` (a max() over staging) unless that is NULL (nothing read)."""
+    await conn.execute(
+        f"""
+        INSERT INTO r2sf.watermarks AS w (job, column_name, value, value_type)
+        SELECT $1, $2, v::text, $3 FROM (SELECT {expr} AS v) m WHERE v IS NOT NULL
+        ON CONFLICT (job) DO UPDATE
+        SET value = excluded.value, value_type = excluded.value_type,
+            column_name = excluded.column_name, updated_at = now()
+        """,
+        job,
+        column,
+        type_name,
+    )
+
+
+async def record_run(
+    conn: Any,
+    job: str,
+    started_at: datetime,
+    status: str,
+    full_refresh: bool,
+    counts: dict[str, int],
+    error: str | None = None,
+) -> int:
+    """Insert one finished run; called inside the merge transaction for successful runs."""
+    run_id: int = await conn.fetchval(
+        """
+        INSERT INTO r2sf.sync_runs (job, started_at, finished_at, status, full_refresh, error,
+            rows_read, rows_inserted, rows_updated, rows_unchanged, rows_deleted, rows_skipped,
+            source_rows, target_rows)
+        VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+        RETURNING id
+        """,
+        job,
+        started_at,
+        status,
+        full_refresh,
+        error,
+        counts.get("read"),
+        counts.get("inserted"),
+        counts.get("updated"),
+        counts.get("unchanged"),
+        counts.get("deleted"),
+        counts.get("skipped"),
+        counts.get("source_rows"),
+        counts.get("target_rows"),
+    )
+    return run_id
+
+
+async def record_failure(
+    url: str, job: str, started_at: datetime, full_refresh: bool, error: str
+) -> None:
+    """Record a failed run on a fresh connection (the run's own transaction was rolled back)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        await record_run(conn, job, started_at, "failed", full_refresh, {}, error)
+    finally:
+        await conn.close()
