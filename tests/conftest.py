@@ -92,3 +92,14 @@ def fresh_db(databases: Databases) -> str:
 def run(coro: Any) -> Any:
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(coro)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the OASIS ABNF test case counts per rule (see tests/abnf_report.py)."""
+    from tests.abnf_report import summary_lines
+
+    lines = summary_lines()
+    if lines:
+        terminalreporter.section("OData ABNF test cases per rule")
+        for line in lines:
+            terminalreporter.write_line(line)
