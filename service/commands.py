@@ -1,19 +1,78 @@
-"""Service sub-commands: `serve` (and later `check`, `status`, `demo`)."""
+"""Service sub-commands: `serve` runs the OData service under uvicorn."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+
+from service.config import ConfigError, load_settings, redact_url
+
+log = logging.getLogger("r2sf.service")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser("serve", help="run the OData service")
-    serve.add_argument("--config", dest="config_override", help=argparse.SUPPRESS)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
-    serve.add_argument("--allow-anonymous", action="store_true")
-    serve.set_defaults(handler=_serve)
+    serve.add_argument("--host", help="interface to bind (default from [server] host, 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port (default $PORT, then [server] port, 8000)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default: one per CPU core, at most 8)"
+    )
+    serve.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve without authentication when ODATA_CREDENTIALS is not set (local trials only)",
+    )
+    serve.set_defaults(handler=serve_command)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    raise NotImplementedError("serve is being built")
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import App
+
+    configure_logging()
+    settings = load_settings(args.config)
+    if not settings.credentials and not args.allow_anonymous:
+        App(settings)  # raises the ConfigError that explains the fix
+    server = settings.file.server
+    host = args.host or server.host
+    port = args.port or settings.port
+    workers = args.workers or server.workers or min(os.cpu_count() or 1, 8)
+    if workers < 1:
+        raise ConfigError("--workers", f"{workers} is not a worker count", "use 1 or more")
+    # Workers are separate processes: they rebuild the settings from this environment.
+    if settings.config_path is not None:
+        os.environ["R2SF_CONFIG"] = str(settings.config_path.resolve())
+    os.environ["R2SF_ALLOW_ANONYMOUS"] = "1" if args.allow_anonymous else "0"
+    log.info(
+        "serving %s%s on %s:%d with %d worker(s), database %s",
+        "anonymously " if not settings.credentials else "",
+        settings.odata.path,
+        host,
+        port,
+        workers,
+        redact_url(settings.database_url),
+    )
+    uvicorn.run(
+        "service.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-* are read by the app itself for nextLinks
+        log_level="warning",
+        timeout_graceful_shutdown=25,  # Heroku sends SIGKILL 30 s after SIGTERM
+    )
+    return 0

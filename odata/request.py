@@ -1,0 +1,318 @@
+"""Turn an HTTP request into a parsed OData request: resource path, query options, format.
+
+Decodes the query string form-style (`+` is a space), accepts 4.01's optional `$` prefix and
+case-insensitive option names, and parses every expression option into its AST. It knows
+nothing of the model: names are checked later, by `odata.plan`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal as Lit
+from urllib.parse import parse_qsl, unquote
+
+from odata import ast
+from odata.errors import (
+    BadRequest,
+    InvalidQueryOption,
+    NotAcceptable,
+    NotImplementedFeature,
+    QuerySyntaxError,
+    ResourceNotFound,
+)
+from odata.parser import (
+    parse_filter,
+    parse_key,
+    parse_literal,
+    parse_orderby,
+    parse_search,
+    parse_select,
+)
+
+MAX_TOP = 2**31 - 1
+
+# URL Conventions §5: system query options. `supported` ones are parsed; the rest are valid
+# OData that this service refuses with 501.
+SUPPORTED_OPTIONS = frozenset(
+    {"filter", "select", "orderby", "top", "skip", "count", "search", "skiptoken", "format"}
+)
+UNSUPPORTED_OPTIONS = frozenset(
+    {
+        "expand",
+        "apply",
+        "compute",
+        "levels",
+        "index",
+        "schemaversion",
+        "deltatoken",
+        "id",
+        "inlinecount",
+    }
+)
+
+ResourceKind = Lit["service", "metadata", "collection", "count", "entity", "property", "value"]
+MetadataLevel = Lit["minimal", "none", "full"]
+
+_KEYED_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.DOTALL)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    kind: ResourceKind
+    entity_set: str | None = None
+    key: ast.KeyPredicate | None = None
+    prop: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueryOptions:
+    filter: ast.Expr | None = None
+    select: tuple[ast.SelectItem, ...] | None = None
+    orderby: tuple[ast.OrderItem, ...] = ()
+    top: int | None = None
+    skip: int | None = None
+    count: bool | None = None
+    search: ast.SearchExpr | None = None
+    skiptoken: str | None = None
+    aliases: dict[str, ast.Literal] = field(default_factory=dict)
+    # The options as the client wrote them, kept for nextLinks and the response context.
+    raw: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    metadata: MetadataLevel = "minimal"
+    ieee754: bool = False  # Int64 and Decimal as strings
+    csdl_json: bool = False  # only for $metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ODataRequest:
+    resource: Resource
+    options: QueryOptions
+    format: Format
+
+
+def parse_path(path: str) -> Resource:
+    """`path` is the raw (still percent-encoded) path below the service root."""
+    segments = [unquote(s) for s in path.strip("/").split("/")] if path.strip("/") else []
+    if not segments:
+        return Resource("service")
+    head = segments[0]
+    if head == "$metadata" and len(segments) == 1:
+        return Resource("metadata")
+    if head.startswith("$"):
+        if head in ("$batch", "$crossjoin", "$entity", "$all"):
+            raise NotImplementedFeature(f"{head} is not supported by this service")
+        raise ResourceNotFound(f"no resource named '{head}'")
+    keyed = _KEYED_SEGMENT.match(head)
+    key: ast.KeyPredicate | None = None
+    if keyed:
+        set_name = keyed.group(1)
+        key = _parse_key(keyed.group(2))
+    elif _IDENTIFIER.match(head):
+        set_name = head
+    else:
+        raise ResourceNotFound(f"'{head}' is not an entity set name")
+    rest = segments[1:]
+    if key is None and rest:
+        if rest[0] == "$count" and len(rest) == 1:
+            return Resource("count", set_name)
+        if not rest[0].startswith("$"):
+            # Key-as-segment (OData 4.01 §4.3.6): /Set/1 means /Set(1).
+            key = ast.KeyPredicate(((None, _segment_literal(rest[0])),))
+            rest = rest[1:]
+    if key is None:
+        if rest:
+            raise ResourceNotFound(f"'{'/'.join(rest)}' after '{set_name}' is not a valid path")
+        return Resource("collection", set_name)
+    if not rest:
+        return Resource("entity", set_name, key)
+    prop = rest[0]
+    if not _IDENTIFIER.match(prop):
+        raise ResourceNotFound(f"'{prop}' is not a property name")
+    if len(rest) == 1:
+        return Resource("property", set_name, key, prop)
+    if len(rest) == 2 and rest[1] == "$value":
+        return Resource("value", set_name, key, prop)
+    raise ResourceNotFound(f"'{'/'.join(rest)}' is not a valid path below an entity")
+
+
+def _parse_key(text: str) -> ast.KeyPredicate:
+    try:
+        return parse_key(text)
+    except QuerySyntaxError as exc:
+        raise QuerySyntaxError(f"invalid key predicate ({exc.message})", target="key") from None
+
+
+def _segment_literal(text: str) -> ast.Literal:
+    # In key-as-segment form a string key is written without quotes: /Sales/S-0001.
+    try:
+        literal = parse_literal(text)
+    except (QuerySyntaxError, NotImplementedFeature):
+        return ast.Literal(text, "Edm.String")
+    return literal
+
+
+def option_name(raw: str) -> str | None:
+    """The canonical system option name for a query parameter, or None for a custom option."""
+    lowered = raw.lower()
+    if lowered.startswith("$"):
+        return lowered[1:]
+    if lowered in SUPPORTED_OPTIONS or lowered in UNSUPPORTED_OPTIONS:
+        return lowered  # OData 4.01: the `$` prefix is optional
+    return None
+
+
+def parse_query(query_string: str) -> QueryOptions:
+    try:
+        pairs = parse_qsl(
+            query_string,
+            keep_blank_values=True,
+            strict_parsing=False,
+            errors="strict",
+            max_num_fields=1000,
+        )
+    except UnicodeDecodeError:
+        raise BadRequest("the query string is not valid UTF-8 once percent-decoded") from None
+    except ValueError:
+        raise BadRequest("the query string has too many parameters (limit 1000)") from None
+    raw: dict[str, str] = {}
+    aliases: dict[str, ast.Literal] = {}
+    for name, value in pairs:
+        if name.startswith("@"):
+            aliases[name] = _alias_value(name, value)
+            continue
+        option = option_name(name)
+        if option is None:
+            continue  # custom query options are allowed and ignored (URL Conventions §5.2)
+        if option in raw:
+            raise InvalidQueryOption(f"${option} is given more than once", target=f"${option}")
+        if option in UNSUPPORTED_OPTIONS:
+            raise NotImplementedFeature(
+                f"${option} is not supported by this service", target=f"${option}"
+            )
+        if option not in SUPPORTED_OPTIONS:
+            raise InvalidQueryOption(
+                f"unknown system query option '{name}'; supported: "
+                + ", ".join(f"${o}" for o in sorted(SUPPORTED_OPTIONS)),
+                target=name,
+            )
+        raw[option] = value
+    return QueryOptions(
+        filter=_expr(raw, "filter", parse_filter),
+        select=_expr(raw, "select", parse_select),
+        orderby=_expr(raw, "orderby", parse_orderby) or (),
+        top=_integer(raw, "top"),
+        skip=_integer(raw, "skip"),
+        count=_boolean(raw, "count"),
+        search=_expr(raw, "search", parse_search),
+        skiptoken=raw.get("skiptoken") or None,
+        aliases=aliases,
+        raw=raw,
+    )
+
+
+def _alias_value(name: str, value: str) -> ast.Literal:
+    try:
+        return parse_literal(value)
+    except QuerySyntaxError as exc:
+        raise QuerySyntaxError(f"parameter alias {name}: {exc.message}", target=name) from None
+
+
+def _expr(raw: dict[str, str], option: str, parse):  # type: ignore[no-untyped-def]
+    text = raw.get(option)
+    if text is None:
+        return None
+    if not text.strip():
+        raise InvalidQueryOption(f"${option} is empty", target=f"${option}")
+    try:
+        return parse(text)
+    except QuerySyntaxError as exc:
+        message = exc.message if exc.message.startswith("$") else f"${option}: {exc.message}"
+        raise QuerySyntaxError(message, target=f"${option}", position=exc.position) from None
+
+
+def _integer(raw: dict[str, str], option: str) -> int | None:
+    text = raw.get(option)
+    if text is None:
+        return None
+    if not text.isdigit() or not text.isascii():
+        raise InvalidQueryOption(
+            f"${option} must be a non-negative integer, got '{text[:40]}'", target=f"${option}"
+        )
+    value = int(text)
+    if value > MAX_TOP:
+        raise InvalidQueryOption(f"${option} must be at most {MAX_TOP}", target=f"${option}")
+    return value
+
+
+def _boolean(raw: dict[str, str], option: str) -> bool | None:
+    text = raw.get(option)
+    if text is None:
+        return None
+    lowered = text.lower()
+    if lowered not in ("true", "false"):
+        raise InvalidQueryOption(
+            f"${option} must be true or false, got '{text[:40]}'", target=f"${option}"
+        )
+    return lowered == "true"
+
+
+def _media_params(media: str) -> tuple[str, dict[str, str]]:
+    kind, *params = (p.strip() for p in media.split(";"))
+    parsed: dict[str, str] = {}
+    for p in params:
+        k, _, v = p.partition("=")
+        parsed[k.strip().lower()] = v.strip().strip('"').lower()
+    return kind.lower(), parsed
+
+
+def negotiate(resource: Resource, accept: str | None, format_option: str | None) -> Format:
+    """Pick the response format: `$format` wins over the Accept header."""
+    if format_option is not None:
+        kind, params = _media_params(format_option)
+        if kind in ("json", "application/json"):
+            return _json_format(params, csdl=resource.kind == "metadata")
+        if kind in ("xml", "application/xml") and resource.kind == "metadata":
+            return Format()
+        raise NotAcceptable(
+            f"$format={format_option[:40]} is not available; use $format=json", target="$format"
+        )
+    ranges = [_media_params(m) for m in (accept or "").split(",") if m.strip()]
+    kinds = {kind for kind, _ in ranges}
+    if resource.kind == "metadata":
+        # CSDL XML unless JSON is asked for and XML is not acceptable (spec §5).
+        xml_ok = bool(kinds & {"application/xml", "*/*", "application/*", "text/xml"})
+        return Format(csdl_json="application/json" in kinds and not xml_ok)
+    textual = resource.kind in ("count", "value") and bool(kinds & {"text/plain", "text/*"})
+    if ranges and not textual and not kinds & {"application/json", "application/*", "*/*"}:
+        raise NotAcceptable(
+            "this service answers data requests in JSON only: send Accept: application/json"
+        )
+    params = next((p for kind, p in ranges if kind == "application/json"), {})
+    return _json_format(params, csdl=False)
+
+
+def _json_format(params: dict[str, str], *, csdl: bool) -> Format:
+    metadata = params.get("odata.metadata", params.get("metadata", "minimal"))
+    if metadata not in ("minimal", "none", "full"):
+        raise NotAcceptable(f"odata.metadata={metadata} is not one of minimal, none, full")
+    ieee = params.get("ieee754compatible", "false") == "true"
+    return Format(metadata=metadata, ieee754=ieee, csdl_json=csdl)  # type: ignore[arg-type]
+
+
+def check_max_version(header: str | None) -> None:
+    if header is None:
+        return
+    try:
+        major = float(header.strip().split(".")[0] + "." + (header.strip().split(".") + ["0"])[1])
+    except ValueError:
+        raise BadRequest(f"OData-MaxVersion '{header[:20]}' is not a version number") from None
+    if major < 4.0:
+        raise BadRequest(
+            f"this is an OData 4.0 service; the request allows at most OData {header.strip()}: "
+            "use the OData 4.0 or 4.01 adapter (OData-MaxVersion: 4.0)"
+        )

@@ -1,0 +1,478 @@
+"""Compile a query plan into ONE parametrised SQL statement whose result is the response body.
+
+PostgreSQL builds the JSON (`json_agg` over a LIMITed, ordered subquery) and the count in the same
+round trip; Python only frames it. Identifiers are quoted by `ident`, every value is a bound
+parameter, and OData's two-valued null semantics are translated exactly (see `_cond`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from odata.catalog import is_native
+from odata.model import EntitySet, Property
+from odata.plan import (
+    Arith,
+    Col,
+    CollectionPlan,
+    Compare,
+    CountPlan,
+    EntityPlan,
+    Func,
+    InList,
+    Lit,
+    Logic,
+    Not,
+    SortKey,
+    TExpr,
+)
+
+# Edm type -> the PostgreSQL type a literal of it is bound as.
+_BIND_TYPES = {
+    "Edm.Byte": "int8",
+    "Edm.SByte": "int8",
+    "Edm.Int16": "int8",
+    "Edm.Int32": "int8",
+    "Edm.Int64": "int8",
+    "Edm.Decimal": "numeric",
+    "Edm.Single": "float8",
+    "Edm.Double": "float8",
+    "Edm.String": "text",
+    "Edm.Boolean": "bool",
+    "Edm.Date": "date",
+    "Edm.DateTimeOffset": "timestamptz",
+    "Edm.TimeOfDay": "time",
+    "Edm.Guid": "uuid",
+    "Edm.Binary": "bytea",
+    "Edm.Duration": "interval",
+}
+
+# Types whose JSON needs an `@odata.type` annotation in odata.metadata=full (JSON Format §4.5.3).
+_IMPLICIT_TYPES = frozenset({"Edm.String", "Edm.Boolean", "Edm.Int32", "Edm.Double"})
+
+_OPS = {"eq": "=", "ne": "<>", "gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
+_EXTRACT = {"year": "year", "month": "month", "day": "day", "hour": "hour", "minute": "minute"}
+
+
+def ident(name: str) -> str:
+    """The one place identifiers are quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation(entity_set: EntitySet) -> str:
+    return f"{ident(entity_set.schema)}.{ident(entity_set.table)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    sql: str
+    params: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    ieee754: bool = False
+    full: bool = False  # odata.metadata=full annotations
+
+
+class _Params:
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def bind(self, value: Any, pg_type: str) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}::{pg_type}"
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def column(prop: Property) -> str:
+    """The column as a value of the property's Edm type."""
+    col = f"t.{ident(prop.column)}"
+    if prop.db_type == "money":
+        return f"{col}::numeric"
+    if not is_native(prop.db_type):
+        return f"{col}::text"
+    return col
+
+
+def _pg_type(expr: TExpr) -> str:
+    if isinstance(expr, Col):
+        return (
+            expr.prop.db_type
+            if is_native(expr.prop.db_type) and expr.prop.db_type != "money"
+            else ("numeric" if expr.prop.db_type == "money" else "text")
+        )
+    return _BIND_TYPES.get(expr.edm, "text")
+
+
+class _Compiler:
+    def __init__(self, params: _Params) -> None:
+        self.p = params
+
+    # -- values --------------------------------------------------------------------------------
+
+    def value(self, e: TExpr) -> str:
+        match e:
+            case Col(prop=prop):
+                return column(prop)
+            case Lit(value=value, edm=edm, db_type=db_type):
+                if value is None:
+                    return "NULL"
+                return self.p.bind(value, db_type or _BIND_TYPES.get(edm, "text"))
+            case Arith(op="neg", left=left):
+                return f"(-{self.value(left)})"
+            case Arith(op="divby", left=left, right=right):
+                assert right is not None
+                return f"({self.value(left)}::numeric / {self.value(right)})"
+            case Arith(op=op, left=left, right=right, edm=edm):
+                assert right is not None
+                lhs, rhs = self.value(left), self.value(right)
+                if edm == "Edm.Int64" and op != "div":
+                    lhs = f"{lhs}::int8"  # avoid int4 overflow where OData has 64-bit integers
+                if op == "mod" and edm == "Edm.Double":
+                    return f"mod({lhs}::numeric, {rhs}::numeric)::float8"
+                return f"({lhs} {_ARITH[op]} {rhs})"
+            case Func():
+                return self._func_value(e)
+        # A boolean expression used as a value: three-valued, like OData's.
+        return (
+            f"(CASE WHEN {self.cond(e, True)} THEN true WHEN {self.cond(e, False)} THEN false END)"
+        )
+
+    def _func_value(self, f: Func) -> str:
+        args = [self.value(a) for a in f.args]
+        name = f.name
+        if f.edm == "Edm.Boolean":
+            return self._predicate(f)
+        if name in _EXTRACT:
+            return f"extract({_EXTRACT[name]} from {args[0]})::int4"
+        simple = {
+            "length": "char_length({0})",
+            "indexof": "(strpos({0}, {1}) - 1)",
+            "tolower": "lower({0})",
+            "toupper": "upper({0})",
+            "trim": "btrim({0})",
+            "concat": "({0} || {1})",
+            "second": "floor(extract(second from {0}))::int4",
+            "fractionalseconds": "((extract(microseconds from {0})::int8 % 1000000) / 1000000.0)",
+            "date": "({0})::date",
+            "time": "({0})::time",
+            "totaloffsetminutes": "(CASE WHEN {0} IS NULL THEN NULL ELSE 0 END)",
+            "now": "now()",
+            "maxdatetime": "'9999-12-31 23:59:59.999999+00'::timestamptz",
+            "mindatetime": "'0001-01-01 00:00:00+00'::timestamptz",
+            "round": "round({0})",
+            "floor": "floor({0})",
+            "ceiling": "ceil({0})",
+        }
+        if name == "substring":
+            start = f"({args[1]})::int4 + 1"
+            if len(args) == 3:
+                return f"substr({args[0]}, greatest({start}, 1), greatest(({args[2]})::int4, 0))"
+            return f"substr({args[0]}, greatest({start}, 1))"
+        return simple[name].format(*args)
+
+    def _predicate(self, f: Func) -> str:
+        text, needle = f.args[0], f.args[1]
+        subject = self.value(text)
+        if f.name == "matchespattern":
+            return f"({subject} ~ {self.value(needle)})"
+        if isinstance(needle, Lit) and isinstance(needle.value, str):
+            escaped = escape_like(needle.value)
+            pattern = {
+                "contains": f"%{escaped}%",
+                "startswith": f"{escaped}%",
+                "endswith": f"%{escaped}",
+            }[f.name]
+            op = "ILIKE" if f.case_insensitive else "LIKE"
+            return f"({subject} {op} {self.p.bind(pattern, 'text')})"
+        other = self.value(needle)
+        if f.case_insensitive:
+            subject, other = f"lower({subject})", f"lower({other})"
+        if f.name == "contains":
+            return f"(strpos({subject}, {other}) > 0)"
+        if f.name == "startswith":
+            return f"starts_with({subject}, {other})"
+        return f"(right({subject}, char_length({other})) = {other})"
+
+    # -- conditions ----------------------------------------------------------------------------
+
+    def cond(self, e: TExpr, want: bool) -> str:
+        """SQL that is TRUE exactly when `e` evaluates to `want` under OData's rules.
+
+        OData's boolean operators are three-valued only where a null reaches them through a
+        function or a boolean property; comparisons are two-valued (`null eq null` is true,
+        `Prop ne 'x'` is true where Prop is null). Emitting "TRUE iff true" and "TRUE iff false"
+        separately keeps `not` exact and leaves plain `Prop eq value` as index-friendly `=`.
+        """
+        match e:
+            case Lit(value=value):
+                return "true" if value is want else "false"
+            case Col():
+                return self.value(e) if want else f"(NOT {self.value(e)})"
+            case Not(operand=operand):
+                return self.cond(operand, not want)
+            case Logic(op=op, left=left, right=right):
+                joiner = "AND" if (op == "and") == want else "OR"
+                return f"({self.cond(left, want)} {joiner} {self.cond(right, want)})"
+            case Compare(op=op, left=left, right=right):
+                return self._compare(op, left, right, want)
+            case InList(left=left, items=items):
+                positive = self._in(left, items)
+                return positive if want else f"({positive}) IS NOT TRUE"
+            case Func():
+                predicate = self._predicate(e)
+                return predicate if want else f"(NOT {predicate})"
+        raise AssertionError(f"not a boolean expression: {e!r}")
+
+    def _compare(self, op: str, left: TExpr, right: TExpr, want: bool) -> str:
+        if op in ("eq", "ne"):
+            equal = (op == "eq") == want
+            return self._equal(left, right) if equal else self._not_equal(left, right)
+        if left.edm == "null" or right.edm == "null":
+            return "false" if want else "true"
+        positive = f"({self.value(left)} {_OPS[op]} {self.value(right)})"
+        if want:
+            return positive
+        if not left.nullable and not right.nullable:
+            return f"(NOT {positive})"
+        return f"({positive} IS NOT TRUE)"
+
+    def _bool_literal_side(self, left: TExpr, right: TExpr) -> tuple[TExpr, bool] | None:
+        for a, b in ((left, right), (right, left)):
+            if isinstance(b, Lit) and isinstance(b.value, bool) and a.edm == "Edm.Boolean":
+                return a, b.value
+        return None
+
+    def _equal(self, left: TExpr, right: TExpr) -> str:
+        if left.edm == "null" and right.edm == "null":
+            return "true"
+        if left.edm == "null" or right.edm == "null":
+            other = right if left.edm == "null" else left
+            return f"({self.value(other)} IS NULL)"
+        boolean = self._bool_literal_side(left, right)
+        if boolean is not None:
+            return self.cond(*boolean)  # `contains(...) eq true` is the predicate itself
+        if not left.nullable or not right.nullable:
+            # One side is never null: SQL's `=` is NULL only where OData says false.
+            return f"({self.value(left)} = {self.value(right)})"
+        return f"({self.value(left)} IS NOT DISTINCT FROM {self.value(right)})"
+
+    def _not_equal(self, left: TExpr, right: TExpr) -> str:
+        if left.edm == "null" and right.edm == "null":
+            return "false"
+        if left.edm == "null" or right.edm == "null":
+            other = right if left.edm == "null" else left
+            return f"({self.value(other)} IS NOT NULL)"
+        boolean = self._bool_literal_side(left, right)
+        if boolean is not None:
+            expr, literal = boolean
+            return f"({self.cond(expr, literal)} IS NOT TRUE)"
+        if not left.nullable and not right.nullable:
+            return f"({self.value(left)} <> {self.value(right)})"
+        return f"({self.value(left)} IS DISTINCT FROM {self.value(right)})"
+
+    def _in(self, left: TExpr, items: tuple[Lit, ...]) -> str:
+        subject = self.value(left)
+        values = [self.value(i) for i in items if i.value is not None]
+        parts = []
+        if values:
+            parts.append(f"{subject} IN ({', '.join(values)})")
+        if any(i.value is None for i in items):
+            parts.append(f"{subject} IS NULL")
+        return "(" + " OR ".join(parts) + ")" if parts else "false"
+
+    # -- ordering and keyset ---------------------------------------------------------------------
+
+    def order_by(self, order: tuple[SortKey, ...]) -> str:
+        items = []
+        for key in order:
+            sql = self.value(key.expr)
+            # OData sorts nulls first ascending and last descending: PostgreSQL's opposite.
+            if key.descending:
+                items.append(f"{sql} DESC" + (" NULLS LAST" if key.expr.nullable else ""))
+            else:
+                items.append(f"{sql} ASC" + (" NULLS FIRST" if key.expr.nullable else ""))
+        return ", ".join(items)
+
+    def after(self, order: tuple[SortKey, ...], values: tuple[str | None, ...]) -> str:
+        exprs = [self.value(k.expr) for k in order]
+        types = [_pg_type(k.expr) for k in order]
+        uniform = (
+            all(not k.expr.nullable for k in order) and len({k.descending for k in order}) == 1
+        )
+        if uniform and all(v is not None for v in values):
+            bound = [
+                f"CAST({self.p.bind(v, 'text')} AS {t})" for v, t in zip(values, types, strict=True)
+            ]
+            op = "<" if order[0].descending else ">"
+            if len(exprs) == 1:
+                return f"{exprs[0]} {op} {bound[0]}"
+            return f"({', '.join(exprs)}) {op} ({', '.join(bound)})"
+        alternatives = []
+        for i, key in enumerate(order):
+            terms = [self._same(exprs[j], types[j], values[j]) for j in range(i)]
+            terms.append(self._beyond(exprs[i], types[i], values[i], key))
+            alternatives.append("(" + " AND ".join(terms) + ")")
+        return "(" + " OR ".join(alternatives) + ")"
+
+    def _same(self, expr: str, pg_type: str, value: str | None) -> str:
+        if value is None:
+            return f"{expr} IS NULL"
+        return f"{expr} = CAST({self.p.bind(value, 'text')} AS {pg_type})"
+
+    def _beyond(self, expr: str, pg_type: str, value: str | None, key: SortKey) -> str:
+        if value is None:
+            return "false" if key.descending else f"{expr} IS NOT NULL"
+        bound = f"CAST({self.p.bind(value, 'text')} AS {pg_type})"
+        if key.descending:
+            return (
+                f"({expr} < {bound} OR {expr} IS NULL)"
+                if key.expr.nullable
+                else f"{expr} < {bound}"
+            )
+        return f"{expr} > {bound}"
+
+    # -- output --------------------------------------------------------------------------------
+
+    def outputs(self, entity_set: EntitySet, props: tuple[Property, ...], fmt: OutputFormat) -> str:
+        cols: list[str] = []
+        if fmt.full:
+            etype = entity_set.entity_type
+            cols.append(
+                f"{self.p.bind('#' + 'r2sf.' + etype.name, 'text')} AS {ident('@odata.type')}"
+            )
+            link = self._key_text(entity_set)
+            cols.append(f"{link} AS {ident('@odata.id')}")
+            cols.append(f"{link} AS {ident('@odata.editLink')}")
+        for prop in props:
+            if fmt.full and prop.edm_type not in _IMPLICIT_TYPES:
+                annotation = self.p.bind("#" + prop.edm_type.removeprefix("Edm."), "text")
+                cols.append(f"{annotation} AS {ident(prop.name + '@odata.type')}")
+            cols.append(f"{output_value(prop, fmt)} AS {ident(prop.name)}")
+        return ", ".join(cols)
+
+    def _key_text(self, entity_set: EntitySet) -> str:
+        etype = entity_set.entity_type
+        parts = []
+        for prop in etype.key_properties:
+            col = column(prop)
+            text = (
+                f"{col}::text"
+                if prop.edm_type != "Edm.String"
+                else (f"'''' || replace({col}, '''', '''''') || ''''")
+            )
+            parts.append(text if len(etype.key) == 1 else f"'{prop.name}=' || {text}")
+        joined = " || ',' || ".join(parts)
+        return f"({self.p.bind(entity_set.name + '(', 'text')} || {joined} || ')')"
+
+
+def output_value(prop: Property, fmt: OutputFormat) -> str:
+    """The column as it must appear in JSON (OData JSON Format §7.1)."""
+    col = column(prop)
+    edm = prop.edm_type
+    if fmt.ieee754 and edm in ("Edm.Int64", "Edm.Decimal"):
+        return f"{col}::text"
+    if edm == "Edm.DateTimeOffset":
+        utc = col if prop.db_type == "timestamp" else f"({col} AT TIME ZONE 'UTC')"
+        # Naive timestamps are taken as UTC; infinite ones have no OData form and read as null.
+        return f"(CASE WHEN isfinite({col}) THEN (to_json({utc}) #>> '{{}}') || 'Z' END)"
+    if edm in ("Edm.Double", "Edm.Single"):
+        return (
+            f"(CASE WHEN {col} = 'Infinity' THEN to_json('INF'::text) "
+            f"WHEN {col} = '-Infinity' THEN to_json('-INF'::text) "
+            f"WHEN {col} = 'NaN' THEN to_json('NaN'::text) ELSE to_json({col}) END)"
+        )
+    if edm == "Edm.Binary":
+        return f"rtrim(translate(encode({col}, 'base64'), E'+/\\n', '-_'), '=')"
+    if edm == "Edm.Date":
+        return f"(CASE WHEN isfinite({col}) THEN {col} END)"
+    return col
+
+
+def _where(compiler: _Compiler, where: TExpr | None) -> str:
+    return compiler.cond(where, True) if where is not None else "true"
+
+
+def collection(plan: CollectionPlan, fmt: OutputFormat) -> Statement:
+    """Columns: body (JSON array text), count (or NULL), last (JSON array of the last row's sort
+    values, when a next page exists), more (bool)."""
+    p = _Params()
+    c = _Compiler(p)
+    rel = relation(plan.entity_set)
+    outputs = c.outputs(plan.entity_set, plan.select, fmt)
+    where = _where(c, plan.where)
+    count = f"(SELECT count(*) FROM {rel} AS t WHERE {where})" if plan.count else "NULL::int8"
+    conditions = where
+    if plan.after is not None:
+        conditions = f"{where} AND {c.after(plan.order, plan.after)}"
+    order = c.order_by(plan.order)
+    limit = p.bind(plan.limit, "int8")
+    offset = p.bind(plan.offset, "int8")
+    source = f"{rel} AS t CROSS JOIN LATERAL (SELECT {outputs}) AS r"
+    if not plan.paged:
+        sql = (
+            f"SELECT coalesce('[' || string_agg(row_to_json(q.r)::text, ',') || ']', '[]') AS body, "
+            f"{count} AS count, "
+            f"NULL::text AS last, false AS more FROM (SELECT r FROM {source} WHERE {conditions} "
+            f"ORDER BY {order} LIMIT {limit} OFFSET {offset}) AS q"
+        )
+        return Statement(sql, tuple(p.values))
+    keys = ", ".join(f"({c.value(k.expr)})::text" for k in plan.order)
+    sql = (
+        f"WITH page AS (SELECT r, json_build_array({keys}) AS k FROM {source} "
+        f"WHERE {conditions} ORDER BY {order} LIMIT {limit} + 1 OFFSET {offset}), "
+        "numbered AS (SELECT r, k, row_number() OVER () AS n FROM page) "
+        f"SELECT coalesce('[' || string_agg(row_to_json(r)::text, ',') FILTER (WHERE n <= {limit}) "
+        "|| ']', '[]') AS body, "
+        f"{count} AS count, (json_agg(k) FILTER (WHERE n = {limit}))::text AS last, "
+        f"count(*) > {limit} AS more FROM numbered"
+    )
+    return Statement(sql, tuple(p.values))
+
+
+def count(plan: CountPlan) -> Statement:
+    p = _Params()
+    where = _where(_Compiler(p), plan.where)
+    return Statement(
+        f"SELECT count(*) FROM {relation(plan.entity_set)} AS t WHERE {where}", tuple(p.values)
+    )
+
+
+def _key_condition(c: _Compiler, plan: EntityPlan) -> str:
+    return " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in plan.key)
+
+
+def entity(plan: EntityPlan, fmt: OutputFormat) -> Statement:
+    """One column, the entity as a JSON object text; no row when the key matches nothing."""
+    p = _Params()
+    c = _Compiler(p)
+    outputs = c.outputs(plan.entity_set, plan.select, fmt)
+    key = _key_condition(c, plan)
+    sql = (
+        f"SELECT to_json(r)::text FROM {relation(plan.entity_set)} AS t "
+        f"CROSS JOIN LATERAL (SELECT {outputs}) AS r WHERE {key}"
+    )
+    return Statement(sql, tuple(p.values))
+
+
+def property_value(plan: EntityPlan, fmt: OutputFormat) -> Statement:
+    """Columns: json (the value as JSON text), raw (text form, or bytes for Binary)."""
+    assert plan.prop is not None
+    p = _Params()
+    c = _Compiler(p)
+    prop = plan.prop
+    key = _key_condition(c, plan)
+    raw = column(prop) if prop.edm_type == "Edm.Binary" else f"{column(prop)}::text"
+    if prop.edm_type == "Edm.DateTimeOffset":
+        raw = f"({output_value(prop, fmt)})"
+    sql = (
+        f"SELECT to_json({output_value(prop, fmt)})::text AS json, {raw} AS raw "
+        f"FROM {relation(plan.entity_set)} AS t WHERE {key}"
+    )
+    return Statement(sql, tuple(p.values))

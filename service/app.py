@@ -1,0 +1,247 @@
+"""The ASGI application: routes OData requests straight to the OData pipeline, the rest to FastAPI.
+
+OData requests bypass FastAPI's routing and dependency machinery (they are the hot path); health,
+metrics and the status page are ordinary FastAPI routes. Authentication, request ids, gzip,
+request-line limits and the last-resort error handler live here, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+
+from odata import response
+from odata.catalog import CatalogError, SetOptions
+from odata.errors import ODataError, ServiceError, Unauthorized, UriTooLong
+from odata.service import ODataService, ServiceConfig
+from service.auth import BasicAuth
+from service.config import ConfigError, Settings, load_settings, redact_url
+
+log = logging.getLogger("r2sf.service")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+MAX_TARGET = 32 * 1024  # request targets above this answer 414 (Salesforce IN chains are long)
+GZIP_MIN = 1024
+_COMPRESSIBLE = ("application/json", "application/xml", "text/")
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    o = settings.odata
+    return ServiceConfig(
+        expose=tuple(o.expose),
+        sets=tuple(
+            SetOptions(s.table, s.name, tuple(s.key) if s.key else None, s.read_only)
+            for s in o.sets
+        ),
+        page_size=o.page_size,
+        case_insensitive=o.case_insensitive_match,
+        unsupported_types=o.unsupported_types,
+    )
+
+
+class App:
+    """The whole service as one ASGI callable."""
+
+    def __init__(self, settings: Settings, *, allow_anonymous: bool = False) -> None:
+        if not settings.credentials and not allow_anonymous:
+            raise ConfigError(
+                "ODATA_CREDENTIALS",
+                "no credentials are configured, so anyone could read the data",
+                "set ODATA_CREDENTIALS=user:password, or pass --allow-anonymous for a local trial",
+            )
+        self.settings = settings
+        self.root = settings.odata.path
+        self.auth = BasicAuth(settings.credentials)
+        self.pool: asyncpg.Pool | None = None
+        self.odata: ODataService | None = None
+        self.api = self._build_api()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        url = self.settings.database_url
+        try:
+            self.pool = await asyncpg.create_pool(
+                url,
+                min_size=1,
+                max_size=self.settings.file.server.pool_size,
+                statement_cache_size=1024,
+                server_settings={"TimeZone": "UTC", "application_name": "r2sf-odata", "jit": "off"},
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise ConfigError(
+                "DATABASE_URL",
+                f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
+                "check the host, port, database name and credentials",
+            ) from None
+        self.odata = ODataService(self.pool, service_config(self.settings))
+        try:
+            await self.odata.reload()
+        except CatalogError as exc:
+            raise ConfigError(
+                str(self.settings.config_path or "r2sf.toml"), str(exc), "edit [odata]"
+            ) from None
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
+        except (NotImplementedError, RuntimeError):
+            pass  # not the main thread (tests): reload() can still be called directly
+        every = self.settings.odata.reload_seconds
+        if every > 0:
+            self._spawn(self._reload_every(every))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.append(asyncio.ensure_future(coro))
+
+    async def reload(self) -> None:
+        assert self.odata is not None
+        try:
+            await self.odata.reload()
+        except Exception as exc:  # keep serving the old model; say why the new one failed
+            log.error("model reload failed, keeping the previous model: %s", exc)
+
+    async def _reload_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            await self.reload()
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.pool is not None:
+            await self.pool.close()
+
+    # -- ASGI ------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        path: str = scope["path"]
+        if path == "/healthz":
+            await _send(send, response.plain("ok"), request_id, headers, scope["method"])
+            return
+        result = await self._dispatch(scope, receive, send, headers, request_id)
+        if result is not None:
+            await _send(send, result, request_id, headers, scope["method"])
+
+    async def _dispatch(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    ) -> response.Response | None:
+        try:
+            raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+            query = scope.get("query_string", b"").decode("latin-1")
+            if len(raw_path) + len(query) > MAX_TARGET:
+                raise UriTooLong(f"the request URL is longer than {MAX_TARGET // 1024} KB")
+            if self.auth.enabled and self.auth.user(headers.get("authorization")) is None:
+                raise Unauthorized(
+                    "authentication required: send the user and password configured in ODATA_CREDENTIALS (HTTP Basic)"
+                )
+            if raw_path == self.root or raw_path.startswith(self.root + "/"):
+                assert self.odata is not None
+                return await self.odata.handle(
+                    scope["method"],
+                    raw_path[len(self.root) :],
+                    query,
+                    headers,
+                    _service_root(scope, headers, self.root),
+                )
+        except ODataError as exc:
+            if exc.status >= 500:
+                log.error("request %s failed: %s", request_id, exc.message)
+            return response.error(exc, request_id)
+        except Exception:
+            log.exception("request %s failed with an unexpected error", request_id)
+            return response.error(
+                ServiceError(f"internal error (request id {request_id})"), request_id
+            )
+        await self.api(scope, receive, send)
+        return None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except ConfigError as exc:
+                    log.error("start-up failed: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _build_api(self) -> FastAPI:
+        api = FastAPI(title="r2sf", docs_url=None, redoc_url=None, openapi_url=None)
+
+        @api.get("/", response_class=PlainTextResponse)
+        async def index() -> str:
+            return f"r2sf: OData service at {self.root}/ ($metadata at {self.root}/$metadata)\n"
+
+        return api
+
+
+def _service_root(scope: Scope, headers: dict[str, str], root: str) -> str:
+    # Behind Heroku's router the client's scheme and host arrive as X-Forwarded-*.
+    scheme = headers.get("x-forwarded-proto", "").split(",")[0].strip() or scope.get(
+        "scheme", "http"
+    )
+    host = headers.get("x-forwarded-host", "").split(",")[0].strip() or headers.get("host")
+    if not host:
+        server = scope.get("server") or ("localhost", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scheme}://{host}{root}/"
+
+
+async def _send(
+    send: Send, resp: response.Response, request_id: str, headers: dict[str, str], method: str
+) -> None:
+    body = resp.body
+    out: list[tuple[bytes, bytes]] = [
+        (b"odata-version", response.ODATA_VERSION.encode()),
+        (b"x-request-id", request_id.encode("latin-1", "replace")),
+    ]
+    if resp.content_type:
+        out.append((b"content-type", resp.content_type.encode()))
+        if (
+            len(body) >= GZIP_MIN
+            and resp.content_type.startswith(_COMPRESSIBLE)
+            and "gzip" in headers.get("accept-encoding", "")
+        ):
+            compressor = zlib.compressobj(5, zlib.DEFLATED, 31)
+            body = compressor.compress(body) + compressor.flush()
+            out.append((b"content-encoding", b"gzip"))
+            out.append((b"vary", b"Accept-Encoding"))
+    for name, value in resp.headers.items():
+        out.append((name.lower().encode(), value.encode("latin-1", "replace")))
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": resp.status, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def create_app() -> App:
+    """Factory for uvicorn workers: settings come from the environment `r2sf serve` prepared."""
+    settings = load_settings(os.environ.get("R2SF_CONFIG") or None)
+    return App(settings, allow_anonymous=os.environ.get("R2SF_ALLOW_ANONYMOUS") == "1")
