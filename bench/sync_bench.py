@@ -513,8 +513,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--scale-check",
         action="store_true",
-        help=f"also load {SCALE_ROWS:,} rows to compare peak RSS with --rows",
+        help="also first-load --scale-rows rows, to compare peak RSS with --rows",
     )
+    p.add_argument("--scale-rows", type=int, default=SCALE_ROWS, help="default 5,000,000")
     p.add_argument(
         "--baselines-only", action="store_true", help="measure only the baselines, not r2sf"
     )
@@ -540,14 +541,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.run_all(args.repeat, syncs=not args.baselines_only)
         scale = None
         if args.scale_check and not args.baselines_only:
-            scale = Bench(url, SCALE_ROWS, args.fetch_size, args.batch_size)
+            scale = Bench(url, args.scale_rows, args.fetch_size, args.batch_size)
             scale.run_scale()
             # Leave the source at the size the next ordinary run expects.
             ensure_tickit(url, SRC_DB, args.rows)
     print(f"\nr2sf sync benchmark: {args.rows:,} TICKIT sales rows, median of {args.repeat}")
     print("\n".join(table(bench)))
     if scale is not None:
-        print(f"\nscale check, {SCALE_ROWS:,} rows")
+        print(f"\nscale check, {args.scale_rows:,} rows")
         print("\n".join(table(scale)[1:]))
     print("\ntargets")
     print("\n".join("  " + line for line in targets(bench, scale)))
