@@ -59,8 +59,13 @@ class Pair:
     def sync(self, job: Job, **kw: Any) -> RunResult:
         rep = Reporter(stream=_Null(), tty=False)
         result: RunResult = asyncio.run(
-            run_job(job, target_url=self.target, source_url=kw.pop("source_url", self.source),
-                    reporter=rep, **kw)  # fmt: skip
+            run_job(
+                job,
+                target_url=self.target,
+                source_url=kw.pop("source_url", self.source),
+                reporter=rep,
+                **kw,
+            )  # fmt: skip
         )
         return result
 
