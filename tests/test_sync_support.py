@@ -65,7 +65,7 @@ class Pair:
                 source_url=kw.pop("source_url", self.source),
                 reporter=rep,
                 **kw,
-            )  # fmt: skip
+            )
         )
         return result
 
