@@ -74,14 +74,15 @@ class Compare:
 
 @dataclass(frozen=True, slots=True)
 class Logic:
+    """An n-ary `and`/`or`: Salesforce sends IN lists as `or` chains of hundreds of terms."""
+
     op: str  # and, or
-    left: TExpr
-    right: TExpr
+    operands: tuple[TExpr, ...]
     edm = "Edm.Boolean"
 
     @property
     def nullable(self) -> bool:
-        return self.left.nullable or self.right.nullable
+        return any(o.nullable for o in self.operands)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +226,7 @@ def _where(checker: _Checker, opts: QueryOptions) -> TExpr | None:
         where = checker.boolean(opts.filter, "$filter")
     if opts.search is not None:
         search = checker.search(opts.search)
-        where = search if where is None else Logic("and", where, search)
+        where = search if where is None else Logic("and", (where, search))
     return where
 
 
@@ -513,6 +514,8 @@ class _Checker:
                     )
                 lit = self.aliases[name]
                 return Lit(lit.value, lit.edm_type)
+            case ast.BinaryOp(op="and" | "or" as op):
+                return self._logic(op, node, option)
             case ast.BinaryOp(op=op, left=left, right=right):
                 return self._binary(op, self.value(left, option), self.value(right, option), option)
             case ast.UnaryOp(op="not", operand=operand):
@@ -556,14 +559,28 @@ class _Checker:
             )
         return Col(prop)
 
+    def _logic(self, op: str, node: ast.BinaryOp, option: str) -> TExpr:
+        # Walk the chain without recursion: `a or b or c ...` arrives as a left-deep tree.
+        operands: list[TExpr] = []
+        stack: list[ast.Expr] = [node]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, ast.BinaryOp) and item.op == op:
+                stack.extend((item.right, item.left))
+                continue
+            typed = self.value(item, option)
+            if typed.edm != "Edm.Boolean":
+                raise TypeMismatch(
+                    f"{option}: '{op}' needs boolean operands, not {typed.edm}", target=option
+                )
+            operands.append(typed)
+        if op == "or":
+            as_in = _or_chain_as_in(operands)
+            if as_in is not None:
+                return as_in
+        return Logic(op, tuple(operands))
+
     def _binary(self, op: str, left: TExpr, right: TExpr, option: str) -> TExpr:
-        if op in ("and", "or"):
-            for side in (left, right):
-                if side.edm != "Edm.Boolean":
-                    raise TypeMismatch(
-                        f"{option}: '{op}' needs boolean operands, not {side.edm}", target=option
-                    )
-            return Logic(op, left, right)
         if op in ("eq", "ne", "gt", "ge", "lt", "le"):
             left, right = _unify(left, right, op, option)
             if op not in ("eq", "ne") and left.edm in ("Edm.Binary",):
@@ -649,27 +666,47 @@ class _Checker:
             case ast.SearchTerm(text=text):
                 if not strings:
                     return Lit(False, "Edm.Boolean")  # nothing to search in: nothing matches
-                term: TExpr | None = None
-                for prop in strings:
-                    match_ = Compare(
-                        "eq",
-                        Func(
-                            "contains",
-                            (Col(prop), Lit(text, "Edm.String")),
-                            "Edm.Boolean",
-                            prop.nullable,
-                            self.settings.case_insensitive,
-                        ),
-                        Lit(True, "Edm.Boolean"),
-                    )
-                    term = match_ if term is None else Logic("or", term, match_)
-                assert term is not None
-                return term
+                return Logic(
+                    "or",
+                    tuple(
+                        Compare(
+                            "eq",
+                            Func(
+                                "contains",
+                                (Col(prop), Lit(text, "Edm.String")),
+                                "Edm.Boolean",
+                                prop.nullable,
+                                self.settings.case_insensitive,
+                            ),
+                            Lit(True, "Edm.Boolean"),
+                        )
+                        for prop in strings
+                    ),
+                )
             case ast.SearchNot(operand=operand):
                 return Not(self.search(operand))
             case ast.SearchBinary(op=op, left=left, right=right):
-                return Logic(op, self.search(left), self.search(right))
+                return Logic(op, (self.search(left), self.search(right)))
         raise NotImplementedFeature("$search: unsupported expression", target="$search")
+
+
+def _or_chain_as_in(operands: list[TExpr]) -> InList | None:
+    """`P eq 'a' or P eq 'b' or ...` (how Salesforce writes IN) as one index-friendly `IN`."""
+    column: Property | None = None
+    items: list[Lit] = []
+    for o in operands:
+        if not (isinstance(o, Compare) and o.op == "eq"):
+            return None
+        col, lit = (o.left, o.right) if isinstance(o.left, Col) else (o.right, o.left)
+        if not isinstance(col, Col) or not isinstance(lit, Lit):
+            return None
+        if column is not None and col.prop != column:
+            return None
+        column = col.prop
+        items.append(lit)
+    if column is None or len(items) < 2:
+        return None
+    return InList(Col(column), tuple(items))
 
 
 def _arith_type(op: str, left: str, right: str) -> str:

@@ -108,7 +108,10 @@ class ODataService:
                 return response.Response(200, published.metadata_json, "application/json")
             return response.Response(200, published.metadata_xml, response.XML)
         request = ODataRequest(resource, options, fmt)
-        query_plan = plan(request, published.model, self.settings)
+        try:
+            query_plan = plan(request, published.model, self.settings)
+        except RecursionError:
+            raise BadRequest("the expression is nested too deeply; simplify it") from None
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if isinstance(query_plan, CountPlan):
             value = await self._fetchval(sql.count(query_plan))

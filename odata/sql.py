@@ -217,9 +217,9 @@ class _Compiler:
                 return self.value(e) if want else f"(NOT {self.value(e)})"
             case Not(operand=operand):
                 return self.cond(operand, not want)
-            case Logic(op=op, left=left, right=right):
-                joiner = "AND" if (op == "and") == want else "OR"
-                return f"({self.cond(left, want)} {joiner} {self.cond(right, want)})"
+            case Logic(op=op, operands=operands):
+                joiner = " AND " if (op == "and") == want else " OR "
+                return "(" + joiner.join(self.cond(o, want) for o in operands) + ")"
             case Compare(op=op, left=left, right=right):
                 return self._compare(op, left, right, want)
             case InList(left=left, items=items):

@@ -22,7 +22,7 @@ from fastapi.responses import PlainTextResponse
 
 from odata import response
 from odata.catalog import CatalogError, SetOptions
-from odata.errors import ODataError, ServiceError, Unauthorized, UriTooLong
+from odata.errors import BadRequest, ODataError, ServiceError, Unauthorized, UriTooLong
 from odata.service import ODataService, ServiceConfig
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
@@ -165,6 +165,10 @@ class App:
                     headers,
                     _service_root(scope, headers, self.root),
                 )
+        except RecursionError:
+            return response.error(
+                BadRequest("the request is nested too deeply; simplify it"), request_id
+            )
         except ODataError as exc:
             if exc.status >= 500:
                 log.error("request %s failed: %s", request_id, exc.message)
