@@ -8,6 +8,7 @@ transaction; any failure rolls it back and is recorded separately. It never logs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -121,6 +122,10 @@ async def run_job(
     except Exception as exc:
         raise _classify(job.name, exc, source_url, target_url) from None
     try:
+        # If this process dies mid-merge, the server notices within seconds (PostgreSQL 14+),
+        # rolls the transaction back and frees the job lock for the next run.
+        with contextlib.suppress(asyncpg.PostgresError):
+            await conn.execute("SET client_connection_check_interval = '2s'")
         holder = await state.try_lock(conn, job.name)
         if holder is not None:
             raise LockHeld(
