@@ -301,7 +301,9 @@ def normalise(value: Any) -> Any:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, int | float | Decimal):
-        return Decimal(str(value)).normalize()
+        number = Decimal(str(value))
+        # normalize() alone writes 10 as 1E+1; keep whole numbers whole for readable warnings.
+        return number.quantize(Decimal(1)) if number == number.to_integral() else number.normalize()
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d)", value):
         return datetime.fromisoformat(value)
     return value
@@ -432,6 +434,30 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def report_checks(targets: list[Target]) -> None:
+    rows = []
+    for shape in SHAPES:
+        for t in targets:
+            entry = t.checks.get(shape.key, {})
+            found = entry.get("summary", {})
+            rows.append(
+                [
+                    shape.key,
+                    t.name,
+                    str(entry.get("status")),
+                    str(entry.get("bytes", "-")),
+                    str(found.get("rows", 1 if "entity" in found else "-")),
+                    "-" if found.get("count") is None else str(found["count"]),
+                    str(entry.get("status_with_plus_spaces", "")),
+                ]
+            )
+    print_table(
+        "pre-check (one request each)",
+        ["req", "server", "status", "bytes", "rows", "@odata.count", "status with '+' spaces"],
+        rows,
+    )
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
@@ -638,7 +664,11 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.check_only:
             measure(targets, args)
-        record.update(report(targets, args))
+        report_checks(targets)
+        for warning in mismatches:
+            print(warning)
+        if not args.check_only:
+            record.update(report(targets, args))
         record["servers"] = {
             t.name: {
                 "root": t.root,
