@@ -241,7 +241,9 @@ _FIXES = {
 
 
 def _explain(where: str, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
-    err = exc.errors()[0]
+    errors = exc.errors()
+    # A misspelt key also makes the real one "missing"; the misspelling is the useful report.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(err["loc"])
     key = _key_path((prefix, *loc))
     if err["type"] == "extra_forbidden":
