@@ -16,19 +16,39 @@ from typing import Any, Literal
 
 import asyncpg
 
-from odata import csdl, response, sql
+from odata import csdl, response, sql, write
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
+    Conflict,
+    ResourceNotFound,
+    UnsupportedMediaType,
     EntityNotFound,
     MethodNotAllowed,
     ODataError,
     ServiceError,
     ServiceUnavailable,
 )
-from odata.model import Model
-from odata.plan import CollectionPlan, CountPlan, EntityPlan, Settings, encode_token, plan
-from odata.request import ODataRequest, check_max_version, negotiate, parse_path, parse_query
+from odata.model import EntitySet, Model, Property
+from odata.plan import (
+    CollectionPlan,
+    CountPlan,
+    EntityPlan,
+    Lit,
+    Settings,
+    encode_token,
+    plan,
+    resolve_key,
+)
+from odata.request import (
+    Format,
+    ODataRequest,
+    Resource,
+    check_max_version,
+    negotiate,
+    parse_path,
+    parse_query,
+)
 
 log = logging.getLogger("r2sf.odata")
 
@@ -87,6 +107,7 @@ class ODataService:
         query_string: str,
         headers: dict[str, str],
         service_root: str,
+        body: bytes = b"",
     ) -> response.Response:
         """`path` is below the service root (still percent-encoded); `service_root` is the
         absolute URL of the root, ending in `/`."""
@@ -94,11 +115,13 @@ class ODataService:
         resource = parse_path(path)
         options = parse_query(query_string)
         fmt = negotiate(resource, headers.get("accept"), options.raw.get("format"))
-        if method not in READ_METHODS:
-            raise MethodNotAllowed(
-                f"{method} is not allowed on this resource", allow=READ_METHODS, target=method
-            )
+        if method == "POST" and headers.get("x-http-method", "").upper() in ("MERGE", "PATCH"):
+            method = "PATCH"  # tunnelled update (spec §6)
+        if method == "MERGE":
+            method = "PATCH"
         published = self.published
+        if method not in READ_METHODS:
+            return await self._write(method, resource, fmt, headers, body, service_root)
         if resource.kind == "service":
             doc = csdl.service_document(published.model, service_root + "$metadata")
             body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
@@ -119,6 +142,65 @@ class ODataService:
         if isinstance(query_plan, EntityPlan):
             return await self._entity(request, query_plan, out, service_root)
         return await self._collection(request, query_plan, out, service_root)
+
+    async def _write(
+        self,
+        method: str,
+        resource: Resource,
+        fmt: Format,
+        headers: dict[str, str],
+        body: bytes,
+        root: str,
+    ) -> response.Response:
+        allowed = {
+            "collection": ("GET", "HEAD", "POST"),
+            "entity": ("GET", "HEAD", "PATCH", "PUT", "DELETE"),
+        }
+        allow = allowed.get(resource.kind, READ_METHODS)
+        if method not in allow:
+            raise MethodNotAllowed(
+                f"{method} is not allowed on this resource", allow=allow, target=method
+            )
+        entity_set = self._entity_set(resource.entity_set or "")
+        write.check_writable(entity_set)
+        out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
+        if method == "POST":
+            vals = write.values(entity_set, self._body(headers, body))
+            created = await self._fetchval(write.insert(entity_set, vals, out), write=True)
+            link = root + entity_set.name + "(" + ",".join(_key_of(entity_set, created)) + ")"
+            location = {"Location": link, "OData-EntityId": link}
+            if "return=minimal" in headers.get("prefer", ""):
+                return response.Response(
+                    204, b"", None, {**location, "Preference-Applied": "return=minimal"}
+                )
+            context = response.context_url(root, entity_set.name, None, "/$entity")
+            result = response.entity(fmt, context, created)
+            result.status = 201
+            result.headers.update(location)
+            return result
+        assert resource.key is not None
+        key = resolve_key(entity_set, resource.key)
+        if method == "DELETE":
+            statement = write.delete(entity_set, key)
+        else:
+            vals = write.values(entity_set, self._body(headers, body))
+            statement = write.update(entity_set, key, vals, replace=method == "PUT")
+        if await self._fetchval(statement, write=True) is None:
+            raise EntityNotFound(f"{entity_set.name}({resource_key_text(key)}) does not exist")
+        return response.Response(204, b"", None)
+
+    def _entity_set(self, name: str) -> EntitySet:
+        found = self.published.model.entity_set(name)
+        if found is None:
+            raise ResourceNotFound(f"no entity set named '{name}'", target=name)
+        return found
+
+    @staticmethod
+    def _body(headers: dict[str, str], body: bytes) -> dict[str, Any]:
+        kind = headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        if kind not in ("application/json", ""):
+            raise UnsupportedMediaType(f"send the entity as application/json, not {kind}")
+        return write.parse_body(body)
 
     async def _collection(
         self, request: ODataRequest, p: CollectionPlan, out: sql.OutputFormat, root: str
@@ -160,22 +242,36 @@ class ODataService:
         async with self.pool.acquire() as conn:
             return await _guard(conn.fetchrow(statement.sql, *statement.params))
 
-    async def _fetchval(self, statement: sql.Statement) -> Any:
+    async def _fetchval(self, statement: sql.Statement, *, write: bool = False) -> Any:
         async with self.pool.acquire() as conn:
             return await _guard(conn.fetchval(statement.sql, *statement.params))
 
 
 def _key_text(p: EntityPlan) -> Sequence[str]:
-    single = len(p.key) == 1
+    return [resource_key_text(p.key)]
+
+
+def _key_of(entity_set: EntitySet, entity_json: str) -> Sequence[str]:
+    data = json.loads(entity_json)
+    key = tuple(
+        (prop, Lit(data[prop.name], prop.edm_type))
+        for prop in entity_set.entity_type.key_properties
+    )
+    return [resource_key_text(key)]
+
+
+def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
+    """The key predicate as written in a URL: `1`, `'S-1'`, `OrderID=1,LineNo=2`."""
+    single = len(key) == 1
     out = []
-    for prop, lit in p.key:
+    for prop, lit in key:
         text = (
             f"'{str(lit.value).replace(chr(39), chr(39) * 2)}'"
             if isinstance(lit.value, str)
             else str(lit.value)
         )
         out.append(text if single else f"{prop.name}={text}")
-    return out
+    return ",".join(out)
 
 
 async def _guard(awaitable: Any) -> Any:
@@ -200,8 +296,24 @@ async def _guard(awaitable: Any) -> Any:
     ) as exc:
         log.error("database unavailable: %s", type(exc).__name__)
         raise ServiceUnavailable("the database is unavailable; try again shortly") from None
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        # Class 23: the write conflicts with the data (duplicate key, missing reference, null).
+        status = Conflict if exc.sqlstate in ("23505", "23503") else BadRequest
+        raise status(_integrity_message(exc)) from None
     except ODataError:
         raise
     except asyncpg.PostgresError as exc:
         log.error("database error %s: %s", exc.sqlstate, exc.__class__.__name__)
         raise ServiceError("internal error") from exc
+
+
+def _integrity_message(exc: asyncpg.IntegrityConstraintViolationError) -> str:
+    detail = getattr(exc, "detail", None) or ""
+    column = getattr(exc, "column_name", None)
+    if exc.sqlstate == "23505":
+        return f"an entity with this key or unique value already exists. {detail}".strip()
+    if exc.sqlstate == "23502":
+        return f"{column or 'a required property'} must have a value"
+    if exc.sqlstate == "23503":
+        return f"the entity refers to something that does not exist. {detail}".strip()
+    return f"the entity breaks a rule of the table ({getattr(exc, 'constraint_name', None) or 'check'})"

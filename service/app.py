@@ -22,7 +22,14 @@ from fastapi.responses import PlainTextResponse
 
 from odata import response
 from odata.catalog import CatalogError, SetOptions
-from odata.errors import BadRequest, ODataError, ServiceError, Unauthorized, UriTooLong
+from odata.errors import (
+    BadRequest,
+    ODataError,
+    PayloadTooLarge,
+    ServiceError,
+    Unauthorized,
+    UriTooLong,
+)
 from odata.service import ODataService, ServiceConfig
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
@@ -36,6 +43,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_TARGET = 32 * 1024  # request targets above this answer 414 (Salesforce IN chains are long)
 GZIP_MIN = 1024
+MAX_BODY = 8 * 2**20  # Salesforce's own request limit (spec §7)
 _COMPRESSIBLE = ("application/json", "application/xml", "text/")
 
 
@@ -158,12 +166,19 @@ class App:
                 )
             if raw_path == self.root or raw_path.startswith(self.root + "/"):
                 assert self.odata is not None
+                method = scope["method"]
+                body = (
+                    b""
+                    if method in ("GET", "HEAD", "DELETE")
+                    else await _read_body(receive, headers)
+                )
                 return await self.odata.handle(
-                    scope["method"],
+                    method,
                     raw_path[len(self.root) :],
                     query,
                     headers,
                     _service_root(scope, headers, self.root),
+                    body,
                 )
         except RecursionError:
             return response.error(
@@ -205,6 +220,31 @@ class App:
             return f"r2sf: OData service at {self.root}/ ($metadata at {self.root}/$metadata)\n"
 
         return api
+
+
+async def _read_body(receive: Receive, headers: dict[str, str]) -> bytes:
+    """The request body, gunzipped when Salesforce's "Compress Requests" is on (spec §6)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MB")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    if headers.get("content-encoding", "").lower() == "gzip":
+        try:
+            inflater = zlib.decompressobj(31)
+            body = inflater.decompress(body, MAX_BODY + 1)
+        except zlib.error:
+            raise BadRequest("the request body is not valid gzip") from None
+        if len(body) > MAX_BODY or inflater.unconsumed_tail:
+            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY // 2**20} MB")
+    return body
 
 
 def _service_root(scope: Scope, headers: dict[str, str], root: str) -> str:
