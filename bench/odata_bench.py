@@ -392,6 +392,7 @@ def measure(targets: list[Target], args: argparse.Namespace) -> None:
             with RssSampler(target.pid) as rss:
                 result = run_wrk(url, duration=args.duration, headers=headers, **load)
             target.results[shape.key] = _figures(result, rss.peak)
+            target.results[shape.key]["loadavg_1min_after"] = os.getloadavg()[0]
             log(f"{target.name} ({shape.key}) {_line(target.results[shape.key])}")
 
 
@@ -663,7 +664,15 @@ def main(argv: list[str] | None = None) -> int:
         record["mismatches"] = mismatches
 
         if not args.check_only:
+            busy = os.getloadavg()[0]
+            if busy > (os.cpu_count() or 1) / 2:
+                log(
+                    f"WARNING: load average {busy:.1f} on {os.cpu_count()} cores before measuring:"
+                    " other work competes for the CPU, and it takes more from single-process CAP"
+                    " than from r2sf's several workers"
+                )
             measure(targets, args)
+            record["loadavg_after"] = os.getloadavg()
         report_checks(targets)
         for warning in mismatches:
             print(warning)
