@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join([sys.executable, *sys.argv]),
         "host": {
             "cpus": os.cpu_count(),
-            "loadavg": os.getloadavg(),
+            "loadavg_before": os.getloadavg(),
             "python": platform.python_version(),
         },
         "git": _git_head(),
