@@ -41,6 +41,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     sched = commands.add_parser("scheduler", help="clock process: run jobs on their schedules")
     sched.add_argument("--max-retries", type=int, default=5, help="retries of a transient failure")
+    sched.add_argument(
+        "--retry-delay", type=float, default=1.0, help="first retry delay in seconds (doubles)"
+    )
     sched.set_defaults(handler=scheduler_command)
 
     disc = commands.add_parser("discover", help="print [[sync.jobs]] TOML for warehouse tables")
@@ -115,7 +118,13 @@ def scheduler_command(args: argparse.Namespace) -> int:
 
     settings, jobs, url = _jobs(args)
     return asyncio.run(
-        run_scheduler(jobs, settings.database_url, url, max_retries=args.max_retries)
+        run_scheduler(
+            jobs,
+            settings.database_url,
+            url,
+            max_retries=args.max_retries,
+            base_delay=args.retry_delay,
+        )
     )
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from service.cli import main
 from service.config import FileConfig
 from sync import state
 from sync.config import load_jobs
@@ -102,6 +103,24 @@ def r2sf(
         timeout=timeout,
         cwd=config.parent,
     )
+
+
+def in_process(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    environ: dict[str, str],
+    *argv: str,
+) -> tuple[int, str, str]:
+    """Run the CLI's own main() in this process (faster than a subprocess on a busy machine)."""
+    for k in ("DATABASE_URL", "REDSHIFT_URL", "R2SF_CONFIG"):
+        monkeypatch.delenv(k, raising=False)
+    for k in ("DATABASE_URL", "REDSHIFT_URL"):
+        if k in environ:
+            monkeypatch.setenv(k, environ[k])
+    with pytest.raises(SystemExit) as exited:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
 
 
 def start(pair: Pair, config: Path, *args: str) -> subprocess.Popen[str]:
@@ -313,26 +332,31 @@ def test_scheduler_retries_a_refused_connection_with_backoff(pair: Pair, tmp_pat
     environ = env(pair)
     environ["REDSHIFT_URL"] = "postgresql://postgres@127.0.0.1:9/nowhere"  # discard port
     proc = subprocess.Popen(
-        [R2SF, "--config", str(cfg), "scheduler", "--max-retries", "2"],
+        [R2SF, "--config", str(cfg), "scheduler", "--max-retries", "2", "--retry-delay", "0.25"],
         env=environ,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4.5)
+    time.sleep(2.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 0
-    assert "event=retrying job=down attempt=1 in_seconds=1.0" in err
-    assert "event=retrying job=down attempt=2 in_seconds=2.0" in err
+    assert "event=retrying job=down attempt=1 in_seconds=0.25" in err
+    assert "event=retrying job=down attempt=2 in_seconds=0.5" in err
+    assert "event=giving_up job=down attempts=3" in err
 
 
-def test_scheduler_without_scheduled_jobs_is_a_config_error(pair: Pair, tmp_path: Path) -> None:
+def test_scheduler_without_scheduled_jobs_is_a_config_error(
+    pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = write_config(tmp_path, job_toml("j", "select 1 as id", "public.j"))
-    res = r2sf(pair, cfg, "scheduler")
-    assert res.returncode == 2 and "no job has a schedule" in res.stderr
+    code, _, err = in_process(capsys, monkeypatch, env(pair), "--config", str(cfg), "scheduler")
+    assert code == 2 and "no job has a schedule" in err
 
 
-def test_discover_prints_toml_that_loads_back_as_valid_jobs(pair: Pair, tmp_path: Path) -> None:
+def test_discover_prints_toml_that_loads_back_as_valid_jobs(
+    pair: Pair, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     schema = unique("wh")
     x(
         pair.source,
@@ -344,23 +368,27 @@ def test_discover_prints_toml_that_loads_back_as_valid_jobs(pair: Pair, tmp_path
         f" CREATE TABLE {schema}.other (x int)",
     )
     cfg = write_config(tmp_path, "")
-    res = r2sf(
-        pair, cfg, "discover", "--source", pair.source, "--schema", schema,
-        "--tables", "category", "sales",
+    code, out, err = in_process(
+        capsys, monkeypatch, {}, "--config", str(cfg), "discover", "--source", pair.source,
+        "--schema", schema, "--tables", "category", "sales",
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    parsed = tomllib.loads(res.stdout)
+    assert code == 0, err
+    parsed = tomllib.loads(out)
     jobs = load_jobs(FileConfig.model_validate(parsed))
     by_name = {j.name: j for j in jobs}
     assert set(by_name) == {"category", "sales"}
     assert by_name["category"].key == ["catid"]
     assert by_name["sales"].key == ["salesid", "listid"]
     assert by_name["category"].table == f"{schema}.category"
-    assert "catgroup character varying(10)" in res.stdout
+    assert "catgroup character varying(10)" in out
 
 
 def test_discover_heroku_connect_maps_columns_to_the_salesforce_table(
-    databases: Databases, pair: Pair, tmp_path: Path
+    databases: Databases,
+    pair: Pair,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     schema = unique("wh")
     x(
@@ -373,16 +401,13 @@ def test_discover_heroku_connect_maps_columns_to_the_salesforce_table(
         " sfid varchar(18), _hc_lastop varchar(32), catid__c double precision UNIQUE,"
         " catgroup__c varchar(10), name varchar(80), catname__c varchar(10))"
     )
-    environ = env(pair)
-    environ["DATABASE_URL"] = target
-    res = subprocess.run(
-        [R2SF, "--config", str(write_config(tmp_path, "")), "discover", "--source", pair.source,
-         "--schema", schema, "--heroku-connect"],
-        env=environ, capture_output=True, text=True, timeout=60,
+    code, out, err = in_process(
+        capsys, monkeypatch, {"DATABASE_URL": target}, "--config", str(write_config(tmp_path, "")),
+        "discover", "--source", pair.source, "--schema", schema, "--heroku-connect",
     )  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    (job,) = load_jobs(FileConfig.model_validate(tomllib.loads(res.stdout)))
+    assert code == 0, err
+    (job,) = load_jobs(FileConfig.model_validate(tomllib.loads(out)))
     assert job.target == "salesforce.category__c"
     assert job.heroku_connect is not None and job.heroku_connect.external_id == "catid__c"
     assert job.columns == {"catid": "catid__c", "catgroup": "catgroup__c", "catname": "catname__c"}
-    assert "extra" not in (job.query or "") and "left out: extra" in res.stdout
+    assert "extra" not in (job.query or "") and "left out: extra" in out
