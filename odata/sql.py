@@ -425,7 +425,8 @@ def collection(plan: CollectionPlan, fmt: OutputFormat) -> Statement:
         return Statement(sql, tuple(p.values))
     keys = ", ".join(f"({c.value(k.expr)})::text" for k in plan.order)
     sql = (
-        f"WITH page AS (SELECT r, json_build_array({keys}) AS k FROM {source} "
+        # An array, not json_build_array(): functions take at most 100 arguments.
+        f"WITH page AS (SELECT r, array_to_json(ARRAY[{keys}]) AS k FROM {source} "
         f"WHERE {conditions} ORDER BY {order} LIMIT {limit} + 1 OFFSET {offset}), "
         "numbered AS (SELECT r, k, row_number() OVER () AS n FROM page) "
         f"SELECT coalesce('[' || string_agg(row_to_json(r)::text, ',') FILTER (WHERE n <= {limit}) "
