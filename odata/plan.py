@@ -190,8 +190,8 @@ def plan(
         prop = None
         if resource.prop is not None:
             prop = entity_set.entity_type.prop(resource.prop)
-            if prop is None:
-                raise UnknownProperty(_unknown(entity_set, resource.prop), target=resource.prop)
+            if prop is None:  # a path segment names no resource: 404, unlike a bad $filter
+                raise ResourceNotFound(_unknown(entity_set, resource.prop), target=resource.prop)
         return EntityPlan(entity_set, key, select, context, prop, resource.kind == "value")
     return _collection(entity_set, opts, checker, settings)
 
@@ -509,7 +509,7 @@ class _Checker:
             case ast.Alias(name=name):
                 if name not in self.aliases:
                     raise BadRequest(
-                        f"{option}: parameter alias {name} has no value in the query string",
+                        f"{option}: parameter alias @{name} has no value in the query string",
                         target=name,
                     )
                 lit = self.aliases[name]

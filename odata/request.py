@@ -183,7 +183,8 @@ def parse_query(query_string: str) -> QueryOptions:
     aliases: dict[str, ast.Literal] = {}
     for name, value in pairs:
         if name.startswith("@"):
-            aliases[name] = _alias_value(name, value)
+            # Keyed without the `@`, the way the parser names an alias in an expression.
+            aliases[name[1:]] = _alias_value(name, value)
             continue
         option = option_name(name)
         if option is None:
@@ -305,8 +306,8 @@ def _json_format(params: dict[str, str], *, csdl: bool) -> Format:
 
 
 def check_max_version(header: str | None) -> None:
-    if header is None:
-        return
+    if header is None or not header.strip():
+        return  # an empty header sets no limit
     try:
         major = float(header.strip().split(".")[0] + "." + (header.strip().split(".") + ["0"])[1])
     except ValueError:
