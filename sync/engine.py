@@ -26,6 +26,7 @@ from sync.source import SourceColumn, open_source
 # Hook for the data-version work: the merge transaction notifies this channel with
 # '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
 DATA_CHANGED_CHANNEL = "r2sf_data_changed"
+WORK_MEM = "64MB"
 
 
 @dataclass
@@ -126,6 +127,9 @@ async def run_job(
         # rolls the transaction back and frees the job lock for the next run.
         with contextlib.suppress(asyncpg.PostgresError):
             await conn.execute("SET client_connection_check_interval = '2s'")
+        # The staging joins and the duplicate-key check hash every staged key; with the default
+        # 4 MB they spill to disk from about 100k rows on.
+        await conn.execute(f"SET work_mem = '{WORK_MEM}'")
         holder = await state.try_lock(conn, job.name)
         if holder is not None:
             raise LockHeld(
@@ -184,8 +188,9 @@ async def _run_locked(
         except (ValueError, SyncError) as exc:
             raise SourceError(job.name, str(exc)) from None
         types = await load.staging_types(conn, source.columns)
+        keys = [k for k in job.key if k in {c.name for c in source.columns}]
         counts.read = await load.stage(
-            conn, source, types, lambda rows, nbytes: rep.progress(job.name, rows, nbytes)
+            conn, source, types, keys, lambda rows, nbytes: rep.progress(job.name, rows, nbytes)
         )
     finally:
         await source.close()
@@ -245,7 +250,7 @@ async def _merge(
         _fill(result, counts)
         result.samples = counts.samples
         return result, target
-    await load.merge(conn, plan, deletes, counts)
+    await load.merge(conn, plan, deletes, n_deletes, counts)
     _fill(result, counts)
     if result.written:
         await conn.execute(

@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS, Job, quote_ident
 from sync.errors import SourceError, TargetError, TooManyDeletes, ValueDoesNotFit
 from sync.source import Source, SourceColumn
@@ -297,6 +299,7 @@ async def stage(
     conn: Any,
     source: Source,
     types: dict[int, str],
+    key_columns: Sequence[str],
     progress: Progress | None = None,
 ) -> int:
     """Create the staging table and stream every source batch into it; returns rows staged."""
@@ -340,8 +343,9 @@ async def stage(
 
         status = await conn.copy_records_to_table(STAGING, records=records(), columns=names)
     staged = int(status.split()[-1])
-    # Temp tables are never auto-analyzed; the merge's join plans need row estimates.
-    await conn.execute(f"ANALYZE {STAGING}")
+    # Temp tables are never auto-analyzed; the merge's joins need estimates for the key columns
+    # (the others are only compared, so their statistics would not change any plan).
+    await conn.execute(f"ANALYZE {STAGING} ({', '.join(quote_ident(k) for k in key_columns)})")
     return staged
 
 
@@ -403,17 +407,17 @@ def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
 async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> None:
     """Fail (or with on_error="skip", drop and report) staged rows the target cannot take."""
     job = p.job.name
-    dup = await conn.fetchrow(
-        f"SELECT {p.key_text('s')} AS k, count(*) AS n FROM {STAGING} s"
-        f" GROUP BY {', '.join('s.' + quote_ident(k.source) for k in p.keys)}"
-        " HAVING count(*) > 1 LIMIT 1"
-    )
-    if dup is not None:
+    keys = ", ".join(quote_ident(k.source) for k in p.keys)
+    # A unique index is the cheapest duplicate check (a sort, faster than hashing every key).
+    try:
+        await conn.execute(f"CREATE UNIQUE INDEX ON {STAGING} ({keys})")
+    except asyncpg.UniqueViolationError as exc:
+        detail = (exc.detail or "").removesuffix(".")
         raise SourceError(
             job,
-            f"the source returns key {dup['k']} {dup['n']} times; the key must be unique"
+            f"the source returns a key more than once ({detail}); the key must be unique"
             " (fix the query, or choose key columns that identify one row)",
-        )
+        ) from None
     pg16 = int(await conn.fetchval("SHOW server_version_num")) >= 160000
     if not pg16:
         await conn.execute(FITS_FUNCTION)
@@ -453,7 +457,6 @@ async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> Non
             "; rerun with --on-error skip to skip them)" if total else ")"
         )
         raise ValueDoesNotFit(job, reasons[0] + more + "; nothing was written")
-    keys = ", ".join(quote_ident(k.source) for k in p.keys)
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SKIPPED}")
     await conn.execute(f"CREATE TEMP TABLE {SKIPPED} AS SELECT {keys} FROM {STAGING} WITH NO DATA")
     status = await conn.execute(
@@ -555,7 +558,7 @@ def guard_deletes(p: Plan, n_deletes: int, target_rows: int) -> None:
         )
 
 
-async def merge(conn: Any, p: Plan, deletes: bool, counts: Counts) -> None:
+async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Counts) -> None:
     """Write the changes; the caller holds the transaction."""
     t = p.target.sql
     if p.values or p.soft_column:
@@ -578,7 +581,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, counts: Counts) -> None:
     )
     counts.inserted = int(status.split()[-1])
     counts.deleted = 0
-    if deletes:
+    if deletes and n_deletes:
         if p.soft_column:
             sql = f"UPDATE {t} t SET {quote_ident(p.soft_column)} = true WHERE {_missing(p)}"
         else:

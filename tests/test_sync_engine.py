@@ -275,7 +275,7 @@ def test_duplicate_source_keys_fail_the_run(pair: Pair) -> None:
     target, job = basic_job(pair, src, query=f"select id % 2 as id, label from {src}")
     with pytest.raises(SourceError) as err:
         pair.sync(job)
-    assert "the key must be unique" in str(err.value)
+    assert "the key must be unique" in str(err.value) and "(id)=(1)" in str(err.value)
     assert q(pair.target, "SELECT to_regclass($1)", target)[0][0] is None
 
 
