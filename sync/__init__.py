@@ -1,0 +1,14 @@
+"""Warehouse-to-Postgres sync: copy query results into target tables, writing only real changes.
+
+Code map, in the order a run flows through it:
+
+    config    [[sync.jobs]] / [source] from r2sf.toml, validated into `Job` objects
+    source    extract: binary COPY (postgresql://) or DECLARE/FETCH FORWARD (redshift://)
+    load      COPY into a temp staging table, check values, merge (insert / update / delete)
+    state     schema r2sf: migrations, sync_runs, watermarks, per-job advisory locks
+    engine    `run_job()`: one run end to end, in one transaction, returning a `RunResult`
+    schedule  the clock process (cron, retries with backoff, clean SIGTERM)
+    discover  information_schema to ready-to-edit [[sync.jobs]] TOML
+    progress  a progress bar on a terminal, key=value log lines otherwise
+    errors    the failure hierarchy (and exit codes); commands: the CLI sub-commands
+"""

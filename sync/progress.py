@@ -46,7 +46,10 @@ class Reporter:
             self.stream.flush()
             self._bar = True
         else:
-            self.log("progress", job=job, rows=rows if rows >= 0 else "", bytes=nbytes)
+            if rows >= 0:
+                self.log("progress", job=job, rows=rows)
+            else:
+                self.log("progress", job=job, bytes=nbytes)
 
     def _clear_bar(self) -> None:
         if self._bar:
