@@ -4,7 +4,11 @@ server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write m
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +121,24 @@ def test_redshift_url_turns_ssl_on_unless_disabled() -> None:
     assert full["sslmode"] == "verify-full"
     off = redshift_connect_args("redshift://u@h:1234/db?sslmode=disable")
     assert (off["ssl"], off["port"], off["database"]) == (False, 1234, "db")
+
+
+def test_r2sf_sync_cli_reads_a_redshift_url(pair: Pair, shim: RedshiftShim, tmp_path: Path) -> None:
+    src = sales(pair, 1500)
+    cfg = tmp_path / "r2sf.toml"
+    cfg.write_text(
+        f'[[sync.jobs]]\nname = "{src}"\ntable = "public.{src}"\ntarget = "public.{src}"\n'
+        'key = ["salesid"]\nfetch_size = 400\n'
+    )
+    environ = {**os.environ, "DATABASE_URL": pair.target, "REDSHIFT_URL": shim.url()}
+    r2sf = str(Path(sys.executable).parent / "r2sf")
+    res = subprocess.run(
+        [r2sf, "--config", str(cfg), "sync"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "source=\"redshift://" in res.stderr and "inserted=1500" in res.stderr
+    assert q(pair.target, f"SELECT count(*) FROM {src}")[0][0] == 1500
