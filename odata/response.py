@@ -29,6 +29,9 @@ class Response:
     body: bytes
     content_type: str | None
     headers: dict[str, str] = field(default_factory=dict)
+    # Set on cacheable reads: the entity set and its data version read BEFORE the query ran.
+    entity_set: str | None = None
+    version: int | None = None
 
 
 def json_type(fmt: Format) -> str:

@@ -17,6 +17,8 @@ from typing import Any, Literal
 import asyncpg
 
 from odata import csdl, response, sql, write
+from odata.cache import CountCache
+from odata.versions import VersionTracker
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
@@ -43,6 +45,7 @@ from odata.plan import (
 from odata.request import (
     Format,
     ODataRequest,
+    QueryOptions,
     Resource,
     check_max_version,
     negotiate,
@@ -74,9 +77,13 @@ class Published:
 
 
 class ODataService:
-    def __init__(self, pool: asyncpg.Pool, config: ServiceConfig) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, config: ServiceConfig, tracker: VersionTracker | None = None
+    ) -> None:
         self.pool = pool
         self.config = config
+        self.tracker = tracker
+        self.counts = CountCache()
         self.settings = Settings(
             page_size=config.page_size, case_insensitive=config.case_insensitive
         )
@@ -96,6 +103,8 @@ class ODataService:
                 sets=self.config.sets,
                 unsupported_types=self.config.unsupported_types,
             )
+        if self.tracker is not None:
+            await self.tracker.start(model.entity_sets)
         self._published = Published(model, csdl.metadata_xml(model), csdl.metadata_json(model))
         log.info("model loaded: %d entity sets", len(model.entity_sets))
         return model
@@ -131,17 +140,32 @@ class ODataService:
                 return response.Response(200, published.metadata_json, "application/json")
             return response.Response(200, published.metadata_xml, response.XML)
         request = ODataRequest(resource, options, fmt)
-        try:
-            query_plan = plan(request, published.model, self.settings)
-        except RecursionError:
-            raise BadRequest("the expression is nested too deeply; simplify it") from None
+        query_plan = plan(request, published.model, self.settings)
+        # Read the version before the query: a change committed meanwhile makes the result
+        # newer than its version, never older, so a cached copy is never stale.
+        version = self.version_of(query_plan.entity_set.name)
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if isinstance(query_plan, CountPlan):
-            value = await self._fetchval(sql.count(query_plan))
-            return response.plain(str(value))
-        if isinstance(query_plan, EntityPlan):
-            return await self._entity(request, query_plan, out, service_root)
-        return await self._collection(request, query_plan, out, service_root)
+            result = response.plain(str(await self._count(query_plan, options, version)))
+        elif isinstance(query_plan, EntityPlan):
+            result = await self._entity(request, query_plan, out, service_root)
+        else:
+            result = await self._collection(request, query_plan, out, service_root, version)
+        result.entity_set, result.version = query_plan.entity_set.name, version
+        return result
+
+    def version_of(self, entity_set: str) -> int | None:
+        return None if self.tracker is None else self.tracker.version(entity_set)
+
+    async def _count(self, p: CountPlan, options: QueryOptions, version: int | None) -> int:
+        key = (p.entity_set.name, options.raw.get("filter"), options.raw.get("search"), version)
+        cached = self.counts.get(key) if version is not None else None
+        if cached is not None:
+            return cached
+        value = int(await self._fetchval(sql.count(p)))
+        if version is not None:
+            self.counts.put(key, value)
+        return value
 
     async def _write(
         self,
@@ -203,11 +227,23 @@ class ODataService:
         return write.parse_body(body)
 
     async def _collection(
-        self, request: ODataRequest, p: CollectionPlan, out: sql.OutputFormat, root: str
+        self,
+        request: ODataRequest,
+        p: CollectionPlan,
+        out: sql.OutputFormat,
+        root: str,
+        version: int | None,
     ) -> response.Response:
-        row = await self._fetchrow(sql.collection(p, out))
+        raw = request.options.raw
+        count_key = (p.entity_set.name, raw.get("filter"), raw.get("search"), version)
+        known = self.counts.get(count_key) if p.count and version is not None else None
+        row = await self._fetchrow(sql.collection(p, out, with_count=known is None))
         assert row is not None
         body, count, last, more = row
+        if known is not None:
+            count = known
+        elif p.count and version is not None:
+            self.counts.put(count_key, count)
         link = None
         if p.paged and more and last is not None and p.remaining != 0:
             token = encode_token(p.shape, json.loads(last)[0], p.remaining)

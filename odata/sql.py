@@ -399,7 +399,7 @@ def _where(compiler: _Compiler, where: TExpr | None) -> str:
     return compiler.cond(where, True) if where is not None else "true"
 
 
-def collection(plan: CollectionPlan, fmt: OutputFormat) -> Statement:
+def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = True) -> Statement:
     """Columns: body (JSON array text), count (or NULL), last (JSON array of the last row's sort
     values, when a next page exists), more (bool)."""
     p = _Params()
@@ -407,7 +407,8 @@ def collection(plan: CollectionPlan, fmt: OutputFormat) -> Statement:
     rel = relation(plan.entity_set)
     outputs = c.outputs(plan.entity_set, plan.select, fmt)
     where = _where(c, plan.where)
-    count = f"(SELECT count(*) FROM {rel} AS t WHERE {where})" if plan.count else "NULL::int8"
+    counted = plan.count and with_count
+    count = f"(SELECT count(*) FROM {rel} AS t WHERE {where})" if counted else "NULL::int8"
     conditions = where
     if plan.after is not None:
         conditions = f"{where} AND {c.after(plan.order, plan.after)}"

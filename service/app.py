@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import os
 import signal
 import uuid
@@ -21,6 +22,8 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 
 from odata import response
+from odata.cache import Entry, ResponseCache, etag
+from odata.versions import VersionTracker
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
@@ -33,6 +36,7 @@ from odata.errors import (
 from odata.service import ODataService, ServiceConfig
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
+from service.metrics import Metrics
 
 log = logging.getLogger("r2sf.service")
 
@@ -43,6 +47,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 MAX_TARGET = 32 * 1024  # request targets above this answer 414 (Salesforce IN chains are long)
 GZIP_MIN = 1024
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY = 8 * 2**20  # Salesforce's own request limit (spec §7)
 _COMPRESSIBLE = ("application/json", "application/xml", "text/")
 
@@ -76,6 +81,10 @@ class App:
         self.auth = BasicAuth(settings.credentials)
         self.pool: asyncpg.Pool | None = None
         self.odata: ODataService | None = None
+        self.tracker: VersionTracker | None = None
+        cache_mb = settings.file.server.cache_mb
+        self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
+        self.metrics = Metrics()
         self.api = self._build_api()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -97,7 +106,9 @@ class App:
                 f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
                 "check the host, port, database name and credentials",
             ) from None
-        self.odata = ODataService(self.pool, service_config(self.settings))
+        if self.cache is not None:
+            self.tracker = VersionTracker(url, install=self.settings.odata.track_changes)
+        self.odata = ODataService(self.pool, service_config(self.settings), self.tracker)
         try:
             await self.odata.reload()
         except CatalogError as exc:
@@ -131,6 +142,8 @@ class App:
     async def shutdown(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self.tracker is not None:
+            await self.tracker.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -142,15 +155,135 @@ class App:
             return
         if scope["type"] != "http":
             return
+        started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         path: str = scope["path"]
+        method: str = scope["method"]
+        kind = "odata"
+        result: response.Response | None
         if path == "/healthz":
-            await _send(send, response.plain("ok"), request_id, headers, scope["method"])
-            return
-        result = await self._dispatch(scope, receive, send, headers, request_id)
-        if result is not None:
-            await _send(send, result, request_id, headers, scope["method"])
+            kind, result = "health", response.plain("ok")
+        elif path == "/metrics" and self._authorised(headers):
+            kind, result = "metrics", response.Response(200, self._metrics().encode(), METRICS_TYPE)
+        else:
+            hit = self._cached(scope, headers) if method in ("GET", "HEAD") else None
+            if hit is not None:
+                await _send_cached(send, hit, request_id, headers, method)
+                self.metrics.observe("odata_cached", hit.status, time.perf_counter() - started)
+                return
+            result = await self._dispatch(scope, receive, send, headers, request_id)
+            if result is None:  # answered by the FastAPI app
+                self.metrics.observe("api", 200, time.perf_counter() - started)
+                return
+            if result.version is not None and result.status == 200 and self.cache is not None:
+                entry = self._store(scope, headers, result)
+                await _send_cached(send, entry, request_id, headers, method)
+                self.metrics.observe(kind, result.status, time.perf_counter() - started)
+                return
+        await _send(send, result, request_id, headers, method)
+        self.metrics.observe(kind, result.status, time.perf_counter() - started)
+
+    def _authorised(self, headers: dict[str, str]) -> bool:
+        return not self.auth.enabled or self.auth.user(headers.get("authorization")) is not None
+
+    def _cache_key(self, scope: Scope, headers: dict[str, str]) -> tuple[str, ...]:
+        # Everything the response depends on besides the data: path, query, format, and the
+        # scheme and host that go into @odata.context and nextLinks.
+        return (
+            scope.get("raw_path") or scope["path"],
+            scope.get("query_string", b""),
+            headers.get("accept", ""),
+            headers.get("x-forwarded-proto", ""),
+            headers.get("x-forwarded-host", ""),
+            headers.get("host", ""),
+        )
+
+    def _cached(self, scope: Scope, headers: dict[str, str]) -> Entry | None:
+        if self.cache is None or self.tracker is None or not self._authorised(headers):
+            return None
+        return self.cache.lookup(self._cache_key(scope, headers), self.tracker.version)
+
+    def _store(self, scope: Scope, headers: dict[str, str], result: response.Response) -> Entry:
+        assert self.cache is not None and result.version is not None and result.entity_set
+        key = self._cache_key(scope, headers)
+        entry = Entry(
+            result.status,
+            result.body,
+            result.content_type,
+            result.headers,
+            result.entity_set,
+            result.version,
+            etag(result.version, key),
+        )
+        self.cache.put(key, entry)
+        return entry
+
+    def _metrics(self) -> str:
+        def gauges() -> list[tuple[str, str, dict[str, str], float]]:
+            out: list[tuple[str, str, dict[str, str], float]] = []
+            if self.cache is not None:
+                out += [
+                    (
+                        "r2sf_cache_hits_total",
+                        "Responses served from the cache.",
+                        {},
+                        self.cache.hits,
+                    ),
+                    (
+                        "r2sf_cache_misses_total",
+                        "Cacheable requests not in the cache.",
+                        {},
+                        self.cache.misses,
+                    ),
+                    (
+                        "r2sf_cache_evictions_total",
+                        "Entries evicted to stay in budget.",
+                        {},
+                        self.cache.evictions,
+                    ),
+                    ("r2sf_cache_bytes", "Bytes held by the response cache.", {}, self.cache.bytes),
+                    ("r2sf_cache_entries", "Entries in the response cache.", {}, len(self.cache)),
+                ]
+            if self.odata is not None:
+                counts = self.odata.counts
+                out += [
+                    (
+                        "r2sf_count_cache_hits_total",
+                        "Counts answered from memory.",
+                        {},
+                        counts.hits,
+                    ),
+                    (
+                        "r2sf_count_cache_misses_total",
+                        "Counts computed by PostgreSQL.",
+                        {},
+                        counts.misses,
+                    ),
+                ]
+            if self.tracker is not None:
+                out.append(
+                    (
+                        "r2sf_listening",
+                        "1 while change notifications arrive.",
+                        {},
+                        int(self.tracker.listening),
+                    )
+                )
+                for name in sorted(self.tracker.depends):
+                    version = self.tracker.version(name)
+                    if version is not None:
+                        out.append(
+                            (
+                                "r2sf_data_version",
+                                "Current data version per entity set.",
+                                {"entity_set": name},
+                                version,
+                            )
+                        )
+            return out
+
+        return self.metrics.render(gauges)
 
     async def _dispatch(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
@@ -283,6 +416,39 @@ async def _send(
     out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": resp.status, "headers": out})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _send_cached(
+    send: Send, entry: Entry, request_id: str, headers: dict[str, str], method: str
+) -> None:
+    out: list[tuple[bytes, bytes]] = [
+        (b"odata-version", response.ODATA_VERSION.encode()),
+        (b"x-request-id", request_id.encode("latin-1", "replace")),
+        (b"etag", entry.etag.encode()),
+    ]
+    if _etag_matches(headers.get("if-none-match"), entry.etag):
+        await send({"type": "http.response.start", "status": 304, "headers": out})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    body = entry.body
+    if entry.content_type:
+        out.append((b"content-type", entry.content_type.encode()))
+        if len(body) >= GZIP_MIN and "gzip" in headers.get("accept-encoding", ""):
+            body = entry.gzip()
+            out += [(b"content-encoding", b"gzip"), (b"vary", b"Accept-Encoding")]
+    out.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": entry.status, "headers": out})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _etag_matches(header: str | None, tag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    # If-None-Match uses weak comparison (RFC 9110 §13.1.2).
+    weak = tag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == weak for t in header.split(","))
 
 
 def create_app() -> App:

@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -60,6 +60,9 @@ class ODataConfig(_Strict):
         0, ge=0, description="re-read the catalogue this often; 0 = only on SIGHUP"
     )
     unsupported_types: Literal["string", "omit"] = "string"
+    track_changes: bool = Field(
+        True, description="install change triggers so responses can be cached exactly"
+    )
 
     @field_validator("path")
     @classmethod
@@ -76,6 +79,10 @@ class ServerConfig(_Strict):
     port: int = Field(8000, ge=1, le=65535)
     workers: int | None = Field(None, ge=1)
     pool_size: int = Field(10, ge=1, le=200)
+    cache_mb: int = Field(64, ge=0, le=65536, description="response cache per worker; 0 = off")
+    # Behind Heroku's router a request that says `X-Forwarded-Proto: http` came in over plain
+    # HTTP: Basic credentials crossed the internet in clear text, so it is refused (403).
+    require_https: bool = True
 
 
 class FileConfig(_Strict):
@@ -105,8 +112,16 @@ class Settings:
         return self.file.odata
 
 
+_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1", "[::1]"})
+
+
 def normalise_database_url(url: str) -> str:
-    """Accept Heroku's `postgres://` scheme and SQLAlchemy-style driver suffixes."""
+    """Accept Heroku's `postgres://` scheme and SQLAlchemy-style driver suffixes; require SSL.
+
+    Heroku Postgres is reached over the internet, so a remote host gets `sslmode=require` unless
+    the URL already chooses (`sslmode=disable` turns it off). Local hosts and unix sockets
+    (no host, or a `host=/path` parameter) are left alone: they have no TLS to negotiate.
+    """
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme == "postgres":
@@ -117,7 +132,30 @@ def normalise_database_url(url: str) -> str:
             f"scheme '{parts.scheme}' is not a PostgreSQL URL",
             "set DATABASE_URL to postgresql://user:password@host:5432/dbname",
         )
-    return urlunsplit(parts._replace(scheme=scheme))
+    parts = parts._replace(scheme=scheme)
+    if _is_remote(parts.netloc, parts.query):
+        query = parts.query + ("&" if parts.query else "") + "sslmode=require"
+        parts = parts._replace(query=query)
+    return urlunsplit(parts)
+
+
+def _is_remote(netloc: str, query: str) -> bool:
+    """True when the URL reaches a TCP host other than this machine and sets no SSL option."""
+    params = parse_qsl(query, keep_blank_values=True)
+    if any(k in ("sslmode", "ssl") for k, _ in params):
+        return False
+    hosts = [v for k, v in params if k == "host"]
+    if not hosts:
+        # `user:pass@h1:5432,h2:5432`: libpq's multi-host form, so split by hand.
+        hosts = [unquote(_host_of(h)) for h in netloc.rpartition("@")[2].split(",")]
+    names = [n for h in hosts for n in h.split(",")]
+    return any(not n.startswith("/") and n.lower() not in _LOCAL_HOSTS for n in names)
+
+
+def _host_of(hostport: str) -> str:
+    if hostport.startswith("["):  # [::1]:5432
+        return hostport[1 : hostport.find("]")]
+    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
 
 
 def redact_url(url: str) -> str:

@@ -1,0 +1,110 @@
+"""Response and count caches keyed by data version: exact answers at memory speed.
+
+An entry is valid only while its entity set's data version is the one it was built under, so a
+hit is always the answer PostgreSQL would give now (up to the NOTIFY delay). Both caches are
+per process, bounded (bytes for responses, entries for counts) and evict least recently used.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class Entry:
+    status: int
+    body: bytes
+    content_type: str | None
+    headers: dict[str, str]
+    entity_set: str
+    version: int
+    etag: str
+    gzipped: bytes | None = field(default=None)
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + (len(self.gzipped) if self.gzipped else 0) + 256
+
+    def gzip(self) -> bytes:
+        if self.gzipped is None:
+            compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+            self.gzipped = compressor.compress(self.body) + compressor.flush()
+        return self.gzipped
+
+
+def etag(version: int, key: Hashable) -> str:
+    # Weak: the same data may be sent gzipped or not. The key part tells representations apart.
+    return f'W/"{version:x}-{zlib.crc32(repr(key).encode()) & 0xFFFFFFFF:08x}"'
+
+
+class ResponseCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, key: Hashable, version_of: Callable[[str], int | None]) -> Entry | None:
+        """The entry for `key` if it was built under its entity set's current version."""
+        entry = self._entries.get(key)
+        if entry is None or entry.version != version_of(entry.entity_set):
+            if entry is not None:
+                self._drop(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry
+
+    def put(self, key: Hashable, entry: Entry) -> None:
+        if entry.size > self.max_bytes // 4:
+            return  # one huge page must not flush everything else
+        if key in self._entries:
+            self._drop(key)
+        self._entries[key] = entry
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes and self._entries:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+            self.evictions += 1
+
+    def grew(self, entry: Entry, before: int) -> None:
+        """Account for an entry that gained its gzipped form after insertion."""
+        self.bytes += entry.size - before
+
+    def _drop(self, key: Hashable) -> None:
+        entry = self._entries.pop(key)
+        self.bytes -= entry.size
+
+
+class CountCache:
+    """Exact `count(*)` per (entity set, filter, search, version): once per data change."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._counts: OrderedDict[Hashable, int] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: Hashable) -> int | None:
+        value = self._counts.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._counts.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: Hashable, value: int) -> None:
+        self._counts[key] = value
+        self._counts.move_to_end(key)
+        while len(self._counts) > self.max_entries:
+            self._counts.popitem(last=False)

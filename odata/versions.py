@@ -1,0 +1,277 @@
+"""Data versions: a number per exposed table that changes with every committed change.
+
+Statement-level triggers (installed where r2sf may) bump `r2sf.data_versions` in the writer's own
+transaction and NOTIFY the new version, so the sync, the service's writes, Heroku Connect and a
+manual UPDATE are all seen. Each process LISTENs on one connection and keeps the versions in
+memory: reading a version costs no round trip. A set without a trustworthy version (no trigger,
+a materialized view, a lost LISTEN connection) has version None and is served uncached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import asyncpg
+
+from odata.model import EntitySet
+
+log = logging.getLogger("r2sf.odata.versions")
+
+CHANNEL = "r2sf_data_version"
+LOCK_CLASS = 0x72327366 & 0x7FFFFFFF  # shared with sync/state.py: "r2sf"
+INSTALL_LOCK = 1
+
+_SCHEMA_SQL = f"""
+CREATE SCHEMA IF NOT EXISTS r2sf;
+CREATE SEQUENCE IF NOT EXISTS r2sf.data_version_seq;
+CREATE TABLE IF NOT EXISTS r2sf.data_versions (
+    relid oid PRIMARY KEY,
+    version bigint NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE OR REPLACE FUNCTION r2sf.bump_data_version() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    v bigint;
+BEGIN
+    -- A statement that changed no row (a sync rerun with nothing new) keeps the version.
+    -- (Nested: TRUNCATE triggers have no transition table to look at.)
+    IF TG_OP <> 'TRUNCATE' THEN
+        IF NOT EXISTS (SELECT 1 FROM r2sf_changed) THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    INSERT INTO r2sf.data_versions AS d (relid, version, changed_at)
+    VALUES (TG_RELID, nextval('r2sf.data_version_seq'), now())
+    ON CONFLICT (relid) DO UPDATE SET version = excluded.version, changed_at = excluded.changed_at
+    RETURNING d.version INTO v;
+    PERFORM pg_notify('{CHANNEL}', TG_RELID::text || ':' || v::text);
+    RETURN NULL;
+END $$;
+"""
+
+_TRIGGERS = {
+    "r2sf_dv_ins": "AFTER INSERT ON {rel} REFERENCING NEW TABLE AS r2sf_changed",
+    "r2sf_dv_upd": "AFTER UPDATE ON {rel} REFERENCING NEW TABLE AS r2sf_changed",
+    "r2sf_dv_del": "AFTER DELETE ON {rel} REFERENCING OLD TABLE AS r2sf_changed",
+    "r2sf_dv_trunc": "AFTER TRUNCATE ON {rel}",
+}
+
+_RELATIONS_SQL = """
+select c.oid, n.nspname as schema, c.relname as table, c.relkind::text as kind,
+       array(select t.tgname::text from pg_trigger t
+             where t.tgrelid = c.oid and t.tgname like 'r2sf\\_dv\\_%') as triggers
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where (n.nspname, c.relname) in (select * from unnest($1::text[], $2::text[]))
+"""
+
+# The base tables a view reads, through nested views.
+_VIEW_BASES_SQL = """
+with recursive deps(view_oid, ref) as (
+    select r.ev_class, d.refobjid
+    from pg_rewrite r
+    join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid
+                     and d.refclassid = 'pg_class'::regclass and d.refobjid <> r.ev_class
+    where r.ev_class = any($1::oid[])
+  union
+    select deps.view_oid, d.refobjid
+    from deps
+    join pg_rewrite r on r.ev_class = deps.ref
+    join pg_depend d on d.classid = 'pg_rewrite'::regclass and d.objid = r.oid
+                     and d.refclassid = 'pg_class'::regclass and d.refobjid <> r.ev_class
+)
+select deps.view_oid, array_agg(distinct deps.ref) as bases,
+       bool_or(c.relkind not in ('r', 'p', 'v')) as untrackable
+from deps join pg_class c on c.oid = deps.ref
+group by deps.view_oid
+"""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class VersionTracker:
+    """Per-process view of the data versions, kept current by LISTEN/NOTIFY."""
+
+    def __init__(self, url: str, *, install: bool = True) -> None:
+        self.url = url
+        self.install = install
+        self.versions: dict[int, int] = {}
+        self.depends: dict[str, tuple[int, ...]] = {}  # entity set -> base table oids
+        self.listening = False
+        self._conn: asyncpg.Connection | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def version(self, entity_set: str) -> int | None:
+        """The set's current version, or None when it cannot be trusted (serve uncached)."""
+        if not self.listening:
+            return None
+        deps = self.depends.get(entity_set)
+        if not deps:
+            return None
+        # Versions come from one global sequence, so the largest changes whenever any does.
+        return max(self.versions.get(oid, 0) for oid in deps)
+
+    async def start(self, sets: Iterable[EntitySet]) -> None:
+        """Install what is missing, learn each set's tables, and LISTEN (again on reload)."""
+        if self._conn is not None and not self._conn.is_closed():
+            self.depends = await self._prepare(self._conn, list(sets))
+            return
+        conn = await asyncpg.connect(self.url, server_settings={"application_name": "r2sf-listen"})
+        try:
+            self.depends = await self._prepare(conn, list(sets))
+        except BaseException:
+            await conn.close()
+            raise
+        await self._listen(conn)
+
+    async def _prepare(
+        self, conn: asyncpg.Connection, sets: list[EntitySet]
+    ) -> dict[str, tuple[int, ...]]:
+        if self.install:
+            await self._install_schema(conn)
+        if await conn.fetchval("select to_regclass('r2sf.data_versions')") is None:
+            return {}
+        rows = await conn.fetch(_RELATIONS_SQL, [s.schema for s in sets], [s.table for s in sets])
+        by_name = {(r["schema"], r["table"]): r for r in rows}
+        tracked: set[int] = set()
+        for row in rows:
+            if row["kind"] in ("r", "p"):
+                if len(row["triggers"]) == len(_TRIGGERS):
+                    tracked.add(row["oid"])
+                elif self.install and await self._install_triggers(conn, row):
+                    tracked.add(row["oid"])
+        views = [r["oid"] for r in rows if r["kind"] == "v"]
+        bases: dict[int, tuple[int, ...]] = {}
+        for view in await conn.fetch(_VIEW_BASES_SQL, views) if views else []:
+            if view["untrackable"]:
+                continue  # reads a materialized view, foreign table or sequence
+            tables = [
+                b
+                for b in await conn.fetch(_RELATIONS_SQL_BY_OID, view["bases"])
+                if b["kind"] in ("r", "p")
+            ]
+            ok = bool(tables)
+            for base in tables:
+                if base["oid"] in tracked or len(base["triggers"]) == len(_TRIGGERS):
+                    tracked.add(base["oid"])
+                elif self.install and await self._install_triggers(conn, base):
+                    tracked.add(base["oid"])
+                else:
+                    ok = False
+            if ok:
+                bases[view["view_oid"]] = tuple(b["oid"] for b in tables)
+        depends: dict[str, tuple[int, ...]] = {}
+        for s in sets:
+            row = by_name.get((s.schema, s.table))
+            if row is None:
+                continue
+            if row["oid"] in tracked:
+                depends[s.name] = (row["oid"],)
+            elif row["oid"] in bases:
+                depends[s.name] = bases[row["oid"]]
+            else:
+                log.info("entity set %s is served uncached: its changes cannot be tracked", s.name)
+        return depends
+
+    async def _install_schema(self, conn: asyncpg.Connection) -> None:
+        try:
+            async with conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
+                await conn.execute(_SCHEMA_SQL)
+        except asyncpg.InsufficientPrivilegeError:
+            log.warning("cannot create schema r2sf (no privilege): responses are not cached")
+
+    async def _install_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
+        rel = f"{_quote(row['schema'])}.{_quote(row['table'])}"
+        try:
+            async with conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
+                existing = set(
+                    await conn.fetchval(
+                        "select array(select tgname::text from pg_trigger where tgrelid = $1)",
+                        row["oid"],
+                    )
+                )
+                for name, spec in _TRIGGERS.items():
+                    if name not in existing:
+                        await conn.execute(
+                            f"CREATE TRIGGER {name} {spec.format(rel=rel)} "
+                            "FOR EACH STATEMENT EXECUTE FUNCTION r2sf.bump_data_version()"
+                        )
+        except (
+            asyncpg.InsufficientPrivilegeError,
+            asyncpg.FeatureNotSupportedError,
+            asyncpg.WrongObjectTypeError,
+        ) as exc:
+            log.warning(
+                "%s: cannot install change triggers (%s); served uncached", rel, type(exc).__name__
+            )
+            return False
+        log.info("%s: change triggers installed", rel)
+        return True
+
+    async def _listen(self, conn: asyncpg.Connection) -> None:
+        await conn.add_listener(CHANNEL, self._notified)
+        conn.add_termination_listener(self._lost)
+        # Read after LISTEN: a change committed in between is seen by one or the other.
+        for r in (
+            await conn.fetch("select relid, version from r2sf.data_versions")
+            if self.depends
+            else []
+        ):
+            self._bump(r["relid"], r["version"])
+        self._conn = conn
+        self.listening = True
+
+    def _bump(self, oid: int, version: int) -> None:
+        if version > self.versions.get(oid, 0):
+            self.versions[oid] = version
+
+    def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        oid, _, version = payload.partition(":")
+        try:
+            self._bump(int(oid), int(version))
+        except ValueError:
+            log.warning("ignoring malformed data-version notification")
+
+    def _lost(self, _conn: object) -> None:
+        self.listening = False  # uncached until we are listening again
+        if not self._closed:
+            log.warning("lost the LISTEN connection; serving uncached until it is back")
+            self._reconnect = asyncio.ensure_future(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        delay = 0.5
+        while not self._closed:
+            try:
+                conn = await asyncpg.connect(
+                    self.url, server_settings={"application_name": "r2sf-listen"}
+                )
+                await self._listen(conn)
+                log.info("LISTEN connection restored")
+                return
+            except (OSError, asyncpg.PostgresError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def close(self) -> None:
+        self._closed = True
+        self.listening = False
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self._conn is not None:
+            await self._conn.close()
+
+
+_RELATIONS_SQL_BY_OID = """
+select c.oid, n.nspname as schema, c.relname as table, c.relkind::text as kind,
+       array(select t.tgname::text from pg_trigger t
+             where t.tgrelid = c.oid and t.tgname like 'r2sf\\_dv\\_%') as triggers
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.oid = any($1::oid[])
+"""

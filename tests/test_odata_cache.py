@@ -1,0 +1,191 @@
+"""Versioned response cache: exact answers, invalidated by every committed change."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from sync.config import Job
+from sync.engine import run_job
+from tests.live import serve
+from tests.test_odata_read import sql
+
+SETUP = """
+create table sales (id int primary key, region text, amount numeric(10,2));
+insert into sales select i, (array['USA','CA',null])[1 + i % 3], i * 1.5 from generate_series(1, 3000) i;
+create view region_totals as
+    select coalesce(region, '-') as id, sum(amount) as total, count(*) as n from sales group by 1;
+create table untracked (id int primary key, v text);
+insert into untracked values (1, 'a');
+create table source_rows (id int primary key, region text, amount numeric(10,2));
+"""
+TOML = """
+[odata]
+expose = ["public.*"]
+"""
+
+
+@pytest.fixture(scope="module")
+def db(databases: Any) -> str:
+    return str(databases.create(SETUP))
+
+
+@pytest.fixture(scope="module")
+def server(db: str) -> Iterator[tuple[str, Any]]:
+    with serve(db, TOML) as (base, app):
+        yield base, app
+
+
+@pytest.fixture(scope="module")
+def client(server: tuple[str, Any]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server[0] + "/odata/v4", auth=("sf", "secret"), timeout=30) as c:
+        yield c
+
+
+def hits(app: Any) -> int:
+    return int(app.cache.hits)
+
+
+def poll(client: httpx.Client, url: str, expect: Any, timeout: float = 5.0) -> float:
+    """Seconds until `expect(body)` holds for a fresh GET of `url`."""
+    start = time.perf_counter()
+    while True:
+        body = client.get(url).json()
+        if expect(body):
+            return time.perf_counter() - start
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"{url} still answers {body} after {timeout} s")
+        time.sleep(0.005)
+
+
+def test_repeated_request_is_served_from_the_cache(client: httpx.Client, server: tuple[str, Any]) -> None:
+    app = server[1]
+    url = "/sales?$select=id,amount&$count=true&$top=26"
+    first = client.get(url)
+    before = hits(app)
+    second = client.get(url)
+    assert hits(app) == before + 1
+    assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+
+
+def test_manual_update_reaches_the_cache_within_a_second(client: httpx.Client, db: str) -> None:
+    url = "/sales(7)"
+    client.get(url)
+    client.get(url)  # cached now
+    sql(db, "update sales set amount = 999.99 where id = 7")
+    waited = poll(client, url, lambda b: b["amount"] == 999.99)
+    assert waited < 1.0
+
+
+def test_unchanged_statements_keep_the_version(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+    app = server[1]
+    url = "/sales?$top=3"
+    client.get(url)
+    version = app.tracker.version("sales")
+    sql(db, "update sales set amount = amount where false")  # touches no row
+    sql(db, "delete from sales where id < 0")
+    time.sleep(0.2)
+    assert app.tracker.version("sales") == version
+    before = hits(app)
+    client.get(url)
+    assert hits(app) == before + 1
+
+
+def test_if_none_match_answers_304_until_the_data_changes(client: httpx.Client, db: str) -> None:
+    url = "/sales?$select=id&$top=5"
+    tag = client.get(url).headers["etag"]
+    assert client.get(url, headers={"If-None-Match": tag}).status_code == 304
+    sql(db, "update sales set region = 'MX' where id = 1")
+    deadline = time.perf_counter() + 2
+    while client.get(url, headers={"If-None-Match": tag}).status_code == 304:
+        assert time.perf_counter() < deadline, "the ETag did not change after an update"
+        time.sleep(0.01)
+    assert client.get(url).headers["etag"] != tag
+
+
+def test_service_writes_invalidate(client: httpx.Client) -> None:
+    url = "/sales(9)"
+    client.get(url)
+    assert client.patch(url, json={"region": "PATCHED"}).status_code == 204
+    poll(client, url, lambda b: b["region"] == "PATCHED", timeout=1.0)
+
+
+def test_views_follow_their_base_tables(client: httpx.Client, db: str) -> None:
+    url = "/region_totals('CA')"
+    before = client.get(url).json()["n"]
+    client.get(url)
+    sql(db, "insert into sales values (100001, 'CA', 1)")
+    poll(client, url, lambda b: b["n"] == before + 1, timeout=1.0)
+
+
+def test_truncate_invalidates(client: httpx.Client, db: str) -> None:
+    url = "/untracked/$count"
+    assert client.get(url).text == "1"
+    sql(db, "truncate untracked")
+    poll_text = time.perf_counter()
+    while client.get(url).text != "0":
+        assert time.perf_counter() - poll_text < 1.0
+        time.sleep(0.005)
+
+
+def test_counts_are_computed_once_per_version(client: httpx.Client, server: tuple[str, Any]) -> None:
+    counts = server[1].odata.counts
+    first = client.get("/sales?$count=true&$top=1&$filter=region eq 'USA'").json()["@odata.count"]
+    before = counts.hits
+    second = client.get("/sales?$count=true&$top=2&$filter=region eq 'USA'").json()["@odata.count"]
+    assert first == second and counts.hits == before + 1
+
+
+def test_sync_commit_is_visible_within_a_second(client: httpx.Client, db: str) -> None:
+    sql(db, "insert into source_rows select id, region, amount from sales")
+    sql(db, "update source_rows set amount = 4242.42 where id = 11")
+    url = "/sales(11)"
+    client.get(url)
+    job = Job(name="sales", query="select id, region, amount from source_rows", target="public.sales", key=["id"])
+    asyncio.run(run_job(job, target_url=db, source_url=db))
+    waited = poll(client, url, lambda b: b["amount"] == 4242.42, timeout=1.0)
+    assert waited < 1.0
+
+
+def test_lost_listen_connection_serves_uncached_and_recovers(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+    app = server[1]
+    sql(db, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'r2sf-listen' and datname = current_database()")
+    deadline = time.perf_counter() + 2
+    while app.tracker.listening and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    # While deaf, every answer comes from PostgreSQL: a change is visible immediately.
+    sql(db, "update sales set region = 'DEAF' where id = 13")
+    if not app.tracker.listening:
+        assert client.get("/sales(13)").json()["region"] == "DEAF"
+    deadline = time.perf_counter() + 10
+    while not app.tracker.listening:
+        assert time.perf_counter() < deadline, "the LISTEN connection was not restored"
+        time.sleep(0.05)
+    sql(db, "update sales set region = 'BACK' where id = 13")
+    poll(client, "/sales(13)", lambda b: b["region"] == "BACK", timeout=1.0)
+
+
+def test_without_change_tracking_nothing_is_cached(databases: Any) -> None:
+    db = databases.create("create table t (id int primary key, v text); insert into t values (1, 'a');")
+    toml = '[odata]\nexpose = ["public.*"]\ntrack_changes = false\n'
+    with serve(db, toml) as (base, app), httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c:
+        c.get("/t(1)")
+        c.get("/t(1)")
+        assert app.cache.hits == 0
+        sql(db, "update t set v = 'b'")
+        assert c.get("/t(1)").json()["v"] == "b"
+        triggers = sql(db, "select count(*) from pg_trigger where tgname like 'r2sf%'")[0][0]
+        assert triggers == 0
+
+
+def test_metrics_report_cache_and_versions(server: tuple[str, Any], client: httpx.Client) -> None:
+    r = httpx.get(server[0] + "/metrics", auth=("sf", "secret"))
+    assert r.status_code == 200
+    assert "r2sf_cache_hits_total" in r.text and 'r2sf_data_version{' in r.text
+    assert httpx.get(server[0] + "/metrics").status_code == 401
