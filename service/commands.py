@@ -19,11 +19,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--workers", type=int, help="worker processes (default: one per CPU core, at most 8)"
     )
     serve.add_argument(
+        "--cache-mb",
+        type=int,
+        help="response cache per worker in MB (default from [server] cache_mb, 64)",
+    )
+    serve.add_argument("--no-cache", action="store_true", help="turn the response cache off")
+    serve.add_argument(
         "--allow-anonymous",
         action="store_true",
         help="serve without authentication when ODATA_CREDENTIALS is not set (local trials only)",
     )
     serve.set_defaults(handler=serve_command)
+    _register_operator_commands(commands)
+
+
+def _register_operator_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """`demo`, `check`, `status` and `migrate`: the first-run and operator tooling."""
+    from service import demo
+
+    demo.register(commands)
 
 
 def configure_logging() -> None:
@@ -52,6 +68,8 @@ def serve_command(args: argparse.Namespace) -> int:
     if settings.config_path is not None:
         os.environ["R2SF_CONFIG"] = str(settings.config_path.resolve())
     os.environ["R2SF_ALLOW_ANONYMOUS"] = "1" if args.allow_anonymous else "0"
+    if args.no_cache or args.cache_mb is not None:
+        os.environ["R2SF_CACHE_MB"] = "0" if args.no_cache else str(max(args.cache_mb, 0))
     log.info(
         "serving %s%s on %s:%d with %d worker(s), database %s",
         "anonymously " if not settings.credentials else "",

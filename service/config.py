@@ -274,6 +274,17 @@ def load_settings(
                 "set PORT to a number between 1 and 65535",
             )
         port = int(port_raw)
+    cache_raw = env.get("R2SF_CACHE_MB")
+    if cache_raw:
+        if not cache_raw.isdigit():
+            raise ConfigError(
+                "R2SF_CACHE_MB",
+                f"'{cache_raw}' is not a number of megabytes",
+                "use 0 to turn the cache off, or e.g. 64",
+            )
+        file = file.model_copy(
+            update={"server": file.server.model_copy(update={"cache_mb": int(cache_raw)})}
+        )
     return Settings(
         config_path=path,
         file=file,
