@@ -140,5 +140,5 @@ def test_r2sf_sync_cli_reads_a_redshift_url(pair: Pair, shim: RedshiftShim, tmp_
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
-    assert "source=\"redshift://" in res.stderr and "inserted=1500" in res.stderr
+    assert 'source="redshift://' in res.stderr and "inserted=1500" in res.stderr
     assert q(pair.target, f"SELECT count(*) FROM {src}")[0][0] == 1500
