@@ -15,8 +15,7 @@ from typing import TypeAlias
 
 # The Edm type a literal was written as (OData ABNF `primitiveLiteral`); None for `null`.
 LiteralValue: TypeAlias = (
-    None
-    | bool
+    bool
     | int
     | decimal.Decimal
     | float
@@ -27,6 +26,7 @@ LiteralValue: TypeAlias = (
     | dt.time
     | dt.timedelta
     | uuid.UUID
+    | None
 )
 
 

@@ -55,6 +55,7 @@ ResourceKind = Lit["service", "metadata", "collection", "count", "entity", "prop
 MetadataLevel = Lit["minimal", "none", "full"]
 
 _KEYED_SEGMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\((.*)\)$", re.DOTALL)
+_VERSION = re.compile(r"(\d{1,3})(?:\.(\d{1,3}))?")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -308,11 +309,10 @@ def _json_format(params: dict[str, str], *, csdl: bool) -> Format:
 def check_max_version(header: str | None) -> None:
     if header is None or not header.strip():
         return  # an empty header sets no limit
-    try:
-        major = float(header.strip().split(".")[0] + "." + (header.strip().split(".") + ["0"])[1])
-    except ValueError:
-        raise BadRequest(f"OData-MaxVersion '{header[:20]}' is not a version number") from None
-    if major < 4.0:
+    match = _VERSION.fullmatch(header.strip())
+    if match is None:
+        raise BadRequest(f"OData-MaxVersion '{header[:20]}' is not a version number such as 4.0")
+    if int(match.group(1)) < 4:
         raise BadRequest(
             f"this is an OData 4.0 service; the request allows at most OData {header.strip()}: "
             "use the OData 4.0 or 4.01 adapter (OData-MaxVersion: 4.0)"

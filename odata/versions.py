@@ -140,11 +140,8 @@ class VersionTracker:
         by_name = {(r["schema"], r["table"]): r for r in rows}
         tracked: set[int] = set()
         for row in rows:
-            if row["kind"] in ("r", "p"):
-                if len(row["triggers"]) == len(_TRIGGERS):
-                    tracked.add(row["oid"])
-                elif self.install and await self._install_triggers(conn, row):
-                    tracked.add(row["oid"])
+            if row["kind"] in ("r", "p") and await self._ensure_triggers(conn, row):
+                tracked.add(row["oid"])
         views = [r["oid"] for r in rows if r["kind"] == "v"]
         bases: dict[int, tuple[int, ...]] = {}
         for view in await conn.fetch(_VIEW_BASES_SQL, views) if views else []:
@@ -157,9 +154,11 @@ class VersionTracker:
             ]
             ok = bool(tables)
             for base in tables:
-                if base["oid"] in tracked or len(base["triggers"]) == len(_TRIGGERS):
-                    tracked.add(base["oid"])
-                elif self.install and await self._install_triggers(conn, base):
+                if (
+                    base["oid"] in tracked
+                    or len(base["triggers"]) == len(_TRIGGERS)
+                    or (self.install and await self._install_triggers(conn, base))
+                ):
                     tracked.add(base["oid"])
                 else:
                     ok = False
@@ -185,6 +184,11 @@ class VersionTracker:
                 await conn.execute(_SCHEMA_SQL)
         except asyncpg.InsufficientPrivilegeError:
             log.warning("cannot create schema r2sf (no privilege): responses are not cached")
+
+    async def _ensure_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
+        if len(row["triggers"]) == len(_TRIGGERS):
+            return True
+        return self.install and await self._install_triggers(conn, row)
 
     async def _install_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
         rel = f"{_quote(row['schema'])}.{_quote(row['table'])}"

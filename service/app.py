@@ -8,10 +8,11 @@ request-line limits and the last-resort error handler live here, once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 import os
 import signal
+import time
 import uuid
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -23,7 +24,6 @@ from fastapi.responses import PlainTextResponse
 
 from odata import response
 from odata.cache import Entry, ResponseCache, etag
-from odata.versions import VersionTracker
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
@@ -34,6 +34,7 @@ from odata.errors import (
     UriTooLong,
 )
 from odata.service import ODataService, ServiceConfig
+from odata.versions import VersionTracker
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
 from service.metrics import Metrics
@@ -116,10 +117,9 @@ class App:
                 str(self.settings.config_path or "r2sf.toml"), str(exc), "edit [odata]"
             ) from None
         loop = asyncio.get_running_loop()
-        try:
+        # Not possible outside the main thread (tests): reload() can still be called directly.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        except (NotImplementedError, RuntimeError):
-            pass  # not the main thread (tests): reload() can still be called directly
         every = self.settings.odata.reload_seconds
         if every > 0:
             self._spawn(self._reload_every(every))
