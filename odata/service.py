@@ -7,7 +7,6 @@ model (reloadable) and runs statements on an asyncpg pool. Every failure leaves 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -18,18 +17,17 @@ import asyncpg
 
 from odata import csdl, response, sql, write
 from odata.cache import CountCache
-from odata.versions import VersionTracker
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
     Conflict,
-    ResourceNotFound,
-    UnsupportedMediaType,
     EntityNotFound,
     MethodNotAllowed,
     ODataError,
+    ResourceNotFound,
     ServiceError,
     ServiceUnavailable,
+    UnsupportedMediaType,
 )
 from odata.model import EntitySet, Model, Property
 from odata.plan import (
@@ -52,6 +50,7 @@ from odata.request import (
     parse_path,
     parse_query,
 )
+from odata.versions import VersionTracker
 
 log = logging.getLogger("r2sf.odata")
 
@@ -324,12 +323,7 @@ async def _guard(awaitable: Any) -> Any:
         raise ServiceUnavailable(
             "the query took too long and was cancelled; narrow the filter"
         ) from None
-    except (
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        OSError,
-        asyncio.TimeoutError,
-    ) as exc:
+    except (TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
         log.error("database unavailable: %s", type(exc).__name__)
         raise ServiceUnavailable("the database is unavailable; try again shortly") from None
     except asyncpg.IntegrityConstraintViolationError as exc:

@@ -39,8 +39,16 @@ def serve(
         app = App(settings, allow_anonymous=allow_anonymous)
         port = free_port()
         server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, loop="asyncio", http="httptools",
-                           lifespan="on", log_level="warning", access_log=False)
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                loop="asyncio",
+                http="httptools",
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+            )
         )
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()

@@ -7,7 +7,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
@@ -64,7 +63,9 @@ def poll(client: httpx.Client, url: str, expect: Any, timeout: float = 5.0) -> f
         time.sleep(0.005)
 
 
-def test_repeated_request_is_served_from_the_cache(client: httpx.Client, server: tuple[str, Any]) -> None:
+def test_repeated_request_is_served_from_the_cache(
+    client: httpx.Client, server: tuple[str, Any]
+) -> None:
     app = server[1]
     url = "/sales?$select=id,amount&$count=true&$top=26"
     first = client.get(url)
@@ -83,7 +84,9 @@ def test_manual_update_reaches_the_cache_within_a_second(client: httpx.Client, d
     assert waited < 1.0
 
 
-def test_unchanged_statements_keep_the_version(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+def test_unchanged_statements_keep_the_version(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
     app = server[1]
     url = "/sales?$top=3"
     client.get(url)
@@ -134,7 +137,9 @@ def test_truncate_invalidates(client: httpx.Client, db: str) -> None:
         time.sleep(0.005)
 
 
-def test_counts_are_computed_once_per_version(client: httpx.Client, server: tuple[str, Any]) -> None:
+def test_counts_are_computed_once_per_version(
+    client: httpx.Client, server: tuple[str, Any]
+) -> None:
     counts = server[1].odata.counts
     first = client.get("/sales?$count=true&$top=1&$filter=region eq 'USA'").json()["@odata.count"]
     before = counts.hits
@@ -147,15 +152,25 @@ def test_sync_commit_is_visible_within_a_second(client: httpx.Client, db: str) -
     sql(db, "update source_rows set amount = 4242.42 where id = 11")
     url = "/sales(11)"
     client.get(url)
-    job = Job(name="sales", query="select id, region, amount from source_rows", target="public.sales", key=["id"])
+    job = Job(
+        name="sales",
+        query="select id, region, amount from source_rows",
+        target="public.sales",
+        key=["id"],
+    )
     asyncio.run(run_job(job, target_url=db, source_url=db))
     waited = poll(client, url, lambda b: b["amount"] == 4242.42, timeout=1.0)
     assert waited < 1.0
 
 
-def test_lost_listen_connection_serves_uncached_and_recovers(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+def test_lost_listen_connection_serves_uncached_and_recovers(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
     app = server[1]
-    sql(db, "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'r2sf-listen' and datname = current_database()")
+    sql(
+        db,
+        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'r2sf-listen' and datname = current_database()",
+    )
     deadline = time.perf_counter() + 2
     while app.tracker.listening and time.perf_counter() < deadline:
         time.sleep(0.01)
@@ -172,9 +187,14 @@ def test_lost_listen_connection_serves_uncached_and_recovers(client: httpx.Clien
 
 
 def test_without_change_tracking_nothing_is_cached(databases: Any) -> None:
-    db = databases.create("create table t (id int primary key, v text); insert into t values (1, 'a');")
+    db = databases.create(
+        "create table t (id int primary key, v text); insert into t values (1, 'a');"
+    )
     toml = '[odata]\nexpose = ["public.*"]\ntrack_changes = false\n'
-    with serve(db, toml) as (base, app), httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c:
+    with (
+        serve(db, toml) as (base, app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c,
+    ):
         c.get("/t(1)")
         c.get("/t(1)")
         assert app.cache.hits == 0
@@ -187,5 +207,5 @@ def test_without_change_tracking_nothing_is_cached(databases: Any) -> None:
 def test_metrics_report_cache_and_versions(server: tuple[str, Any], client: httpx.Client) -> None:
     r = httpx.get(server[0] + "/metrics", auth=("sf", "secret"))
     assert r.status_code == 200
-    assert "r2sf_cache_hits_total" in r.text and 'r2sf_data_version{' in r.text
+    assert "r2sf_cache_hits_total" in r.text and "r2sf_data_version{" in r.text
     assert httpx.get(server[0] + "/metrics").status_code == 401

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gzip
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,16 +82,25 @@ def test_metadata_is_xml_valid_against_the_oasis_schema(client: httpx.Client) ->
     schema.assertValid(doc)
     ns = {"edm": "http://docs.oasis-open.org/odata/ns/edm"}
     line = doc.find(".//edm:EntityType[@Name='SalesLine']", ns)
-    assert [p.get("Name") for p in line.findall("edm:Key/edm:PropertyRef", ns)] == ["OrderID", "LineNo"]
+    assert [p.get("Name") for p in line.findall("edm:Key/edm:PropertyRef", ns)] == [
+        "OrderID",
+        "LineNo",
+    ]
     amount = doc.find(".//edm:EntityType[@Name='Sales']/edm:Property[@Name='Amount']", ns)
-    assert (amount.get("Type"), amount.get("Precision"), amount.get("Scale")) == ("Edm.Decimal", "12", "2")
+    assert (amount.get("Type"), amount.get("Precision"), amount.get("Scale")) == (
+        "Edm.Decimal",
+        "12",
+        "2",
+    )
 
 
 @pytest.mark.parametrize(
     ("url", "headers"),
     [("/$metadata?$format=json", {}), ("/$metadata", {"Accept": "application/json"})],
 )
-def test_metadata_as_csdl_json_when_asked(client: httpx.Client, url: str, headers: dict[str, str]) -> None:
+def test_metadata_as_csdl_json_when_asked(
+    client: httpx.Client, url: str, headers: dict[str, str]
+) -> None:
     r = client.get(url, headers=headers)
     assert r.status_code == 200
     doc = r.json()
@@ -130,7 +137,9 @@ def test_odd_names_are_made_salesforce_safe(client: httpx.Client) -> None:
 def test_select_count_top(client: httpx.Client, db: str) -> None:
     body = get(client, "/Category?$select=CategoryID,Name&$count=true&$top=26")
     assert body["@odata.count"] == column(db, "select count(*) from category")[0]
-    assert [r["CategoryID"] for r in body["value"]] == column(db, 'select "CategoryID" from category order by 1')
+    assert [r["CategoryID"] for r in body["value"]] == column(
+        db, 'select "CategoryID" from category order by 1'
+    )
     assert all(set(r) == {"CategoryID", "Name"} for r in body["value"])
     assert body["@odata.context"].endswith("$metadata#Category(CategoryID,Name)")
 
@@ -141,8 +150,12 @@ def test_count_false_leaves_out_the_count(client: httpx.Client) -> None:
 
 
 def test_orderby_desc_with_skip(client: httpx.Client, db: str) -> None:
-    body = get(client, "/Category?$orderby=Name+desc&$select=CategoryID,Name&$count=true&$skip=2&$top=3")
-    expected = column(db, 'select "Name" from category order by "Name" collate "default" desc offset 2 limit 3')
+    body = get(
+        client, "/Category?$orderby=Name+desc&$select=CategoryID,Name&$count=true&$skip=2&$top=3"
+    )
+    expected = column(
+        db, 'select "Name" from category order by "Name" collate "default" desc offset 2 limit 3'
+    )
     assert [r["Name"] for r in body["value"]] == expected
 
 
@@ -161,23 +174,39 @@ def test_filter_or_and_boolean(client: httpx.Client, db: str) -> None:
     url = "/Sales?$select=SaleID&$count=true&$filter=(Region+eq+'USA'+or+Region+eq+'CA')+and+IsPaid+eq+false&$top=26"
     body = get(client, url)
     expected = column(
-        db, """select "SaleID" from sales where "Region" in ('USA','CA') and not "IsPaid" order by 1"""
+        db,
+        """select "SaleID" from sales where "Region" in ('USA','CA') and not "IsPaid" order by 1""",
     )
     assert body["@odata.count"] == len(expected)
     assert ids(body) == expected[:26]
 
 
 def test_filter_unquoted_date_range(client: httpx.Client, db: str) -> None:
-    body = get(client, "/Sales?$select=SaleID,SaleDate&$count=true&$filter=SaleDate+ge+2024-01-01+and+SaleDate+le+2024-12-31&$top=26")
-    expected = sql(db, """select "SaleID", "SaleDate" from sales where "SaleDate" between '2024-01-01' and '2024-12-31' order by 1""")
+    body = get(
+        client,
+        "/Sales?$select=SaleID,SaleDate&$count=true&$filter=SaleDate+ge+2024-01-01+and+SaleDate+le+2024-12-31&$top=26",
+    )
+    expected = sql(
+        db,
+        """select "SaleID", "SaleDate" from sales where "SaleDate" between '2024-01-01' and '2024-12-31' order by 1""",
+    )
     assert body["@odata.count"] == len(expected)
-    assert [(r["SaleID"], r["SaleDate"]) for r in body["value"]] == [(a, b.isoformat()) for a, b in expected[:26]]
+    assert [(r["SaleID"], r["SaleDate"]) for r in body["value"]] == [
+        (a, b.isoformat()) for a, b in expected[:26]
+    ]
 
 
-@pytest.mark.parametrize("literal", ["2024-06-30T23:59:59Z", "2024-06-30T23:59:59.000Z", "2024-07-01T01:59:59%2B02:00"])
+@pytest.mark.parametrize(
+    "literal", ["2024-06-30T23:59:59Z", "2024-06-30T23:59:59.000Z", "2024-07-01T01:59:59%2B02:00"]
+)
 def test_filter_datetime_with_zone_forms(client: httpx.Client, db: str, literal: str) -> None:
-    body = get(client, f"/Sales?$select=SaleID,ShippedAt&$count=true&$filter=ShippedAt+lt+{literal}&$top=26")
-    expected = column(db, """select "SaleID" from sales where "ShippedAt" < '2024-06-30T23:59:59Z' order by 1""")
+    body = get(
+        client,
+        f"/Sales?$select=SaleID,ShippedAt&$count=true&$filter=ShippedAt+lt+{literal}&$top=26",
+    )
+    expected = column(
+        db, """select "SaleID" from sales where "ShippedAt" < '2024-06-30T23:59:59Z' order by 1"""
+    )
     assert body["@odata.count"] == len(expected)
     assert ids(body) == expected[:26]
 
@@ -190,38 +219,63 @@ def test_filter_eq_null(client: httpx.Client, db: str) -> None:
 
 
 def test_startswith_eq_true_is_case_insensitive(client: httpx.Client, db: str) -> None:
-    body = get(client, "/Category?$select=CategoryID,Name&$count=true&$filter=startswith(Name,'Ac')+eq+true&$top=26")
-    expected = column(db, """select "CategoryID" from category where lower("Name") like 'ac%' order by 1""")
+    body = get(
+        client,
+        "/Category?$select=CategoryID,Name&$count=true&$filter=startswith(Name,'Ac')+eq+true&$top=26",
+    )
+    expected = column(
+        db, """select "CategoryID" from category where lower("Name") like 'ac%' order by 1"""
+    )
     assert ids(body, "CategoryID") == expected and len(expected) == 3
 
 
 def test_not_contains_keeps_rows_where_the_value_is_null(client: httpx.Client, db: str) -> None:
-    body = get(client, "/Category?$select=CategoryID&$count=true&$filter=not+(contains(Description,'acme')+eq+true)&$top=26")
-    expected = column(db, """select "CategoryID" from category
-        where "Description" is null or "Description" not ilike '%acme%' order by 1""")
+    body = get(
+        client,
+        "/Category?$select=CategoryID&$count=true&$filter=not+(contains(Description,'acme')+eq+true)&$top=26",
+    )
+    expected = column(
+        db,
+        """select "CategoryID" from category
+        where "Description" is null or "Description" not ilike '%acme%' order by 1""",
+    )
     assert ids(body, "CategoryID") == expected
     assert 3 in expected  # category 3 has no description
 
 
 def test_contains_eq_false_excludes_null_values(client: httpx.Client, db: str) -> None:
     body = get(client, "/Category?$select=CategoryID&$filter=contains(Description,'acme')+eq+false")
-    expected = column(db, """select "CategoryID" from category where "Description" not ilike '%acme%' order by 1""")
+    expected = column(
+        db,
+        """select "CategoryID" from category where "Description" not ilike '%acme%' order by 1""",
+    )
     assert ids(body, "CategoryID") == expected and 3 not in expected
 
 
 def test_salesforce_search_as_or_chain_of_contains(client: httpx.Client, db: str) -> None:
     url = "/Category?$select=CategoryID,Description,Name&$count=true&$filter=contains(Description,'Acme')+eq+true+or+contains(Name,'Acme')+eq+true&$top=25"
     body = get(client, url)
-    expected = column(db, """select "CategoryID" from category
-        where "Description" ilike '%acme%' or "Name" ilike '%acme%' order by 1""")
+    expected = column(
+        db,
+        """select "CategoryID" from category
+        where "Description" ilike '%acme%' or "Name" ilike '%acme%' order by 1""",
+    )
     assert ids(body, "CategoryID") == expected == [2, 3]
 
 
-def test_free_text_search_matches_every_word_across_string_properties(client: httpx.Client, db: str) -> None:
-    body = get(client, "/Category?$select=CategoryID,Description,Name&$count=true&$search=Sales+Marketing&$top=25")
-    expected = column(db, """select "CategoryID" from category where
+def test_free_text_search_matches_every_word_across_string_properties(
+    client: httpx.Client, db: str
+) -> None:
+    body = get(
+        client,
+        "/Category?$select=CategoryID,Description,Name&$count=true&$search=Sales+Marketing&$top=25",
+    )
+    expected = column(
+        db,
+        """select "CategoryID" from category where
         (coalesce("Name",'') || ' ' || coalesce("Description",'')) ilike '%sales%' and
-        (coalesce("Name",'') || ' ' || coalesce("Description",'')) ilike '%marketing%' order by 1""")
+        (coalesce("Name",'') || ' ' || coalesce("Description",'')) ilike '%marketing%' order by 1""",
+    )
     assert ids(body, "CategoryID") == expected == [6, 7]
     assert body["@odata.count"] == 2
 
@@ -234,7 +288,10 @@ def test_search_on_a_set_without_strings_matches_nothing(client: httpx.Client) -
 
 def test_search_term_matches_like_postgres_ilike(client: httpx.Client, db: str) -> None:
     body = get(client, "/SalesLine?$search=p1&$count=true&$top=100")
-    expected = sql(db, """select "OrderID", "LineNo" from sales_line where "Product" ilike '%p1%' order by 1, 2""")
+    expected = sql(
+        db,
+        """select "OrderID", "LineNo" from sales_line where "Product" ilike '%p1%' order by 1, 2""",
+    )
     assert body["@odata.count"] == len(expected) > 0
     assert [(r["OrderID"], r["LineNo"]) for r in body["value"]] == [tuple(e) for e in expected]
 
@@ -249,7 +306,7 @@ def test_composite_key_filter(client: httpx.Client) -> None:
 
 def test_entity_by_integer_key(client: httpx.Client, db: str) -> None:
     body = get(client, "/Category(1)")
-    row = sql(db, "select * from category where \"CategoryID\" = 1")[0]
+    row = sql(db, 'select * from category where "CategoryID" = 1')[0]
     assert body["Name"] == row["Name"] and body["CategoryID"] == 1
     assert body["@odata.context"].endswith("$metadata#Category/$entity")
 
@@ -275,7 +332,11 @@ def test_property_and_raw_value(client: httpx.Client) -> None:
     body = get(client, "/Sales('S-0002')/Amount")
     assert body["value"] == 25.0 and body["@odata.context"].endswith("Sales('S-0002')/Amount")
     r = client.get("/Sales('S-0002')/Amount/$value")
-    assert r.status_code == 200 and r.text == "25.00" and r.headers["content-type"].startswith("text/plain")
+    assert (
+        r.status_code == 200
+        and r.text == "25.00"
+        and r.headers["content-type"].startswith("text/plain")
+    )
     assert client.get("/Sales('S-0005')/Notes").status_code == 204  # null value
 
 
@@ -288,7 +349,9 @@ def test_count_segment_honours_filter(client: httpx.Client, db: str) -> None:
 # --- paging -------------------------------------------------------------------------------------
 
 
-def follow(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> tuple[list[Any], list[Any]]:
+def follow(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None
+) -> tuple[list[Any], list[Any]]:
     rows: list[Any] = []
     pages: list[Any] = []
     while url:
@@ -308,17 +371,29 @@ def test_server_driven_paging_visits_every_row_once(client: httpx.Client, db: st
     assert all(p["@odata.nextLink"].startswith("http://") for p in pages[:-1])
 
 
-def test_paging_with_nullable_descending_sort_matches_postgres(client: httpx.Client, db: str) -> None:
-    rows, _ = follow(client, "/Sales?$select=SaleID,Amount&$orderby=Amount+desc&$filter=Quantity+ne+0")
-    expected = column(db, """select "SaleID" from sales where "Quantity" <> 0
-        order by "Amount" desc nulls last, "SaleID" """)
+def test_paging_with_nullable_descending_sort_matches_postgres(
+    client: httpx.Client, db: str
+) -> None:
+    rows, _ = follow(
+        client, "/Sales?$select=SaleID,Amount&$orderby=Amount+desc&$filter=Quantity+ne+0"
+    )
+    expected = column(
+        db,
+        """select "SaleID" from sales where "Quantity" <> 0
+        order by "Amount" desc nulls last, "SaleID" """,
+    )
     assert [r["SaleID"] for r in rows] == expected
 
 
-def test_paging_with_nullable_ascending_sort_puts_nulls_first(client: httpx.Client, db: str) -> None:
+def test_paging_with_nullable_ascending_sort_puts_nulls_first(
+    client: httpx.Client, db: str
+) -> None:
     rows, _ = follow(client, "/Sales?$select=SaleID,Region&$orderby=Region,SaleDate+desc")
-    expected = column(db, """select "SaleID" from sales
-        order by "Region" nulls first, "SaleDate" desc nulls last, "SaleID" """)
+    expected = column(
+        db,
+        """select "SaleID" from sales
+        order by "Region" nulls first, "SaleDate" desc nulls last, "SaleID" """,
+    )
     assert [r["SaleID"] for r in rows] == expected
 
 
@@ -330,7 +405,11 @@ def test_top_above_page_size_is_delivered_over_pages_exactly(client: httpx.Clien
 
 
 def test_next_link_respects_forwarded_proto_and_host(client: httpx.Client) -> None:
-    body = get(client, "/Sales?$select=SaleID", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "r2sf.example.com"})
+    body = get(
+        client,
+        "/Sales?$select=SaleID",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "r2sf.example.com"},
+    )
     assert body["@odata.nextLink"].startswith("https://r2sf.example.com/odata/v4/Sales?")
     assert body["@odata.context"].startswith("https://r2sf.example.com/odata/v4/$metadata#")
 
@@ -377,7 +456,9 @@ def test_value_formats(client: httpx.Client) -> None:
 def test_decimal_keeps_its_scale_in_the_raw_json(client: httpx.Client) -> None:
     r = client.get("/typed(1)?$select=dec")
     assert '"dec":1234.5000' in r.text
-    r = client.get("/typed(1)?$select=dec,big", headers={"Accept": "application/json;IEEE754Compatible=true"})
+    r = client.get(
+        "/typed(1)?$select=dec,big", headers={"Accept": "application/json;IEEE754Compatible=true"}
+    )
     assert r.json()["dec"] == "1234.5000" and r.json()["big"] == "9007199254740993"
     assert "IEEE754Compatible=true" in r.headers["content-type"]
 
@@ -389,9 +470,13 @@ def test_properties_come_in_metadata_order_whatever_the_select_order(client: htt
 
 
 def test_metadata_none_and_full(client: httpx.Client) -> None:
-    none = get(client, "/Category?$top=1", headers={"Accept": "application/json;odata.metadata=none"})
+    none = get(
+        client, "/Category?$top=1", headers={"Accept": "application/json;odata.metadata=none"}
+    )
     assert "@odata.context" not in none
-    full = get(client, "/Category?$top=1", headers={"Accept": "application/json;odata.metadata=full"})
+    full = get(
+        client, "/Category?$top=1", headers={"Accept": "application/json;odata.metadata=full"}
+    )
     row = full["value"][0]
     assert row["@odata.type"] == "#r2sf.Category" and row["@odata.id"] == "Category(1)"
 
@@ -408,7 +493,9 @@ def test_gzip_when_accepted(client: httpx.Client) -> None:
 def test_plus_is_a_space_and_encoded_plus_is_a_plus(client: httpx.Client, db: str) -> None:
     plus = get(client, "/Category?$filter=Name+eq+'Beverages'")
     assert ids(plus, "CategoryID") == [1]
-    encoded = get(client, "/Category?$filter=" + quote("startswith(Name,'O''Brien & ')", safe="(),'"))
+    encoded = get(
+        client, "/Category?$filter=" + quote("startswith(Name,'O''Brien & ')", safe="(),'")
+    )
     assert ids(encoded, "CategoryID") == [4]
 
 
@@ -440,17 +527,28 @@ def test_wildcards_in_contains_are_literal(client: httpx.Client) -> None:
         ("not (Region eq 'USA')", """"Region" is distinct from 'USA'"""),
         ("Region in ('USA', 'MX')", """"Region" in ('USA', 'MX')"""),
         ("not (Region in ('USA', 'MX'))", """"Region" not in ('USA', 'MX') or "Region" is null"""),
-        ("Region eq 'USA' or Region eq 'MX' or Region eq null", """"Region" in ('USA','MX') or "Region" is null"""),
+        (
+            "Region eq 'USA' or Region eq 'MX' or Region eq null",
+            """"Region" in ('USA','MX') or "Region" is null""",
+        ),
         ("Amount add 10 gt 100 and Amount lt 200", """"Amount" + 10 > 100 and "Amount" < 200"""),
         ("not (Amount mul 2 ge 500)", """not coalesce("Amount" * 2 >= 500, false)"""),
         ("length(Notes) gt 9", """length("Notes") > 9"""),
         ("tolower(Region) eq 'usa'", """lower("Region") = 'usa'"""),
-        ("year(SaleDate) eq 2024 and month(SaleDate) eq 2", """extract(year from "SaleDate") = 2024 and extract(month from "SaleDate") = 2"""),
+        (
+            "year(SaleDate) eq 2024 and month(SaleDate) eq 2",
+            """extract(year from "SaleDate") = 2024 and extract(month from "SaleDate") = 2""",
+        ),
         ("endswith(Notes,'5') eq true", """"Notes" like '%5'"""),
-        ("Notes ne null and not (startswith(Notes,'test') eq true)", """"Notes" is not null and "Notes" not ilike 'test%'"""),
+        (
+            "Notes ne null and not (startswith(Notes,'test') eq true)",
+            """"Notes" is not null and "Notes" not ilike 'test%'""",
+        ),
     ],
 )
-def test_filter_matches_postgres_under_odata_null_rules(client: httpx.Client, db: str, odata: str, where: str) -> None:
+def test_filter_matches_postgres_under_odata_null_rules(
+    client: httpx.Client, db: str, odata: str, where: str
+) -> None:
     rows, pages = follow(client, "/Sales?$select=SaleID&$count=true&$filter=" + quote(odata))
     expected = column(db, f'select "SaleID" from sales where {where} order by 1')
     assert pages[0]["@odata.count"] == len(expected)

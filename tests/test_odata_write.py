@@ -43,9 +43,10 @@ def db(databases: Any) -> str:
 
 @pytest.fixture(scope="module")
 def client(db: str) -> Iterator[httpx.Client]:
-    with serve(db, TOML) as (base, _app), httpx.Client(
-        base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30
-    ) as c:
+    with (
+        serve(db, TOML) as (base, _app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
+    ):
         yield c
 
 
@@ -55,7 +56,9 @@ def row(db: str, key: int) -> Any:
 
 
 def test_post_creates_and_returns_the_entity_with_location(client: httpx.Client, db: str) -> None:
-    r = client.post("/Category", json={"Name": "Produce", "Budget": 12.5, "Since": "2024-05-01T12:00:00+02:00"})
+    r = client.post(
+        "/Category", json={"Name": "Produce", "Budget": 12.5, "Since": "2024-05-01T12:00:00+02:00"}
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     stored = row(db, body["CategoryID"])
@@ -85,7 +88,12 @@ def test_put_replaces_and_resets_missing_properties(client: httpx.Client, db: st
     r = client.put("/Category(2)", json={"Name": "Dairy 2"})
     assert r.status_code == 204, r.text
     after = row(db, 2)
-    assert (after["Name"], after["Description"], after["Budget"], after["Active"]) == ("Dairy 2", None, None, True)
+    assert (after["Name"], after["Description"], after["Budget"], after["Active"]) == (
+        "Dairy 2",
+        None,
+        None,
+        True,
+    )
 
 
 @pytest.mark.parametrize("how", ["MERGE", "X-HTTP-Method"])
@@ -102,7 +110,11 @@ def test_merge_and_tunnelled_patch(client: httpx.Client, db: str, how: str) -> N
 
 def test_gzip_compressed_request_body(client: httpx.Client, db: str) -> None:
     raw = gzip.compress(json.dumps({"Description": "compressed"}).encode())
-    r = client.patch("/Category(1)", content=raw, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    r = client.patch(
+        "/Category(1)",
+        content=raw,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert r.status_code == 204, r.text
     assert row(db, 1)["Description"] == "compressed"
 
@@ -133,7 +145,9 @@ def test_composite_key_write(client: httpx.Client, db: str) -> None:
         ({"Name": "x", "CategoryID": 1}, 409, "Conflict"),  # duplicate key
     ],
 )
-def test_bad_writes_are_4xx_and_change_nothing(client: httpx.Client, db: str, body: Any, status: int, code: str) -> None:
+def test_bad_writes_are_4xx_and_change_nothing(
+    client: httpx.Client, db: str, body: Any, status: int, code: str
+) -> None:
     before = sql(db, "select count(*) from category")[0][0]
     r = client.post("/Category", json=body)
     assert r.status_code == status, r.text
@@ -157,7 +171,12 @@ def test_views_are_read_only(client: httpx.Client) -> None:
 
 
 def test_not_json_is_400_and_wrong_media_type_is_415(client: httpx.Client) -> None:
-    assert client.post("/Category", content=b"{", headers={"Content-Type": "application/json"}).status_code == 400
+    assert (
+        client.post(
+            "/Category", content=b"{", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 400
+    )
     r = client.post("/Category", content=b"<x/>", headers={"Content-Type": "application/xml"})
     assert r.status_code == 415
 
