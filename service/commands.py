@@ -37,9 +37,10 @@ def _register_operator_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """`demo`, `check`, `status` and `migrate`: the first-run and operator tooling."""
-    from service import demo
+    from service import check, demo
 
     demo.register(commands)
+    check.register(commands)
 
 
 def configure_logging() -> None:

@@ -1,0 +1,366 @@
+"""`r2sf check`: validate the configuration, both connections and what Salesforce will see.
+
+Prints one line per connection (ok, or which failure: DNS, refused, timeout, auth, SSL...), then
+every entity set with its key and each property's Edm type and the Salesforce field type it
+becomes (spec §5), then warnings about what will hurt in Salesforce. Reads only: it never
+writes to either database, and never prints a password.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import socket
+import ssl
+import sys
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import asyncpg
+
+from odata.catalog import CatalogError, load_model, matches
+from odata.model import EntitySet, Model, Property
+from odata.naming import MAX_LENGTH
+from odata.sql import ident
+from service.config import ConfigError, Settings, load_settings, redact_url
+
+CONNECT_TIMEOUT = 10.0
+MAX_EXTERNAL_OBJECTS = 200  # per Salesforce org (spec §5)
+MAX_SAFE_INTEGER = 2**53  # Salesforce Number fields are doubles beyond this (spec §5)
+MAX_NUMBER_DIGITS = 18
+
+_NUMBER_DIGITS = {"Edm.Byte": 3, "Edm.SByte": 3, "Edm.Int16": 5, "Edm.Int32": 10, "Edm.Int64": 18}
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "check", help="validate the config, test both connections, preview the Salesforce fields"
+    )
+    check.set_defaults(handler=check_command)
+
+
+def salesforce_field_type(p: Property) -> str:
+    """The Salesforce field type an Edm property becomes in an external object (spec §5)."""
+    t = p.edm_type
+    if t == "Edm.Boolean":
+        return "Checkbox"
+    if t == "Edm.String":
+        if p.max_length is None:
+            return "Text(128)"
+        if p.max_length <= 255:
+            return f"Text({p.max_length})"
+        return f"Long Text Area({p.max_length})"
+    if t == "Edm.Decimal":
+        return f"Number({p.precision or MAX_NUMBER_DIGITS},{p.scale or 0})"
+    if t in _NUMBER_DIGITS:
+        return f"Number({_NUMBER_DIGITS[t]},0)"
+    if t in ("Edm.Single", "Edm.Double"):
+        return "Number"
+    if t == "Edm.Date":
+        return "Date/Time (at midnight)"
+    if t == "Edm.DateTimeOffset":
+        return "Date/Time"
+    if t == "Edm.Guid":
+        return "Text(36)"
+    if t == "Edm.Binary":
+        return "Text (base64)"
+    if t == "Edm.TimeOfDay":
+        return "Text"
+    return "not supported"
+
+
+def explain_connect_error(exc: BaseException) -> str:
+    """`kind: detail` for a failed connection, the kind being what the operator must fix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    low = text.lower()
+    if (
+        isinstance(exc, socket.gaierror)
+        or "name or service not known" in low
+        or ("getaddrinfo" in low or "nodename nor servname" in low or "name resolution" in low)
+    ):
+        return f"DNS: the host name does not resolve ({text})"
+    if isinstance(exc, FileNotFoundError):  # a unix socket path with no server behind it
+        return f"refused: no server listens on that socket ({text})"
+    if isinstance(exc, ConnectionRefusedError) or "connection refused" in low:
+        return f"refused: nothing accepts connections at that host and port ({text})"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError) or "timed out" in low:
+        return (
+            f"timeout: no answer within {CONNECT_TIMEOUT:g} s (a firewall, security group or"
+            " trusted-IP list is dropping the connection?)"
+        )
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ) or ("password authentication failed" in low or "authentication" in low):
+        return f"auth: the server refused the user or password ({text})"
+    if isinstance(exc, ssl.SSLError) or "ssl" in low or "certificate" in low:
+        return f"SSL: {text}"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError) or (
+        "database" in low and "does not exist" in low
+    ):
+        return f"database: {text}"
+    if isinstance(exc, OSError):
+        return f"network: {text}"
+    return f"{type(exc).__name__}: {text}"
+
+
+@dataclass
+class Findings:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+async def _connect_postgres(url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+
+
+def _connect_redshift(url: str) -> str:
+    import redshift_connector
+
+    from sync.source import redshift_connect_args
+
+    conn = redshift_connector.connect(**redshift_connect_args(url), timeout=int(CONNECT_TIMEOUT))
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT version()")
+        row = cur.fetchone()
+        return str(row[0]) if row else "connected"
+    finally:
+        conn.close()
+
+
+async def check_source(url: str) -> str:
+    """'ok (version)' or raises the driver's exception."""
+    if url.split("://", 1)[0] == "redshift":
+        version = await asyncio.to_thread(_connect_redshift, url)
+        return version
+    conn = await _connect_postgres(url)
+    try:
+        return str(await conn.fetchval("SELECT version()"))
+    finally:
+        await conn.close()
+
+
+def _short_version(version: str) -> str:
+    return " ".join(version.split()[:2])
+
+
+async def run_check(settings: Settings, out: TextIO) -> Findings:
+    found = Findings()
+    where = str(settings.config_path or "r2sf.toml (not found: defaults)")
+    jobs: list[Any] = []
+    source: str | None = None
+    try:
+        from sync.config import load_jobs, source_url
+
+        jobs = load_jobs(settings.file, settings.config_path)
+        if jobs or settings.file.source:
+            source = source_url(settings.file, settings.config_path)
+    except ConfigError as exc:
+        found.errors.append(f"config: {exc}")
+    print(f"config  {where}: {len(jobs)} sync job(s)", file=out)
+    if not settings.credentials:
+        found.warnings.append(
+            "ODATA_CREDENTIALS is not set: `r2sf serve` refuses to start without credentials"
+        )
+
+    if source is not None:
+        label = f"source  {redact_url(source)}"
+        try:
+            print(f"{label}: ok ({_short_version(await check_source(source))})", file=out)
+        except Exception as exc:
+            line = f"{label}: FAILED {explain_connect_error(exc)}"
+            print(line, file=out)
+            found.errors.append(line)
+    else:
+        print("source  none configured (no [[sync.jobs]]; REDSHIFT_URL not needed)", file=out)
+
+    label = f"target  {redact_url(settings.database_url)}"
+    try:
+        conn = await _connect_postgres(settings.database_url)
+    except Exception as exc:
+        line = f"{label}: FAILED {explain_connect_error(exc)}"
+        print(line, file=out)
+        found.errors.append(line)
+        return found
+    try:
+        version = await conn.fetchval("SELECT version()")
+        print(f"{label}: ok ({_short_version(version)})", file=out)
+        await _check_model(conn, settings, out, found)
+    finally:
+        await conn.close()
+    return found
+
+
+async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findings) -> None:
+    o = settings.odata
+    from service.app import service_config
+
+    config = service_config(settings)
+    try:
+        model = await load_model(
+            conn, expose=config.expose, sets=config.sets, unsupported_types=o.unsupported_types
+        )
+    except CatalogError as exc:
+        found.errors.append(f"odata: {exc}")
+        return
+    print(f"\nentity sets ({len(model.entity_sets)}) at {o.path}/:", file=out)
+    for s in model.entity_sets:
+        _print_set(s, out)
+    configured_names = {x.table for x in o.sets if x.name}
+    _warn_names(model, configured_names, found)
+    await _warn_not_exposed(conn, model, list(o.expose) + [x.table for x in o.sets], found)
+    await _warn_numbers(conn, model, found)
+    if len(model.entity_sets) > MAX_EXTERNAL_OBJECTS:
+        found.warnings.append(
+            f"{len(model.entity_sets)} entity sets: a Salesforce org holds at most"
+            f" {MAX_EXTERNAL_OBJECTS} external objects; narrow [odata] expose"
+        )
+    if not model.entity_sets:
+        found.warnings.append(
+            f"no entity sets: nothing matches [odata] expose = {list(o.expose)} (or the"
+            " tables have no key)"
+        )
+
+
+def _print_set(s: EntitySet, out: TextIO) -> None:
+    extra = " (view, read-only)" if s.is_view else ("" if s.writable else " (read-only)")
+    print(f"  {s.name} <- {s.schema}.{s.table}{extra}", file=out)
+    print(f"    key: {', '.join(s.entity_type.key)}", file=out)
+    width = max(len(p.name) for p in s.entity_type.properties)
+    for p in s.entity_type.properties:
+        facets = []
+        if p.max_length is not None:
+            facets.append(f"MaxLength={p.max_length}")
+        if p.precision is not None and p.edm_type == "Edm.Decimal":
+            facets.append(f"Precision={p.precision},Scale={p.scale or 0}")
+        edm = p.edm_type + (f"({', '.join(facets)})" if facets else "")
+        renamed = f"  (column {p.column})" if p.name != p.column else ""
+        print(f"    {p.name:<{width}}  {edm:<36} -> {salesforce_field_type(p)}{renamed}", file=out)
+
+
+def _warn_names(model: Model, configured: set[str], found: Findings) -> None:
+    for s in model.entity_sets:
+        qualified = f"{s.schema}.{s.table}"
+        if s.name != s.table and qualified not in configured:
+            why = (
+                "longer than 40 characters" if len(s.table) > MAX_LENGTH else "not Salesforce-safe"
+            )
+            found.warnings.append(
+                f'{qualified} is exposed as {s.name} ({why}); set name = "..." in'
+                " [[odata.sets]] to choose the name yourself"
+            )
+        for p in s.entity_type.properties:
+            if p.name != p.column:
+                why = (
+                    "longer than 40 characters"
+                    if len(p.column) > MAX_LENGTH
+                    else "not Salesforce-safe"
+                )
+                found.warnings.append(
+                    f"{s.name}: column {p.column!r} is renamed to {p.name} ({why}); Salesforce"
+                    " users see the new name"
+                )
+            if p.edm_type == "Edm.String" and p.max_length is None:
+                found.warnings.append(
+                    f"{s.name}.{p.name}: String without MaxLength becomes Text(128) in"
+                    " Salesforce, which shows only 128 characters; give the column a length"
+                    " (varchar(n)) or cast it in a view"
+                )
+
+
+_RELATIONS_SQL = """
+select n.nspname as schema, c.relname as table, c.relkind::text as kind
+from pg_class c join pg_namespace n on n.oid = c.relnamespace
+where c.relkind in ('r', 'p', 'v', 'm', 'f') and not c.relispartition
+  and n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast', 'r2sf')
+  and n.nspname not like 'pg\\_%'
+"""
+
+
+async def _warn_not_exposed(conn: Any, model: Model, patterns: list[str], found: Findings) -> None:
+    exposed = {(s.schema, s.table) for s in model.entity_sets}
+    for r in await conn.fetch(_RELATIONS_SQL):
+        if (r["schema"], r["table"]) in exposed or not matches(patterns, r["schema"], r["table"]):
+            continue
+        what = "view" if r["kind"] in ("v", "m", "f") else "table"
+        fix = (
+            f'add [[odata.sets]] table = "{r["schema"]}.{r["table"]}" with key = [...]'
+            if what == "view"
+            else "give it a primary key"
+        )
+        found.warnings.append(
+            f"{r['schema']}.{r['table']} ({what}) is not exposed: it has no key; {fix}"
+        )
+
+
+_NUMERIC_SQL = """
+select a.attname as column, a.atttypmod as typmod
+from pg_attribute a join pg_type t on t.oid = a.atttypid
+where a.attrelid = to_regclass($1) and a.attnum > 0 and not a.attisdropped
+  and t.typname = 'numeric'
+"""
+
+
+async def _warn_numbers(conn: Any, model: Model, found: Findings) -> None:
+    for s in model.entity_sets:
+        table = f"{ident(s.schema)}.{ident(s.table)}"
+        by_column = {p.column: p for p in s.entity_type.properties}
+        for r in await conn.fetch(_NUMERIC_SQL, table):
+            p = by_column.get(r["column"])
+            if p is None:
+                continue
+            typmod = r["typmod"]
+            precision = ((typmod - 4) >> 16) & 0xFFFF if typmod >= 0 else None
+            if precision is None or precision > MAX_NUMBER_DIGITS:
+                declared = (
+                    f"numeric({precision},{(typmod - 4) & 0xFFFF})"
+                    if precision
+                    else "numeric without precision"
+                )
+                found.warnings.append(
+                    f"{s.name}.{p.name}: {declared} is declared as Precision"
+                    f" {p.precision}, Scale {p.scale} (Salesforce Number holds at most 18 digits);"
+                    " larger values will not fit"
+                )
+        for p in s.entity_type.key_properties:
+            if p.edm_type != "Edm.Int64":
+                continue
+            col = ident(p.column)
+            lo, hi = await conn.fetchrow(f"select min({col}), max({col}) from {table}")
+            if (hi is not None and hi > MAX_SAFE_INTEGER) or (
+                lo is not None and lo < -MAX_SAFE_INTEGER
+            ):
+                worst = hi if hi is not None and hi > MAX_SAFE_INTEGER else lo
+                found.warnings.append(
+                    f"{s.name}.{p.name}: key value {worst} is beyond 2^53; Salesforce stores"
+                    " numbers as doubles, so such keys lose precision and records collide;"
+                    " expose the key as text (a view with key::text)"
+                )
+
+
+def check_command(args: argparse.Namespace) -> int:
+    out = sys.stdout
+    # The catalogue logs relations it skips; this command reports them itself, with the fix.
+    logging.getLogger("r2sf.odata.catalog").setLevel(logging.ERROR)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"config  FAILED {exc}", file=out)
+        print("\nresult: 1 error", file=out)
+        return 2
+    found = asyncio.run(run_check(settings, out))
+    if found.warnings:
+        print(f"\nwarnings ({len(found.warnings)}):", file=out)
+        for w in found.warnings:
+            print(f"  - {w}", file=out)
+    if found.errors:
+        print(f"\nerrors ({len(found.errors)}):", file=out)
+        for e in found.errors:
+            print(f"  - {e}", file=out)
+    verdict = "FAILED" if found.errors else "ok"
+    print(
+        f"\nresult: {verdict}, {len(found.errors)} error(s), {len(found.warnings)} warning(s)",
+        file=out,
+    )
+    return 1 if found.errors else 0

@@ -1,0 +1,183 @@
+"""`r2sf check` run as an operator runs it: a subprocess against real databases."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from odata.model import Property
+from service.check import explain_connect_error, salesforce_field_type
+from tests.live import free_port
+
+R2SF = str(Path(sys.executable).parent / "r2sf")
+
+SCHEMA = """
+create table public.customer (
+    id bigint primary key,
+    name text,
+    code varchar(20),
+    notes varchar(1000),
+    balance numeric(30,4),
+    price numeric(10,2),
+    active boolean,
+    "a column whose name is far longer than forty characters" int
+);
+insert into public.customer (id, name) values (9007199254740993, 'big'), (1, 'small');
+create table public.account (id int primary key, label varchar(80));
+create view public.customer_names as select name, code from public.customer;
+create table public.audit_log (at timestamptz, what text);
+"""
+
+
+def r2sf_check(tmp_path: Path, database_url: str, toml: str = "", **env: str) -> tuple[int, str]:
+    config = tmp_path / "r2sf.toml"
+    config.write_text(toml or '[odata]\nexpose = ["public.*"]\n')
+    full_env = {k: v for k, v in os.environ.items() if k not in ("REDSHIFT_URL", "R2SF_CONFIG")}
+    full_env.update(
+        DATABASE_URL=database_url, ODATA_CREDENTIALS="sf:secret", R2SF_CONFIG=str(config), **env
+    )
+    done = subprocess.run(
+        [R2SF, "check"], env=full_env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def property_line(output: str, entity_set: str, name: str) -> str:
+    block = re.split(r"\n(?=  \S)|\n\n", output.split(f"\n  {entity_set} <- ", 1)[1])[0]
+    found = [line for line in block.splitlines() if re.match(rf"\s+{re.escape(name)}\s", line)]
+    assert len(found) == 1, output
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def warehouse_url(databases: object) -> str:
+    return databases.create(SCHEMA)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_check_lists_sets_keys_edm_and_salesforce_types(tmp_path: Path, warehouse_url: str) -> None:
+    code, out = r2sf_check(tmp_path, warehouse_url)
+    assert code == 0, out
+    assert re.search(r"target .*: ok \(PostgreSQL", out), out
+    assert re.search(r"customer <- public\.customer\n\s+key: id", out), out
+    assert "account <- public.account" in out
+    expected = {
+        "id": ("Edm.Int64", "Number(18,0)"),
+        "name": ("Edm.String", "Text(128)"),
+        "code": ("Edm.String(MaxLength=20)", "Text(20)"),
+        "notes": ("Edm.String(MaxLength=1000)", "Long Text Area(1000)"),
+        "price": ("Edm.Decimal(Precision=10,Scale=2)", "Number(10,2)"),
+        "active": ("Edm.Boolean", "Checkbox"),
+    }
+    for name, (edm, sf) in expected.items():
+        line = property_line(out, "customer", name)
+        assert edm in line and line.rstrip().endswith(sf), line
+
+
+def test_check_warns_about_what_will_hurt_in_salesforce(tmp_path: Path, warehouse_url: str) -> None:
+    code, out = r2sf_check(tmp_path, warehouse_url)
+    warnings = out.split("warnings (", 1)[1]
+    assert code == 0, out  # warnings alone do not fail the check
+    assert re.search(r"customer\.name: String without MaxLength becomes Text\(128\)", warnings)
+    assert "renamed to a_column_whose_name" in warnings and "longer than 40" in warnings
+    assert re.search(r"customer_names \(view\) is not exposed: it has no key", warnings)
+    assert re.search(r"audit_log \(table\) is not exposed: it has no key", warnings)
+    assert re.search(r"customer\.balance: numeric\(30,4\) is declared as Precision 18", warnings)
+    assert "price" not in warnings  # numeric(10,2) fits
+    assert re.search(r"customer\.id: key value 9007199254740993 is beyond 2\^53", warnings)
+
+
+def test_check_warns_over_200_entity_sets(tmp_path: Path, databases: object) -> None:
+    tables = "".join(f"create table t{i} (id int primary key);" for i in range(201))
+    url = databases.create(tables)  # type: ignore[attr-defined]
+    code, out = r2sf_check(tmp_path, url)
+    assert code == 0, out
+    assert "201 entity sets: a Salesforce org holds at most 200 external objects" in out
+
+
+def test_check_says_the_target_port_refused_and_exits_non_zero(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    code, out = r2sf_check(tmp_path, url)
+    assert code != 0
+    line = next(x for x in out.splitlines() if x.startswith("target"))
+    assert "FAILED refused" in line, out
+
+
+def test_check_says_the_source_host_does_not_resolve(tmp_path: Path, warehouse_url: str) -> None:
+    toml = (
+        '[source]\nurl = "postgresql://u:pw@r2sf-no-such-host.invalid:5439/dev"\n'
+        '[[sync.jobs]]\nname = "a"\ntable = "public.a"\ntarget = "public.a"\nkey = ["id"]\n'
+    )
+    code, out = r2sf_check(tmp_path, warehouse_url, toml)
+    assert code != 0
+    line = next(x for x in out.splitlines() if x.startswith("source"))
+    assert "FAILED DNS" in line, out
+    assert "pw" not in line  # the password is redacted
+    assert re.search(r"target .*: ok", out)  # the other connection is still checked
+
+
+def test_check_reports_ssl_refusal_of_a_server_without_ssl(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    if "host=/" in warehouse_url:
+        pytest.skip("the embedded test server listens on a unix socket only: no SSL to refuse")
+    url = warehouse_url + ("&" if "?" in warehouse_url else "?") + "sslmode=require"
+    code, out = r2sf_check(tmp_path, url)
+    line = next(x for x in out.splitlines() if x.startswith("target"))
+    if ": ok" in line:
+        pytest.skip("the test server accepts SSL")
+    assert code != 0
+    assert "FAILED SSL" in line, out
+
+
+def test_check_reports_a_redshift_source_refusing_connections(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    toml = (
+        f'[source]\nurl = "redshift://u:pw@127.0.0.1:{free_port()}/dev?sslmode=disable"\n'
+        '[[sync.jobs]]\nname = "a"\ntable = "public.a"\ntarget = "public.a"\nkey = ["id"]\n'
+    )
+    code, out = r2sf_check(tmp_path, warehouse_url, toml)
+    assert code != 0
+    line = next(x for x in out.splitlines() if x.startswith("source"))
+    assert "FAILED refused" in line, out
+
+
+def test_check_reports_a_config_error_with_the_key_and_exit_code_2(
+    tmp_path: Path, warehouse_url: str
+) -> None:
+    code, out = r2sf_check(tmp_path, warehouse_url, "[odata]\npage_size = 5000\n")
+    assert code == 2
+    assert "odata.page_size" in out
+
+
+def test_password_failures_are_classified_as_auth() -> None:
+    # The test servers trust every local user, so a real wrong password cannot be provoked.
+    exc = asyncpg.InvalidPasswordError('password authentication failed for user "sf"')
+    assert explain_connect_error(exc).startswith("auth:")
+
+
+@pytest.mark.parametrize(
+    ("edm", "max_length", "precision", "scale", "expected"),
+    [
+        ("Edm.String", None, None, None, "Text(128)"),
+        ("Edm.String", 255, None, None, "Text(255)"),
+        ("Edm.String", 256, None, None, "Long Text Area(256)"),
+        ("Edm.Decimal", None, 18, 2, "Number(18,2)"),
+        ("Edm.Date", None, None, None, "Date/Time (at midnight)"),
+        ("Edm.DateTimeOffset", None, None, None, "Date/Time"),
+        ("Edm.Guid", None, None, None, "Text(36)"),
+        ("Edm.TimeOfDay", None, None, None, "Text"),
+        ("Edm.Double", None, None, None, "Number"),
+    ],
+)
+def test_salesforce_field_type_follows_the_spec_table(
+    edm: str, max_length: int | None, precision: int | None, scale: int | None, expected: str
+) -> None:
+    p = Property("P", "p", edm, max_length=max_length, precision=precision, scale=scale)
+    assert salesforce_field_type(p) == expected
