@@ -38,6 +38,8 @@ from odata.versions import VersionTracker
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
 from service.metrics import Metrics
+from service.security import plain_http_refusal
+from service.status import status_router
 
 log = logging.getLogger("r2sf.service")
 
@@ -165,6 +167,8 @@ class App:
         result: response.Response | None
         if path == "/healthz":
             kind, result = "health", response.plain("ok")
+        elif (refused := plain_http_refusal(headers, self.settings, request_id)) is not None:
+            kind, result = "refused", refused  # X-Forwarded-Proto: http (service/security.py)
         elif path == "/metrics" and self._authorised(headers):
             kind, result = "metrics", response.Response(200, self._metrics().encode(), METRICS_TYPE)
         else:
@@ -348,6 +352,7 @@ class App:
 
     def _build_api(self) -> FastAPI:
         api = FastAPI(title="r2sf", docs_url=None, redoc_url=None, openapi_url=None)
+        api.include_router(status_router(self))  # the status page at / (service/status.py)
 
         @api.get("/", response_class=PlainTextResponse)
         async def index() -> str:
