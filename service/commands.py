@@ -37,10 +37,11 @@ def _register_operator_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """`demo`, `check`, `status` and `migrate`: the first-run and operator tooling."""
-    from service import check, demo
+    from service import check, demo, status
 
     demo.register(commands)
     check.register(commands)
+    status.register(commands)
 
 
 def configure_logging() -> None:

@@ -1,4 +1,4 @@
-"""Production transport rules applied to every request before authentication.
+"""Production transport rules applied to every request before authentication and the cache.
 
 Heroku's router terminates TLS and tells the app the client's scheme in `X-Forwarded-Proto`.
 A request that arrived over plain HTTP has already sent its Basic credentials in clear text, so
@@ -7,22 +7,29 @@ it is refused rather than answered. This module only decides; it never logs head
 
 from __future__ import annotations
 
+from odata import response
 from odata.errors import Forbidden
+from service.config import Settings
+
+MESSAGE = (
+    "plain HTTP is refused: use the https:// URL (the Basic credentials of this request crossed "
+    "the network unencrypted; consider rotating them). Operators can allow HTTP with "
+    "[server] require_https = false"
+)
 
 
-def refuse_plain_http(headers: dict[str, str], *, require_https: bool) -> None:
-    """Raise `Forbidden` when a proxy reports that the client used plain HTTP.
+def plain_http_refusal(
+    headers: dict[str, str], settings: Settings, request_id: str
+) -> response.Response | None:
+    """A 403 response when a proxy reports that the client used plain HTTP, else None.
 
     Without the header (a direct connection: local runs, tests, health checks inside the
     container) nothing is refused: only the router knows what the client used.
     """
-    if not require_https:
-        return
+    if not settings.file.server.require_https:
+        return None
     # With several proxies the header is a list; the first entry is the client's own scheme.
     proto = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    if proto == "http":
-        raise Forbidden(
-            "plain HTTP is refused: use the https:// URL (the Basic credentials of this "
-            "request crossed the network unencrypted; consider rotating them). "
-            "Operators can allow HTTP with [server] require_https = false"
-        )
+    if proto != "http":
+        return None
+    return response.error(Forbidden(MESSAGE), request_id)

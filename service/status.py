@@ -1,0 +1,455 @@
+"""What the service and the sync have been doing: `r2sf status`, `r2sf migrate` and the page at `/`.
+
+Reads `r2sf.sync_runs` (see sync/state.py), the configured jobs and the catalogue; renders plain
+text for the terminal and one server-rendered HTML page with inline SVG charts (no scripts, no
+front-end build). It only reads, except `migrate`, which applies sync/state.py's migrations.
+Everything shown is escaped; no URL with a password is ever rendered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import html
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TextIO
+
+import asyncpg
+
+from odata.sql import ident
+from service.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from service.app import App
+
+EXACT_COUNT_BELOW = 100_000  # rows; above this the planner's estimate is shown instead
+COUNT_TIMEOUT_MS = 2000
+PAGE_DAYS = 7
+PAGE_RUNS_PER_JOB = 200
+
+
+@dataclass(frozen=True)
+class Run:
+    job: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    rows_read: int | None
+    inserted: int | None
+    updated: int | None
+    deleted: int | None
+    unchanged: int | None
+    error: str | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def changed(self) -> int:
+        return (self.inserted or 0) + (self.updated or 0) + (self.deleted or 0)
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    name: str
+    target: str | None
+    schedule: str | None
+    next_run: datetime | None
+    runs: list[Run]  # newest first
+    hc_failed: int | None = None  # rows with _hc_lastop = 'FAILED' in a Heroku Connect target
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+_RUNS_SQL = """
+select job, started_at, finished_at, status, rows_read, rows_inserted, rows_updated,
+       rows_deleted, rows_unchanged, error
+from (
+    select r.*, row_number() over (partition by job order by started_at desc) as n
+    from r2sf.sync_runs r
+    where started_at >= $1
+) x
+where n <= $2
+order by job, started_at desc
+"""
+
+
+async def read_runs(conn: Any, since: datetime, per_job: int) -> dict[str, list[Run]]:
+    """Runs since `since`, at most `per_job` per job, newest first; {} before the first sync."""
+    if not await conn.fetchval("select to_regclass('r2sf.sync_runs') is not null"):
+        return {}
+    out: dict[str, list[Run]] = {}
+    for r in await conn.fetch(_RUNS_SQL, since, per_job):
+        out.setdefault(r["job"], []).append(
+            Run(
+                job=r["job"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                status=r["status"],
+                rows_read=r["rows_read"],
+                inserted=r["rows_inserted"],
+                updated=r["rows_updated"],
+                deleted=r["rows_deleted"],
+                unchanged=r["rows_unchanged"],
+                error=r["error"],
+            )
+        )
+    return out
+
+
+async def _hc_failed(conn: Any, target: str) -> int | None:
+    schema, table = target.split(".", 1)
+    has = await conn.fetchval(
+        "select 1 from information_schema.columns"
+        " where table_schema = $1 and table_name = $2 and column_name = '_hc_lastop'",
+        schema,
+        table,
+    )
+    if not has:
+        return None
+    n: int = await conn.fetchval(
+        f"select count(*) from {ident(schema)}.{ident(table)} where _hc_lastop = 'FAILED'"
+    )
+    return n
+
+
+def _jobs(settings: Settings) -> list[Any]:
+    from sync.config import load_jobs
+
+    try:
+        return load_jobs(settings.file, settings.config_path)
+    except ConfigError:
+        return []  # `r2sf check` reports configuration problems; status shows what ran
+
+
+async def job_statuses(
+    conn: Any, settings: Settings, since: datetime, per_job: int, now: datetime | None = None
+) -> list[JobStatus]:
+    """Configured jobs (in config order), then jobs that ran but are no longer configured."""
+    from sync.schedule import next_run
+
+    now = now or datetime.now(UTC)
+    runs = await read_runs(conn, since, per_job)
+    out = []
+    for job in _jobs(settings):
+        hc = await _hc_failed(conn, job.target) if job.heroku_connect is not None else None
+        nxt = next_run(job.schedule, now) if job.schedule else None
+        out.append(JobStatus(job.name, job.target, job.schedule, nxt, runs.pop(job.name, []), hc))
+    for name, old in sorted(runs.items()):
+        out.append(JobStatus(name, None, None, None, old))
+    return out
+
+
+# -- r2sf status / r2sf migrate ----------------------------------------------------------------
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser("status", help="last sync runs per job and the next scheduled")
+    status.add_argument("--runs", type=int, default=5, help="runs to show per job (default 5)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=status_command)
+    migrate = commands.add_parser(
+        "migrate", help="create or upgrade the r2sf schema in DATABASE_URL (Heroku release phase)"
+    )
+    migrate.set_defaults(handler=migrate_command)
+
+
+def status_command(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    statuses = asyncio.run(_statuses(settings, max(args.runs, 1)))
+    if args.json:
+        json.dump([_as_json(s) for s in statuses], sys.stdout, indent=2, default=str)
+        print()
+    else:
+        print_status(statuses, sys.stdout)
+    # Non-zero when a job's latest run failed, so a cron monitor can alert on it.
+    return 1 if any(s.runs and s.runs[0].status != "ok" for s in statuses) else 0
+
+
+async def _statuses(settings: Settings, per_job: int) -> list[JobStatus]:
+    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    try:
+        return await job_statuses(conn, settings, datetime(1970, 1, 1, tzinfo=UTC), per_job)
+    finally:
+        await conn.close()
+
+
+def _as_json(s: JobStatus) -> dict[str, Any]:
+    out = asdict(s)
+    for run, raw in zip(s.runs, out["runs"], strict=True):
+        raw["seconds"] = run.seconds
+        raw["changed"] = run.changed
+    return out
+
+
+def _when(t: datetime | None) -> str:
+    return "-" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _run_line(r: Run) -> str:
+    took = "running" if r.seconds is None else f"{r.seconds:.1f} s"
+    if r.status == "ok":
+        what = (
+            f"changed {r.changed:,} (+{r.inserted or 0:,} ~{r.updated or 0:,} -{r.deleted or 0:,}"
+        )
+        what += f", read {r.rows_read or 0:,})"
+    else:
+        what = (r.error or "").splitlines()[0] if r.error else ""
+    return f"  {_when(r.started_at)}  {took:>9}  {r.status:<6}  {what}"
+
+
+def print_status(statuses: Sequence[JobStatus], out: TextIO) -> None:
+    if not statuses:
+        print("no sync jobs configured and no runs recorded", file=out)
+        return
+    for s in statuses:
+        head = f"job {s.name}"
+        if s.target:
+            head += f" -> {s.target}"
+        if s.schedule:
+            head += f"  schedule '{s.schedule}', next {_when(s.next_run)}"
+        elif s.target:
+            head += "  (no schedule: run with `r2sf sync`)"
+        else:
+            head += "  (no longer configured)"
+        print(head, file=out)
+        if s.hc_failed is not None:
+            print(f"  Heroku Connect: {s.hc_failed:,} row(s) with _hc_lastop = 'FAILED'", file=out)
+        if not s.runs:
+            print("  no runs recorded yet", file=out)
+        for r in s.runs:
+            print(_run_line(r), file=out)
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from sync.state import migrate
+
+    settings = load_settings(args.config)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(settings.database_url, timeout=30)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
+
+    version = asyncio.run(run())
+    print(f"r2sf migrate: schema r2sf is at version {version}")
+    return 0
+
+
+# -- the page at / ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetRow:
+    name: str
+    relation: str
+    rows: int | None
+    estimated: bool
+    url: str
+
+
+async def set_rows(conn: Any, app: App, service_root: str) -> list[SetRow]:
+    """Each entity set with its row count: the planner's estimate for big tables, else exact."""
+    assert app.odata is not None
+    model = app.odata.published.model
+    out = []
+    for s in model.entity_sets:
+        table = f"{ident(s.schema)}.{ident(s.table)}"
+        estimate = await conn.fetchval(
+            "select reltuples::bigint from pg_class where oid = to_regclass($1)", table
+        )
+        rows: int | None
+        if estimate is not None and estimate >= EXACT_COUNT_BELOW:
+            rows, estimated = int(estimate), True
+        else:
+            # Small or never analysed (-1), or a view: count, but never hang the page on it.
+            try:
+                async with conn.transaction(readonly=True):
+                    await conn.execute(f"set local statement_timeout = {COUNT_TIMEOUT_MS}")
+                    rows = await conn.fetchval(f"select count(*) from {table}")
+            except asyncpg.QueryCanceledError:
+                rows = None
+            estimated = False
+        out.append(SetRow(s.name, f"{s.schema}.{s.table}", rows, estimated, service_root + s.name))
+    return out
+
+
+async def status_page(app: App, service_root: str) -> tuple[int, str]:
+    """(HTTP status, HTML) of the status page."""
+    assert app.pool is not None
+    now = datetime.now(UTC)
+    async with app.pool.acquire() as conn:
+        sets = await set_rows(conn, app, service_root)
+        jobs = await job_statuses(conn, app.settings, now - timedelta(days=PAGE_DAYS),
+                                  PAGE_RUNS_PER_JOB, now)  # fmt: skip
+        last_error = await conn.fetchrow(
+            "select job, started_at, error from r2sf.sync_runs where status <> 'ok'"
+            " order by started_at desc limit 1"
+        ) if await conn.fetchval("select to_regclass('r2sf.sync_runs') is not null") else None  # fmt: skip
+    return 200, render_page(sets, jobs, last_error, service_root, now)
+
+
+def status_router(app: App) -> APIRouter:
+    """GET / for the FastAPI part of the app; authentication has already been checked."""
+    from fastapi import APIRouter, Request
+    from fastapi.responses import HTMLResponse
+
+    from service.app import _service_root
+
+    router = APIRouter()
+
+    @router.get("/", response_class=HTMLResponse)
+    async def index(request: Request) -> HTMLResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        root = _service_root(request.scope, headers, app.root)
+        status, body = await status_page(app, root)
+        return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
+
+    return router
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
+table{border-collapse:collapse}td,th{padding:4px 12px 4px 0;text-align:left;vertical-align:top}
+th{border-bottom:1px solid #ccd;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
+.muted{color:#667}.ok{color:#176f2c}.failed{color:#b42318}.job{margin:0 0 18px}
+pre{background:#fff4f2;border:1px solid #f3c5bd;padding:10px;white-space:pre-wrap;max-width:980px}
+svg text{font:11px system-ui,sans-serif;fill:#556}
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt_rows(r: SetRow) -> str:
+    if r.rows is None:
+        return "?"
+    return ("≈ " if r.estimated else "") + f"{r.rows:,}"
+
+
+def chart(runs: Sequence[Run], width: int = 560, height: int = 120) -> str:
+    """Bars: rows changed per run; line: duration per run. Oldest run on the left."""
+    runs = sorted(runs, key=lambda r: r.started_at)
+    if not runs:
+        return '<p class="muted">no runs in the last days</p>'
+    pad_l, pad_r, pad_t, pad_b = 8, 8, 16, 18
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+    max_rows = max(r.changed for r in runs) or 1
+    max_secs = max((r.seconds or 0.0) for r in runs) or 1.0
+    step = w / len(runs)
+    bar_w = max(1.0, step * 0.7)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
+        f' aria-label="rows changed and duration per run">',
+        f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#f6f8fa"/>',
+    ]
+    points = []
+    for i, r in enumerate(runs):
+        x = pad_l + i * step + (step - bar_w) / 2
+        bh = h * r.changed / max_rows
+        color = "#d92d20" if r.status != "ok" else "#2f6fde"
+        if r.status != "ok":
+            bh = h  # a failed run is a full-height red bar: impossible to miss
+        title = (
+            f"{_when(r.started_at)}: {r.status}, {r.changed:,} rows changed, "
+            f"{(r.seconds or 0):.1f} s"
+        )
+        parts.append(
+            f'<rect x="{x:.1f}" y="{pad_t + h - bh:.1f}" width="{bar_w:.1f}" height="{bh:.1f}"'
+            f' fill="{color}" opacity="{0.35 if r.status != "ok" else 0.8}">'
+            f"<title>{_e(title)}</title></rect>"
+        )
+        cx = pad_l + i * step + step / 2
+        cy = pad_t + h - h * (r.seconds or 0.0) / max_secs
+        points.append(f"{cx:.1f},{cy:.1f}")
+    parts.append(
+        f'<polyline points="{" ".join(points)}" fill="none" stroke="#e8891c" stroke-width="2"/>'
+    )
+    parts.append(
+        f'<text x="{pad_l}" y="11">max {max_rows:,} rows changed (bars)</text>'
+        f'<text x="{width - pad_r}" y="11" text-anchor="end">max {max_secs:.1f} s (line)</text>'
+        f'<text x="{pad_l}" y="{height - 4}">{_e(_when(runs[0].started_at))}</text>'
+        f'<text x="{width - pad_r}" y="{height - 4}" text-anchor="end">'
+        f"{_e(_when(runs[-1].started_at))}</text>"
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def render_page(
+    sets: Sequence[SetRow],
+    jobs: Sequence[JobStatus],
+    last_error: Any,
+    service_root: str,
+    now: datetime,
+) -> str:
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        "<meta name=viewport content='width=device-width,initial-scale=1'>",
+        f"<title>r2sf status</title><style>{_CSS}</style></head><body>",
+        "<h1>r2sf status</h1>",
+        f'<p class="muted">{_e(_when(now))} · OData service root '
+        f'<a href="{_e(service_root)}">{_e(service_root)}</a> · '
+        f'<a href="{_e(service_root)}$metadata">$metadata</a></p>',
+        f"<h2>Entity sets ({len(sets)})</h2>",
+        "<table><tr><th>Entity set</th><th>Table</th><th>Rows</th><th>OData URL</th></tr>",
+    ]
+    for s in sets:
+        out.append(
+            f"<tr><td>{_e(s.name)}</td><td>{_e(s.relation)}</td>"
+            f'<td class="n">{_e(_fmt_rows(s))}</td>'
+            f'<td><a href="{_e(s.url)}">{_e(s.url)}</a></td></tr>'
+        )
+    out.append("</table>")
+    if not sets:
+        out.append('<p class="muted">nothing exposed: check [odata] expose (r2sf check)</p>')
+    out.append(f"<h2>Sync jobs (last {PAGE_DAYS} days)</h2>")
+    if not jobs:
+        out.append('<p class="muted">no sync jobs configured and no runs recorded</p>')
+    for j in jobs:
+        last = j.runs[0] if j.runs else None
+        state = (
+            f'<span class="{_e(last.status)}">{_e(last.status)}</span> {_e(_when(last.started_at))}'
+            f", {last.changed:,} rows changed in {(last.seconds or 0):.1f} s"
+            if last
+            else '<span class="muted">no runs yet</span>'
+        )
+        sched = (
+            f" · schedule <code>{_e(j.schedule)}</code>, next {_e(_when(j.next_run))}"
+            if j.schedule
+            else ""
+        )
+        hc = (
+            f' · <span class="failed">Heroku Connect: {j.hc_failed:,} failed row(s)</span>'
+            if j.hc_failed
+            else ""
+        )
+        target = f" → {_e(j.target)}" if j.target else ""
+        out.append(
+            f'<div class="job"><strong>{_e(j.name)}</strong>{target}<br>'
+            f"last run: {state}{sched}{hc}<br>{chart(j.runs)}</div>"
+        )
+    out.append("<h2>Last error</h2>")
+    if last_error is None:
+        out.append('<p class="muted">no failed run recorded</p>')
+    else:
+        out.append(
+            f"<p>job <strong>{_e(last_error['job'])}</strong>, "
+            f"{_e(_when(last_error['started_at']))}</p><pre>{_e(last_error['error'] or '')}</pre>"
+        )
+    out.append("</body></html>")
+    return "\n".join(out)
