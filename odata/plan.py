@@ -171,6 +171,9 @@ class EntityPlan:
     raw_value: bool = False
 
 
+QueryPlan = CollectionPlan | CountPlan | EntityPlan
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     page_size: int = 1000

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import asyncpg
 
 from odata import csdl, response, sql, write
-from odata.cache import CountCache
+from odata.cache import CountCache, Lru
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
@@ -35,6 +35,7 @@ from odata.plan import (
     CountPlan,
     EntityPlan,
     Lit,
+    QueryPlan,
     Settings,
     encode_token,
     plan,
@@ -83,6 +84,9 @@ class ODataService:
         self.config = config
         self.tracker = tracker
         self.counts = CountCache()
+        # Parsed and checked requests by URL and format: Salesforce repeats the same URLs, and
+        # parsing and planning cost as much CPU as the rest of a request.
+        self._plans: Lru[tuple[str | None, ...], tuple[ODataRequest, QueryPlan]] = Lru(2048)
         self.settings = Settings(
             page_size=config.page_size, case_insensitive=config.case_insensitive
         )
@@ -105,6 +109,7 @@ class ODataService:
         if self.tracker is not None:
             await self.tracker.start(model.entity_sets)
         self._published = Published(model, csdl.metadata_xml(model), csdl.metadata_json(model))
+        self._plans.clear()  # plans name the old model's sets and columns
         log.info("model loaded: %d entity sets", len(model.entity_sets))
         return model
 
@@ -119,27 +124,33 @@ class ODataService:
     ) -> response.Response:
         """`path` is below the service root (still percent-encoded); `service_root` is the
         absolute URL of the root, ending in `/`."""
-        check_max_version(headers.get("odata-maxversion"))
-        resource = parse_path(path)
-        options = parse_query(query_string)
-        fmt = negotiate(resource, headers.get("accept"), options.raw.get("format"))
-        if method == "POST" and headers.get("x-http-method", "").upper() in ("MERGE", "PATCH"):
-            method = "PATCH"  # tunnelled update (spec §6)
-        if method == "MERGE":
-            method = "PATCH"
-        published = self.published
-        if method not in READ_METHODS:
-            return await self._write(method, resource, fmt, headers, body, service_root)
-        if resource.kind == "service":
-            doc = csdl.service_document(published.model, service_root + "$metadata")
-            body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
-            return response.Response(200, body, response.json_type(fmt))
-        if resource.kind == "metadata":
-            if fmt.csdl_json:
-                return response.Response(200, published.metadata_json, "application/json")
-            return response.Response(200, published.metadata_xml, response.XML)
-        request = ODataRequest(resource, options, fmt)
-        query_plan = plan(request, published.model, self.settings)
+        key = (path, query_string, headers.get("accept"), headers.get("odata-maxversion"))
+        planned = self._plans.get(key) if method in READ_METHODS else None
+        if planned is None:
+            check_max_version(headers.get("odata-maxversion"))
+            resource = parse_path(path)
+            options = parse_query(query_string)
+            fmt = negotiate(resource, headers.get("accept"), options.raw.get("format"))
+            if method == "POST" and headers.get("x-http-method", "").upper() in ("MERGE", "PATCH"):
+                method = "PATCH"  # tunnelled update (spec §6)
+            if method == "MERGE":
+                method = "PATCH"
+            published = self.published
+            if method not in READ_METHODS:
+                return await self._write(method, resource, fmt, headers, body, service_root)
+            if resource.kind == "service":
+                doc = csdl.service_document(published.model, service_root + "$metadata")
+                body = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+                return response.Response(200, body, response.json_type(fmt))
+            if resource.kind == "metadata":
+                if fmt.csdl_json:
+                    return response.Response(200, published.metadata_json, "application/json")
+                return response.Response(200, published.metadata_xml, response.XML)
+            request = ODataRequest(resource, options, fmt)
+            planned = (request, plan(request, published.model, self.settings))
+            self._plans.put(key, planned)
+        request, query_plan = planned
+        options, fmt = request.options, request.format
         # Read the version before the query: a change committed meanwhile makes the result
         # newer than its version, never older, so a cached copy is never stale.
         version = self.version_of(query_plan.entity_set.name)

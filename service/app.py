@@ -199,6 +199,7 @@ class App:
             scope.get("raw_path") or scope["path"],
             scope.get("query_string", b""),
             headers.get("accept", ""),
+            headers.get("odata-maxversion", ""),
             headers.get("x-forwarded-proto", ""),
             headers.get("x-forwarded-host", ""),
             headers.get("host", ""),
