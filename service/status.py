@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 import asyncpg
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
 
 from odata.sql import ident
 from service.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter
-
     from service.app import App
 
 EXACT_COUNT_BELOW = 100_000  # rows; above this the planner's estimate is shown instead
@@ -303,9 +303,6 @@ async def status_page(app: App, service_root: str) -> tuple[int, str]:
 
 def status_router(app: App) -> APIRouter:
     """GET / for the FastAPI part of the app; authentication has already been checked."""
-    from fastapi import APIRouter, Request
-    from fastapi.responses import HTMLResponse
-
     from service.app import _service_root
 
     router = APIRouter()
