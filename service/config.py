@@ -267,7 +267,7 @@ def load_settings(
     port_raw = env.get("PORT")
     port = file.server.port
     if port_raw:
-        if not port_raw.isdigit() or not 0 < int(port_raw) < 65536:
+        if not (port_raw.isascii() and port_raw.isdigit()) or not 0 < int(port_raw) < 65536:
             raise ConfigError(
                 "PORT",
                 f"'{port_raw}' is not a TCP port",
