@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: TICKIT data preparation, wrk runs and RSS sampling.
+"""Helpers shared by the benchmarks: TICKIT data, `r2sf serve` processes, wrk runs, /metrics
+scrapes and RSS sampling.
 
 They start and stop nothing they did not create and assert nothing about the figures: a
 benchmark reports what it measured, it never decides pass or fail.
@@ -6,19 +7,26 @@ benchmark reports what it measured, it never decides pass or fail.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import math
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
+import httpx
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,6 +35,24 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 PEERS = SHARED / "peers"
 TICKIT_SQL = PEERS / "tickit.sql"
 OUT = REPO / "bench" / "out"
+WRK_SCRIPTS = REPO / "bench" / "wrk"
+CREDENTIALS = ("bench", "bench")
+AUTH_HEADER = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
+# Sales and Category from tickit.sql, under the names Salesforce sees.
+R2SF_TOML = """\
+[odata]
+path = "/odata/v4"
+page_size = 1000
+expose = ["public.*"]
+
+[[odata.sets]]
+table = "public.sales"
+name = "Sales"
+
+[[odata.sets]]
+table = "public.category"
+name = "Category"
+"""
 
 
 def log(message: str) -> None:
@@ -189,11 +215,17 @@ def run_wrk(
     connections: int = 16,
     threads: int = 1,
     headers: dict[str, str] | None = None,
+    script: Path | None = None,
+    script_args: list[str] | None = None,
 ) -> WrkResult:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
+    if script is not None:
+        command += ["-s", str(script)]
     command.append(url)
+    if script_args:
+        command += ["--", *script_args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
@@ -246,3 +278,164 @@ class RssSampler:
 
 def mib(n: int | None) -> str:
     return "-" if not n else f"{n / 2**20:.0f} MB"
+
+
+# ---------------------------------------------------------------- r2sf serve
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
+
+
+@dataclass
+class Served:
+    """A running `r2sf serve`: its service root, base URL and the pid of its process group."""
+
+    base: str  # http://127.0.0.1:PORT
+    root: str  # base + "/odata/v4/"
+    pid: int
+    workers: int
+    logfile: Path
+
+
+@contextlib.contextmanager
+def r2sf_server(
+    db_url: str,
+    *,
+    workers: int,
+    port: int,
+    logfile: Path,
+    cache_mb: int | None = None,
+) -> Iterator[Served]:
+    """`r2sf serve` as a user runs it; `cache_mb` 0 means `--no-cache`, None the default size.
+
+    Stopped with SIGTERM to its own process group (master and workers) when the block ends.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="r2sf-bench-"))
+    config = workdir / "r2sf.toml"
+    config.write_text(R2SF_TOML)
+    command = [str(REPO / ".venv/bin/r2sf"), "--config", str(config), "serve"]
+    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    if cache_mb == 0:
+        command.append("--no-cache")
+    elif cache_mb is not None:
+        command += ["--cache-mb", str(cache_mb)]
+    env = dict(os.environ, DATABASE_URL=db_url, ODATA_CREDENTIALS=":".join(CREDENTIALS))
+    env.pop("R2SF_CACHE_MB", None)  # the command line alone decides the mode measured
+    log(f"starting r2sf: {' '.join(command)} (log {logfile})")
+    with logfile.open("wb") as out:
+        # Own session so the master and its workers can be stopped together by our own pid.
+        proc = subprocess.Popen(
+            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_up(f"{base}/healthz", proc)
+        except RuntimeError as exc:
+            tail = logfile.read_text(errors="replace")[-3000:]
+            message = f"r2sf did not start: {exc}\n--- {logfile} (tail) ---\n{tail}"
+            raise RuntimeError(message) from exc
+        yield Served(base, f"{base}/odata/v4/", proc.pid, workers, logfile)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        config.unlink(missing_ok=True)
+        workdir.rmdir()
+
+
+# ---------------------------------------------------------------- /metrics
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """Prometheus text -> {worker pid: {"name{other labels}": value}} (one worker's scrape)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match or line.startswith("#"):
+            continue
+        labels = dict(_LABEL.findall(match.group(2) or ""))
+        worker = labels.pop("worker", "")
+        name = match.group(1)
+        if labels:
+            name += "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}"
+        out.setdefault(worker, {})[name] = float(match.group(3))
+    return out
+
+
+def scrape_workers(base: str, workers: int, attempts: int = 60) -> dict[str, dict[str, float]]:
+    """/metrics of every worker: each worker answers for itself, and which one answers a new
+    connection is the kernel's choice, so ask on fresh connections until all have answered."""
+    seen: dict[str, dict[str, float]] = {}
+    for _ in range(attempts):
+        with contextlib.suppress(httpx.HTTPError):
+            response = httpx.get(f"{base}/metrics", auth=CREDENTIALS, timeout=5.0)
+            if response.status_code == 200:
+                seen.update(parse_metrics(response.text))
+        if len(seen) >= workers:
+            break
+        time.sleep(0.01)
+    return seen
+
+
+def metric_sum(scrape: dict[str, dict[str, float]], name: str) -> float:
+    return sum(values.get(name, 0.0) for values in scrape.values())
+
+
+CACHE_COUNTERS = (
+    "r2sf_cache_hits_total",
+    "r2sf_cache_misses_total",
+    "r2sf_cache_evictions_total",
+    "r2sf_count_cache_hits_total",
+    "r2sf_count_cache_misses_total",
+)
+
+
+def cache_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], workers: int
+) -> dict[str, Any]:
+    """Cache counters gained between two scrapes, summed over the workers seen in both."""
+    common = set(before) & set(after)
+    delta: dict[str, Any] = {
+        name.removeprefix("r2sf_").removesuffix("_total"): int(
+            sum(after[w].get(name, 0.0) - before[w].get(name, 0.0) for w in common)
+        )
+        for name in CACHE_COUNTERS
+    }
+    looked_up = delta["cache_hits"] + delta["cache_misses"]
+    delta["hit_ratio"] = delta["cache_hits"] / looked_up if looked_up else None
+    delta["workers_seen"] = f"{len(common)}/{workers}"
+    delta["cache_entries"] = int(metric_sum(after, "r2sf_cache_entries"))
+    delta["cache_bytes"] = int(metric_sum(after, "r2sf_cache_bytes"))
+    return delta
+
+
+def coprime_step(n: int) -> int:
+    """A stride near n / golden ratio that is coprime with n: visits all of 0..n-1 once."""
+    step = max(1, int(n * 0.618))
+    while math.gcd(step, n) != 1:
+        step += 1
+    return step

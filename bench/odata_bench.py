@@ -1,26 +1,26 @@
-"""Side-by-side OData benchmark: r2sf against SAP CAP on the same TICKIT data, driven by wrk.
+"""Side-by-side OData benchmark: SAP CAP, r2sf without its cache and r2sf with it, one run.
 
-Loads the data, starts both servers, checks every Salesforce-shaped request answers 200 and that
-both servers agree, then measures req/s, p50/p99 and peak RSS per request and writes the figures
-to bench/out/odata-<timestamp>.json. It reports; it never asserts, and always exits 0 once run.
+Loads the same TICKIT data for all, starts CAP and two `r2sf serve` processes (`--no-cache` and
+cache on), checks every Salesforce-shaped request answers 200 and that the servers agree, then
+drives them with wrk, server after server request by request, and prints req/s, p50/p99, non-2xx,
+peak RSS and cache hits per request and mode, with the issue 2 and issue 4 targets marked MET or
+MISSED. Figures go to bench/out/odata-<timestamp>.json. It reports; it never asserts.
 
-    .venv/bin/python bench/odata_bench.py [--rows N] [--duration S] [--no-cap | --no-r2sf]
+    .venv/bin/python bench/odata_bench.py [--rows N] [--duration S] [--shapes a,b*] [--no-cap]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
 import os
 import platform
+import random
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,39 +35,34 @@ from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # bench/ is a directory of scripts, not a package
+    AUTH_HEADER,
+    CREDENTIALS,
     OUT,
     PEERS,
     REPO,
+    WRK_SCRIPTS,
     RssSampler,
     WrkResult,
+    cache_delta,
+    coprime_step,
     ensure_tickit,
     ensure_wrk,
+    free_port,
     libpq_env,
     log,
     mib,
+    psql,
+    r2sf_server,
     run_wrk,
+    scrape_workers,
     tree_rss,
     with_database,
 )
 
-CREDENTIALS = ("bench", "bench")
-AUTH_HEADER = "Basic " + base64.b64encode(":".join(CREDENTIALS).encode()).decode()
 CAP_PORT = 4004
-R2SF_TOML = """\
-[odata]
-path = "/odata/v4"
-page_size = 1000
-expose = ["public.*"]
-
-[[odata.sets]]
-table = "public.sales"
-name = "Sales"
-
-[[odata.sets]]
-table = "public.category"
-name = "Category"
-"""
-
+STRIDE_LUA = WRK_SCRIPTS / "stride.lua"
+# A no-op UPDATE still fires r2sf's statement trigger: a new data version, nothing else changed.
+BUMP_SQL = "update public.sales set qtysold = qtysold where salesid = 1"
 
 # ---------------------------------------------------------------- request shapes
 
@@ -80,11 +75,20 @@ class Shape:
     params: tuple[tuple[str, str], ...] = ()
     # e2: follow this many nextLinks from the first page and bench the last link.
     follow: int = 0
+    # Cache-miss shapes: `__N__` in resource/params takes a new value of this sales column
+    # (over its whole range in the data) on every request; measured on r2sf only.
+    vary: str | None = None
 
 
 JAZZ = (
     "contains(catname,'Jazz') eq true or contains(catgroup,'Jazz') eq true"
     " or contains(catdesc,'Jazz') eq true"
+)
+_B_PARAMS = (
+    ("$filter", "eventid eq 100"),
+    ("$select", "salesid,pricepaid,qtysold"),
+    ("$count", "true"),
+    ("$top", "26"),
 )
 SHAPES = (
     Shape(
@@ -93,18 +97,16 @@ SHAPES = (
         "Sales",
         (("$select", "salesid,pricepaid"), ("$count", "true"), ("$top", "26")),
     ),
+    Shape("b", "filter on indexed column + count", "Sales", _B_PARAMS),
     Shape(
-        "b",
-        "filter on indexed column + count",
+        "b*",
+        "(b), a new eventid every request (miss)",
         "Sales",
-        (
-            ("$filter", "eventid eq 100"),
-            ("$select", "salesid,pricepaid,qtysold"),
-            ("$count", "true"),
-            ("$top", "26"),
-        ),
+        (("$filter", "eventid eq __N__"), *_B_PARAMS[1:]),
+        vary="eventid",
     ),
     Shape("c", "entity by key", "Sales(123456)"),
+    Shape("c*", "(c), a new key every request (miss)", "Sales(__N__)", vary="salesid"),
     Shape(
         "d",
         "Salesforce search (contains ... eq true)",
@@ -124,9 +126,20 @@ SHAPES = (
     ),
     Shape("e2", "nextLink page ~50 deep", "Sales", (("$select", "salesid,pricepaid"),), follow=50),
 )
-TARGET_SHAPES = ("b", "c")  # issue 2: r2sf >= 2x CAP and p99 < 20 ms on these
-TARGET_RATIO = 2.0
-TARGET_P99_MS = 20.0
+SHAPE_KEYS = tuple(s.key for s in SHAPES)
+
+# issue 2: r2sf without cache >= 2x CAP and p99 < 20 ms on (b) and (c).
+ISSUE2_SHAPES = ("b", "c")
+ISSUE2_RATIO = 2.0
+ISSUE2_P99_MS = 20.0
+# issue 4: cached (a) >= 50x CAP; every cache hit >= 5,000 req/s with p99 < 10 ms; the miss
+# path no slower with the cache than without.
+ISSUE4_A_RATIO = 50.0
+ISSUE4_HIT_RPS = 5000.0
+ISSUE4_HIT_P99_MS = 10.0
+ISSUE4_MISS_RATIO = 1.0
+
+CAP, OFF, ON = "cap", "r2sf-nocache", "r2sf-cache"
 
 
 def encode_query(params: tuple[tuple[str, str], ...], space: str) -> str:
@@ -150,11 +163,18 @@ class Target:
     root: str  # service root, ending in "/"
     pid: int
     space: str
+    cache: bool = False
+    base: str = ""  # r2sf: http://host:port, for /metrics
+    workers: int = 0
     rename: dict[str, str] = field(default_factory=dict)
     baseline_rss: int = 0
     urls: dict[str, str] = field(default_factory=dict)
     checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def is_r2sf(self) -> bool:
+        return self.name != CAP
 
     def url(self, shape: Shape) -> str:
         params = tuple((k, self._renamed(v)) for k, v in shape.params)
@@ -167,59 +187,19 @@ class Target:
         return re.sub(r"[A-Za-z_]\w*", lambda m: self.rename.get(m.group(0), m.group(0)), text)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until_up(url: str, proc: subprocess.Popen[bytes] | None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f} s")
-
-
 @contextlib.contextmanager
-def r2sf_server(db_url: str, workers: int, port: int, stamp: str) -> Iterator[Target]:
-    workdir = Path(tempfile.mkdtemp(prefix="r2sf-bench-"))
-    config = workdir / "r2sf.toml"
-    config.write_text(R2SF_TOML)
-    logfile = OUT / f"r2sf-{stamp}.log"
-    command = [str(REPO / ".venv/bin/r2sf"), "--config", str(config), "serve"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    env = dict(os.environ, DATABASE_URL=db_url, ODATA_CREDENTIALS=":".join(CREDENTIALS))
-    log(f"starting r2sf: {' '.join(command)} (log {logfile})")
-    with logfile.open("wb") as out:
-        # Own session so the master and its workers can be stopped together by our own pid.
-        proc = subprocess.Popen(
-            command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+def r2sf_target(
+    name: str, db_url: str, args: argparse.Namespace, stamp: str, *, cache: bool, workers: int
+) -> Iterator[Target]:
+    port = free_port()
+    logfile = OUT / f"{name}-w{workers}-{stamp}.log"
+    cache_mb = args.cache_mb if cache else 0
+    with r2sf_server(
+        db_url, workers=workers, port=port, logfile=logfile, cache_mb=cache_mb
+    ) as served:
+        yield Target(
+            name, served.root, served.pid, "+", cache=cache, base=served.base, workers=workers
         )
-    try:
-        try:
-            wait_until_up(f"http://127.0.0.1:{port}/healthz", proc)
-        except RuntimeError as exc:
-            tail = logfile.read_text(errors="replace")[-3000:]
-            message = f"r2sf did not start: {exc}\n--- {logfile} (tail) ---\n{tail}"
-            raise RuntimeError(message) from exc
-        root = f"http://127.0.0.1:{port}/odata/v4/"
-        yield Target("r2sf", root, proc.pid, space="+")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        config.unlink(missing_ok=True)
-        workdir.rmdir()
 
 
 @contextlib.contextmanager
@@ -235,7 +215,7 @@ def cap_server(server_url: str, db: str, rows: int, cap_dir: Path) -> Iterator[T
         log("CAP was already running before this run: leaving it running afterwards")
     try:
         root = f"http://127.0.0.1:{CAP_PORT}/odata/v4/tickit/"
-        yield Target("cap", root, int(pidfile.read_text().strip()), space="%20")
+        yield Target(CAP, root, int(pidfile.read_text().strip()), space="%20")
     finally:
         if not already:
             subprocess.run(["bash", str(PEERS / "cap-stop.sh")], env=env, stdout=sys.stderr)
@@ -249,6 +229,34 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+class Bumper:
+    """Bumps the sales data version every `interval` seconds while active (a no-op UPDATE), so
+    a cache-miss run never meets a value it already cached: within one version the stride walk
+    does not repeat, and the next version makes every older entry stale."""
+
+    def __init__(self, db_url: str, interval: float) -> None:
+        self.db_url = db_url
+        self.interval = interval
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            psql(self.db_url, BUMP_SQL)
+            self.count += 1
+
+    def __enter__(self) -> Bumper:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
 
 # ---------------------------------------------------------------- checks
@@ -321,18 +329,32 @@ def summary(body: Any) -> dict[str, Any]:
     return {"entity": normalise(body)}
 
 
-def check(target: Target, client: httpx.Client) -> None:
-    """Fetch every shape once: status, size, and a summary to compare with the other server."""
-    for shape in SHAPES:
+def check(
+    target: Target, client: httpx.Client, shapes: list[Shape], samples: dict[str, int]
+) -> None:
+    """Fetch every shape once (a miss shape with one sample value): status, size, a summary to
+    compare with the other servers; with the cache on, fetch again and keep whether the second
+    answer (a hit) equals the first."""
+    for shape in shapes:
+        if shape.vary and not target.is_r2sf:
+            continue
         entry: dict[str, Any] = {}
         try:
             url = resolve_url(target, shape, client)
             target.urls[shape.key] = url
+            if shape.vary:
+                url = url.replace("__N__", str(samples[shape.key]))
             response = client.get(url)
             entry["status"] = response.status_code
             entry["bytes"] = len(response.content)
             if response.status_code == 200:
-                entry["summary"] = summary(json.loads(response.content, parse_float=Decimal))
+                body = json.loads(response.content, parse_float=Decimal)
+                entry["summary"] = summary(body)
+                entry["body"] = normalise(body)
+                if target.cache:
+                    again = client.get(url)
+                    entry["etag"] = again.headers.get("etag")
+                    entry["second_equal"] = again.content == response.content
             else:
                 entry["error"] = response.text[:300]
         except (httpx.HTTPError, RuntimeError, ValueError) as exc:
@@ -340,9 +362,9 @@ def check(target: Target, client: httpx.Client) -> None:
             entry["error"] = str(exc)[:300]
         if target.space != "+" and " " in "".join(v for _, v in shape.params):
             # Record what this server answers to the form Salesforce really sends.
-            plus_url = Target(target.name, target.root, target.pid, "+", target.rename).url(shape)
+            plus_url = Target(target.name, target.root, target.pid, "+", rename=target.rename)
             with contextlib.suppress(httpx.HTTPError):
-                entry["status_with_plus_spaces"] = client.get(plus_url).status_code
+                entry["status_with_plus_spaces"] = client.get(plus_url.url(shape)).status_code
         target.checks[shape.key] = entry
         status = entry["status"]
         plus = entry.get("status_with_plus_spaces")
@@ -352,21 +374,36 @@ def check(target: Target, client: httpx.Client) -> None:
             log(f"  !! {target.name} ({shape.key}) does not answer 200: {entry.get('error')}")
 
 
-def compare(targets: list[Target]) -> list[str]:
-    if len(targets) < 2:
-        return []
-    left, right = targets
+def compare(targets: list[Target], shapes: list[Shape]) -> list[str]:
+    """CAP against each r2sf mode on count, rows and first row; the two r2sf modes against each
+    other on the whole body (same code, so any difference is the cache's)."""
+    by_name = {t.name: t for t in targets}
     warnings = []
-    for shape in SHAPES:
-        a = left.checks.get(shape.key, {}).get("summary")
-        b = right.checks.get(shape.key, {}).get("summary")
-        if a is None or b is None:
+    pairs = [(CAP, OFF, ("count", "rows", "first", "entity")), (CAP, ON, ("count", "rows"))]
+    pairs.append((OFF, ON, ("body",)))
+    for left_name, right_name, parts in pairs:
+        left, right = by_name.get(left_name), by_name.get(right_name)
+        if left is None or right is None:
             continue
-        for part in ("count", "rows", "first", "entity"):
-            if a.get(part) != b.get(part):
+        for shape in shapes:
+            a = left.checks.get(shape.key, {})
+            b = right.checks.get(shape.key, {})
+            if "summary" not in a or "summary" not in b:
+                continue
+            for part in parts:
+                x = a.get(part) if part == "body" else a["summary"].get(part)
+                y = b.get(part) if part == "body" else b["summary"].get(part)
+                if x != y:
+                    shown_x, shown_y = repr(x)[:200], repr(y)[:200]
+                    warnings.append(
+                        f"MISMATCH ({shape.key}) {part}: {left.name}={shown_x}"
+                        f" {right.name}={shown_y}"
+                    )
+    for t in targets:
+        for key, entry in t.checks.items():
+            if entry.get("second_equal") is False:
                 warnings.append(
-                    f"MISMATCH ({shape.key}) {part}: {left.name}={a.get(part)!r}"
-                    f" {right.name}={b.get(part)!r}"
+                    f"MISMATCH ({key}) {t.name}: the cached answer differs from the first"
                 )
     return warnings
 
@@ -374,25 +411,65 @@ def compare(targets: list[Target]) -> list[str]:
 # ---------------------------------------------------------------- measuring
 
 
-def measure(targets: list[Target], args: argparse.Namespace) -> None:
-    """One wrk run per request and server, alternating servers request by request so that the
-    load other users put on a shared machine falls on both sides of each ratio alike."""
+def run_one(
+    target: Target,
+    shape: Shape,
+    args: argparse.Namespace,
+    vary_ranges: dict[str, tuple[int, int]],
+) -> dict[str, Any]:
+    """Warm up, then one measured wrk run, with RSS sampled and /metrics read around it."""
     headers = {"Authorization": AUTH_HEADER, "Accept": "application/json"}
-    load = {"connections": args.connections, "threads": args.threads}
+    load: dict[str, Any] = {"connections": args.connections, "threads": args.threads}
+    url = target.urls[shape.key]
+    bumper: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if shape.vary:
+        lo, hi = vary_ranges[shape.key]
+        n = hi - lo + 1
+        base, _, _ = url.partition("/odata/")
+        template = url[len(base) :]
+        script_args = [template, str(lo), str(n), str(coprime_step(n))]
+        load["script"] = STRIDE_LUA
+        url = base + "/"
+        bumper = Bumper(args.db_url, args.miss_bump)
+    with bumper as bumps:
+        if args.warmup > 0:
+            if shape.vary:
+                load["script_args"] = [*script_args, str(random.randrange(n))]
+            run_wrk(url, duration=args.warmup, headers=headers, **load)
+        before = scrape_workers(target.base, target.workers) if target.cache else None
+        if shape.vary:
+            load["script_args"] = [*script_args, str(random.randrange(n))]
+        bumps_before = getattr(bumps, "count", 0)
+        with RssSampler(target.pid) as rss:
+            result = run_wrk(url, duration=args.duration, headers=headers, **load)
+        figures = _figures(result, rss.peak)
+        if shape.vary:
+            figures["version_bumps"] = getattr(bumps, "count", 0) - bumps_before
+    if before is not None:
+        after = scrape_workers(target.base, target.workers)
+        figures["cache"] = cache_delta(before, after, target.workers)
+    figures["loadavg_1min_after"] = os.getloadavg()[0]
+    return figures
+
+
+def measure(
+    targets: list[Target],
+    shapes: list[Shape],
+    args: argparse.Namespace,
+    vary_ranges: dict[str, tuple[int, int]],
+) -> None:
+    """One wrk run per request and server, alternating servers request by request so that the
+    load other users put on a shared machine falls on every side of each ratio alike."""
     for target in targets:
         target.baseline_rss = tree_rss(target.pid)
-    for shape in SHAPES:
+    for shape in shapes:
         for target in targets:
+            if shape.vary and not target.is_r2sf:
+                continue
             if target.checks.get(shape.key, {}).get("status") != 200:
                 target.results[shape.key] = {"error": "not measured: pre-check did not answer 200"}
                 continue
-            url = target.urls[shape.key]
-            if args.warmup > 0:
-                run_wrk(url, duration=args.warmup, headers=headers, **load)
-            with RssSampler(target.pid) as rss:
-                result = run_wrk(url, duration=args.duration, headers=headers, **load)
-            target.results[shape.key] = _figures(result, rss.peak)
-            target.results[shape.key]["loadavg_1min_after"] = os.getloadavg()[0]
+            target.results[shape.key] = run_one(target, shape, args, vary_ranges)
             log(f"{target.name} ({shape.key}) {_line(target.results[shape.key])}")
 
 
@@ -411,7 +488,83 @@ def _line(r: dict[str, Any]) -> str:
         return str(r.get("error", ""))
     if r.get("error"):
         return f"ERROR {r['error']}"
-    return f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+    text = f"{r['rps']:,.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+    if "cache" in r:
+        text += f"  {_hits(r)}"
+    return text
+
+
+def _hits(r: dict[str, Any] | None) -> str:
+    c = (r or {}).get("cache")
+    if not c:
+        return "-"
+    return f"{c['cache_hits']}/{c['cache_misses']}"
+
+
+# ---------------------------------------------------------------- workers: 1 vs 2
+
+
+def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    """(a) with the cache on under `--workers 1` and `--workers 2`: throughput and hit ratio,
+    first with unchanged data, then with the data version bumped every second (each worker
+    keeps its own cache, so each misses once per worker per version)."""
+    shape = next(s for s in SHAPES if s.key == "a")
+    out: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                r2sf_target(f"r2sf-cache-w{w}", db_url, args, stamp, cache=True, workers=w)
+            )
+            for w in (1, 2)
+        ]
+        with httpx.Client(auth=httpx.BasicAuth(*CREDENTIALS), timeout=60.0) as client:
+            for t in servers:
+                t.urls["a"] = t.url(shape)
+                client.get(t.urls["a"]).raise_for_status()
+        for changing in (False, True):
+            label = "bump 1/s" if changing else "unchanged"
+            for t in servers:
+                bumper: contextlib.AbstractContextManager[Any] = (
+                    Bumper(db_url, 1.0) if changing else contextlib.nullcontext()
+                )
+                with bumper:
+                    result = run_one(t, shape, args, {})
+                result["bumps"] = getattr(bumper, "count", 0)
+                out[f"workers={t.workers} {label}"] = result
+                log(f"workers={t.workers} (a) {label}: {_line(result)}")
+    rows = []
+    for name, r in out.items():
+        c = r.get("cache", {})
+        ratio = c.get("hit_ratio")
+        rows.append(
+            [
+                name,
+                _cell(r, "rps"),
+                _cell(r, "p50_ms"),
+                _cell(r, "p99_ms"),
+                str(r.get("non_2xx", "-")),
+                _hits(r),
+                "-" if ratio is None else f"{ratio:.4f}",
+                str(r.get("bumps", 0)),
+                mib(r.get("peak_rss")),
+            ]
+        )
+    print_table(
+        f"(a) with the cache on, 1 vs 2 workers (wrk -c{args.connections} -d{args.duration:g}s)",
+        [
+            "workers",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "non-2xx",
+            "hits/misses",
+            "hit ratio",
+            "version bumps",
+            "peak RSS",
+        ],
+        rows,
+    )
+    return out
 
 
 # ---------------------------------------------------------------- report
@@ -437,12 +590,15 @@ def print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
 
 
-def report_checks(targets: list[Target]) -> None:
+def report_checks(targets: list[Target], shapes: list[Shape]) -> None:
     rows = []
-    for shape in SHAPES:
+    for shape in shapes:
         for t in targets:
-            entry = t.checks.get(shape.key, {})
+            if shape.key not in t.checks:
+                continue
+            entry = t.checks[shape.key]
             found = entry.get("summary", {})
+            second = entry.get("second_equal")
             rows.append(
                 [
                     shape.key,
@@ -451,21 +607,51 @@ def report_checks(targets: list[Target]) -> None:
                     str(entry.get("bytes", "-")),
                     str(found.get("rows", 1 if "entity" in found else "-")),
                     "-" if found.get("count") is None else str(found["count"]),
+                    "-" if second is None else ("same" if second else "DIFFERENT"),
                     str(entry.get("status_with_plus_spaces", "")),
                 ]
             )
-    print_table(
-        "pre-check (one request each)",
-        ["req", "server", "status", "bytes", "rows", "@odata.count", "status with '+' spaces"],
-        rows,
-    )
+    if rows:
+        print_table(
+            "pre-check (one request each; cache on: fetched twice)",
+            [
+                "req",
+                "server",
+                "status",
+                "bytes",
+                "rows",
+                "@odata.count",
+                "2nd (hit)",
+                "status with '+' spaces",
+            ],
+            rows,
+        )
 
 
-def report(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
+def _ok(r: dict[str, Any] | None) -> dict[str, Any] | None:
+    return r if r and not r.get("error") and r.get("rps") else None
+
+
+def _ratio(x: dict[str, Any] | None, y: dict[str, Any] | None) -> float | None:
+    x, y = _ok(x), _ok(y)
+    return x["rps"] / y["rps"] if x and y else None
+
+
+def _x(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else ("MET" if met else "MISSED")
+
+
+def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace) -> dict[str, Any]:
     for t in targets:
         rows = []
-        for shape in SHAPES:
-            res = t.results.get(shape.key, {})
+        for shape in shapes:
+            if shape.key not in t.results:
+                continue
+            res = t.results[shape.key]
             rows.append(
                 [
                     shape.key,
@@ -475,82 +661,160 @@ def report(targets: list[Target], args: argparse.Namespace) -> dict[str, Any]:
                     _cell(res, "p99_ms"),
                     str(res.get("non_2xx", "-")),
                     mib(res.get("peak_rss")),
+                    _hits(res),
                     res.get("error", ""),
                 ]
             )
-        print_table(
-            f"{t.name}  {t.root}  (wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s;"
-            f" idle RSS {mib(t.baseline_rss)})",
-            ["req", "shape", "req/s", "p50 ms", "p99 ms", "non-2xx", "peak RSS", "error"],
-            rows,
-        )
-    by_name = {t.name: t for t in targets}
-    comparison: list[dict[str, Any]] = []
-    targets_met: dict[str, Any] = {}
-    if "r2sf" in by_name and "cap" in by_name:
-        ours, cap = by_name["r2sf"].results, by_name["cap"].results
-        rows = []
-        for shape in SHAPES:
-            r: dict[str, Any] | None = ours.get(shape.key)
-            c: dict[str, Any] | None = cap.get(shape.key)
-            ratio = None
-            if r and c and not r.get("error") and not c.get("error") and c.get("rps"):
-                ratio = r["rps"] / c["rps"]
-            comparison.append({"shape": shape.key, "ratio_r2sf_over_cap": ratio})
-            rows.append(
+        if rows:
+            print_table(
+                f"{t.name}  {t.root}  (wrk -t{args.threads} -c{args.connections}"
+                f" -d{args.duration:g}s; idle RSS {mib(t.baseline_rss)})",
                 [
-                    shape.key,
-                    _cell(r, "rps"),
-                    _cell(c, "rps"),
-                    "-" if ratio is None else f"{ratio:.2f}x",
-                    _cell(r, "p50_ms"),
-                    _cell(c, "p50_ms"),
-                    _cell(r, "p99_ms"),
-                    _cell(c, "p99_ms"),
-                    mib((r or {}).get("peak_rss")),
-                    mib((c or {}).get("peak_rss")),
-                ]
+                    "req",
+                    "shape",
+                    "req/s",
+                    "p50 ms",
+                    "p99 ms",
+                    "non-2xx",
+                    "peak RSS",
+                    "hits/misses",
+                    "error",
+                ],
+                rows,
             )
-        print_table(
-            "r2sf vs CAP",
+    results = {t.name: t.results for t in targets}
+    cap, off, on = results.get(CAP, {}), results.get(OFF, {}), results.get(ON, {})
+    comparison: list[dict[str, Any]] = []
+    rows = []
+    for shape in shapes:
+        c, f, n = cap.get(shape.key), off.get(shape.key), on.get(shape.key)
+        entry = {
+            "shape": shape.key,
+            "nocache_over_cap": _ratio(f, c),
+            "cache_over_cap": _ratio(n, c),
+            "cache_over_nocache": _ratio(n, f),
+        }
+        comparison.append(entry)
+        rows.append(
             [
-                "req",
-                "r2sf req/s",
-                "CAP req/s",
-                "ratio",
-                "r2sf p50",
-                "CAP p50",
-                "r2sf p99",
-                "CAP p99",
-                "r2sf RSS",
-                "CAP RSS",
-            ],
-            rows,
+                shape.key,
+                _cell(c, "rps"),
+                _cell(f, "rps"),
+                _cell(n, "rps"),
+                _x(entry["nocache_over_cap"]),
+                _x(entry["cache_over_cap"]),
+                _x(entry["cache_over_nocache"]),
+                _cell(c, "p99_ms"),
+                _cell(f, "p99_ms"),
+                _cell(n, "p99_ms"),
+                mib((c or {}).get("peak_rss")),
+                mib((f or {}).get("peak_rss")),
+                mib((n or {}).get("peak_rss")),
+                _hits(n),
+            ]
         )
+    print_table(
+        "side by side: req/s, ratios, p99 ms, peak RSS (off = --no-cache, on = cache)",
+        [
+            "req",
+            "CAP",
+            "off",
+            "on",
+            "off/CAP",
+            "on/CAP",
+            "on/off",
+            "p99 CAP",
+            "p99 off",
+            "p99 on",
+            "RSS CAP",
+            "RSS off",
+            "RSS on",
+            "on hits/misses",
+        ],
+        rows,
+    )
+    return {"comparison": comparison, "targets": targets_report(shapes, cap, off, on, args)}
+
+
+def targets_report(
+    shapes: list[Shape],
+    cap: dict[str, dict[str, Any]],
+    off: dict[str, dict[str, Any]],
+    on: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    keys = {s.key for s in shapes}
+    lines: list[dict[str, Any]] = []
+
+    def add(issue: str, what: str, value: str, met: bool | None) -> None:
+        lines.append({"issue": issue, "target": what, "measured": value, "met": met})
+
+    c16 = f"at {args.connections} connections"
+    for key in ISSUE2_SHAPES:
+        if key not in keys:
+            continue
+        ratio = _ratio(off.get(key), cap.get(key))
+        add(
+            "2",
+            f"({key}) no cache >= {ISSUE2_RATIO:g}x CAP",
+            _x(ratio),
+            None if ratio is None else ratio >= ISSUE2_RATIO,
+        )
+        p99 = (_ok(off.get(key)) or {}).get("p99_ms")
+        add(
+            "2",
+            f"({key}) no cache p99 < {ISSUE2_P99_MS:g} ms {c16}",
+            "-" if p99 is None else f"{p99:.2f} ms",
+            None if p99 is None else p99 < ISSUE2_P99_MS,
+        )
+    if "a" in keys:
+        ratio = _ratio(on.get("a"), cap.get("a"))
+        add(
+            "4",
+            f"(a) cached >= {ISSUE4_A_RATIO:g}x CAP",
+            _x(ratio),
+            None if ratio is None else ratio >= ISSUE4_A_RATIO,
+        )
+    for shape in shapes:
+        if shape.vary:
+            continue
+        r = _ok(on.get(shape.key))
+        if r is None:
+            add(
+                "4",
+                f"({shape.key}) cache hit >= {ISSUE4_HIT_RPS:,.0f} req/s, p99 < {ISSUE4_HIT_P99_MS:g} ms",
+                "-",
+                None,
+            )
+            continue
+        ratio_hit = (r.get("cache") or {}).get("hit_ratio")
+        hit_text = "-" if ratio_hit is None else f"{ratio_hit:.2%} hits"
+        met = r["rps"] >= ISSUE4_HIT_RPS and r["p99_ms"] < ISSUE4_HIT_P99_MS
+        add(
+            "4",
+            f"({shape.key}) cache hit >= {ISSUE4_HIT_RPS:,.0f} req/s, p99 < {ISSUE4_HIT_P99_MS:g} ms {c16}",
+            f"{r['rps']:,.0f} req/s, p99 {r['p99_ms']:.2f} ms, {hit_text}",
+            met,
+        )
+    for shape in shapes:
+        if not shape.vary:
+            continue
+        ratio = _ratio(on.get(shape.key), off.get(shape.key))
+        c = (on.get(shape.key) or {}).get("cache") or {}
+        ratio_hit = c.get("hit_ratio")
+        hit_text = "" if ratio_hit is None else f" ({ratio_hit:.2%} hits)"
+        add(
+            "4",
+            f"({shape.key}) cache miss: on/off >= {ISSUE4_MISS_RATIO:g}",
+            _x(ratio) + hit_text,
+            None if ratio is None else ratio >= ISSUE4_MISS_RATIO,
+        )
+    print("\ntargets:")
+    for line in lines:
         print(
-            f"\nissue 2 targets (r2sf >= {TARGET_RATIO:g}x CAP, p99 < {TARGET_P99_MS:g} ms"
-            f" at {args.connections} connections):"
+            f"  issue {line['issue']}: {line['target']}: {line['measured']}  {_verdict(line['met'])}"
         )
-        for key in TARGET_SHAPES:
-            ratio = next(x["ratio_r2sf_over_cap"] for x in comparison if x["shape"] == key)
-            p99 = (
-                (ours.get(key) or {}).get("p99_ms") if not ours.get(key, {}).get("error") else None
-            )
-            ratio_ok = ratio is not None and ratio >= TARGET_RATIO
-            p99_ok = p99 is not None and p99 < TARGET_P99_MS
-            targets_met[key] = {
-                "ratio": ratio,
-                "ratio_met": ratio_ok,
-                "p99_ms": p99,
-                "p99_met": p99_ok,
-            }
-            ratio_text = "-" if ratio is None else f"{ratio:.2f}x"
-            p99_text = "-" if p99 is None else f"{p99:.2f} ms"
-            print(
-                f"  ({key}) ratio {ratio_text} {'MET' if ratio_ok else 'MISSED'};"
-                f"  p99 {p99_text} {'MET' if p99_ok else 'MISSED'}"
-            )
-    return {"comparison": comparison, "targets": targets_met}
+    return lines
 
 
 # ---------------------------------------------------------------- main
@@ -569,27 +833,72 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="start a private pgserver (data kept in bench/out/pgdata) instead",
     )
     p.add_argument("--rows", type=int, default=1_000_000, help="sales rows (default 1,000,000)")
-    p.add_argument("--db", default="r2sf_bench", help="database for r2sf")
+    p.add_argument("--db", default="r2sf_bench", help="database for r2sf (both modes)")
     p.add_argument(
         "--cap-db",
         default="peer_cap",
         help="database for CAP (same generated data; CAP adds its views there)",
     )
     p.add_argument("--cap-dir", type=Path, default=OUT / "cap", help="CAP project directory")
-    p.add_argument("--workers", type=int, default=2, help="r2sf workers")
-    p.add_argument("--port", type=int, default=0, help="r2sf port (default: a free one)")
+    p.add_argument("--workers", type=int, default=2, help="r2sf workers (each mode)")
+    p.add_argument("--cache-mb", type=int, default=None, help="r2sf --cache-mb (default: r2sf's)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured wrk first")
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--shapes",
+        default=",".join(SHAPE_KEYS),
+        help=f"requests to measure, comma-separated (default all: {','.join(SHAPE_KEYS)})",
+    )
+    p.add_argument(
+        "--miss-bump",
+        type=float,
+        default=1.0,
+        help="during b*/c* runs, bump the sales data version every S seconds (0: never)",
+    )
     p.add_argument("--no-cap", action="store_true", help="skip CAP")
-    p.add_argument("--no-r2sf", action="store_true", help="skip r2sf")
+    p.add_argument("--no-r2sf", action="store_true", help="skip both r2sf modes")
+    p.add_argument("--no-cache-mode", action="store_true", help="skip r2sf with the cache off")
+    p.add_argument("--no-cached-mode", action="store_true", help="skip r2sf with the cache on")
+    p.add_argument(
+        "--workers-compare",
+        action="store_true",
+        help="also run (a), cache on, under --workers 1 and 2 (unchanged data, then a version"
+        " bump every second)",
+    )
+    p.add_argument(
+        "--workers-compare-only",
+        action="store_true",
+        help="only the --workers-compare runs (no CAP, no side-by-side table)",
+    )
     p.add_argument("--check-only", action="store_true", help="pre-checks only, no wrk runs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    wanted = [k.strip() for k in args.shapes.split(",") if k.strip()]
+    unknown = [k for k in wanted if k not in SHAPE_KEYS]
+    if unknown:
+        p.error(f"unknown --shapes {unknown}; choose from {','.join(SHAPE_KEYS)}")
+    args.shape_list = [s for s in SHAPES if s.key in wanted]
+    if args.workers_compare_only:
+        args.workers_compare = True
+    return args
+
+
+def vary_ranges_of(db_url: str, shapes: list[Shape]) -> dict[str, tuple[int, int]]:
+    ranges = {}
+    for shape in shapes:
+        if shape.vary:
+            column = shape.vary  # a fixed name from SHAPES, never user input
+            lo, hi = psql(db_url, f"select min({column}), max({column}) from public.sales").split(
+                "|"
+            )
+            ranges[shape.key] = (int(lo), int(hi))
+    return ranges
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    shapes: list[Shape] = args.shape_list
     OUT.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if not args.check_only:
@@ -604,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "git": _git_head(),
         "rows": args.rows,
+        "shapes": [s.key for s in shapes],
         "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency",
         "failures": [],
     }
@@ -619,28 +929,22 @@ def main(argv: list[str] | None = None) -> int:
             server_url = server.get_uri()
             log(f"embedded PostgreSQL at {server_url}")
         record["server"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", server_url)
-
-        targets: list[Target] = []
-        if not args.no_r2sf:
+        use_r2sf = not args.no_r2sf or args.workers_compare
+        use_cap = not args.no_cap and not args.workers_compare_only
+        if use_r2sf:
             record["r2sf_data_md5"] = ensure_tickit(server_url, args.db, args.rows)
-        if not args.no_cap:
+        if use_cap:
             record["cap_data_md5"] = ensure_tickit(server_url, args.cap_db, args.rows)
-        if (
-            not args.no_r2sf
-            and not args.no_cap
-            and record["r2sf_data_md5"] != record["cap_data_md5"]
-        ):
+        if use_r2sf and use_cap and record["r2sf_data_md5"] != record["cap_data_md5"]:
             log("WARNING: the two databases hold different data (checksums differ)")
             record["failures"].append("data checksums differ between r2sf and CAP databases")
-        if not args.no_r2sf:
-            try:
-                db_url = with_database(server_url, args.db)
-                port = args.port or free_port()
-                targets.append(stack.enter_context(r2sf_server(db_url, args.workers, port, stamp)))
-            except (RuntimeError, OSError) as exc:
-                log(str(exc))
-                record["failures"].append(f"r2sf: {str(exc).splitlines()[0]}")
-        if not args.no_cap:
+        args.db_url = with_database(server_url, args.db)
+        vary_ranges = vary_ranges_of(args.db_url, shapes) if use_r2sf else {}
+        samples = {k: (lo + hi) // 2 for k, (lo, hi) in vary_ranges.items()}
+        record["vary_ranges"] = vary_ranges
+
+        targets: list[Target] = []
+        if use_cap:
             try:
                 targets.append(
                     stack.enter_context(
@@ -650,6 +954,24 @@ def main(argv: list[str] | None = None) -> int:
             except (subprocess.CalledProcessError, OSError) as exc:
                 log(f"CAP failed: {exc}")
                 record["failures"].append(f"cap: {exc}")
+        modes = []
+        if not args.no_r2sf and not args.workers_compare_only:
+            if not args.no_cache_mode:
+                modes.append((OFF, False))
+            if not args.no_cached_mode:
+                modes.append((ON, True))
+        for name, cache in modes:
+            try:
+                targets.append(
+                    stack.enter_context(
+                        r2sf_target(
+                            name, args.db_url, args, stamp, cache=cache, workers=args.workers
+                        )
+                    )
+                )
+            except (RuntimeError, OSError) as exc:
+                log(str(exc))
+                record["failures"].append(f"{name}: {str(exc).splitlines()[0]}")
 
         auth = httpx.BasicAuth(*CREDENTIALS)
         with httpx.Client(
@@ -657,8 +979,8 @@ def main(argv: list[str] | None = None) -> int:
         ) as client:
             for t in targets:
                 map_names(t, client)
-                check(t, client)
-        mismatches = compare(targets)
+                check(t, client, shapes, samples)
+        mismatches = compare(targets, shapes)
         for warning in mismatches:
             log(f"WARNING {warning}")
         record["mismatches"] = mismatches
@@ -671,30 +993,40 @@ def main(argv: list[str] | None = None) -> int:
                     " other work competes for the CPU, and it takes more from single-process CAP"
                     " than from r2sf's several workers"
                 )
-            measure(targets, args)
+            measure(targets, shapes, args, vary_ranges)
             record["loadavg_after"] = os.getloadavg()
-        report_checks(targets)
+        report_checks(targets, shapes)
         for warning in mismatches:
             print(warning)
-        if not args.check_only:
-            record.update(report(targets, args))
+        if not args.check_only and targets:
+            record.update(report(targets, shapes, args))
+        if args.workers_compare and not args.check_only:
+            record["workers_compare"] = workers_compare(args.db_url, args, stamp)
         record["servers"] = {
             t.name: {
                 "root": t.root,
                 "space_encoding": t.space,
+                "cache": t.cache,
                 "renamed": t.rename,
                 "idle_rss": t.baseline_rss,
                 "urls": t.urls,
-                "checks": t.checks,
+                "checks": {
+                    k: {f: v for f, v in e.items() if f != "body"} for k, e in t.checks.items()
+                },
                 "results": {
                     k: {f: v for f, v in r.items() if f != "raw"} for k, r in t.results.items()
                 },
             }
             for t in targets
         }
+    for r in record.get("workers_compare", {}).values():
+        r.pop("raw", None)
     path = OUT / f"odata-{stamp}.json"
     path.write_text(json.dumps(record, indent=2, default=str))
-    print(f"\nresults: {path}")
+    print(
+        f"\nresults: {path}  (load average before {record['host']['loadavg_before'][0]:.2f},"
+        f" after {os.getloadavg()[0]:.2f})"
+    )
     for failure in record["failures"]:
         print(f"FAILED: {failure}")
     return 0
