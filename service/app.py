@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import signal
@@ -27,6 +29,7 @@ from odata.cache import Entry, ResponseCache, etag
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
+    Forbidden,
     ODataError,
     PayloadTooLarge,
     ServiceError,
@@ -88,6 +91,7 @@ class App:
         cache_mb = settings.file.server.cache_mb
         self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
         self.metrics = Metrics()
+        self.csrf_token = _csrf_token(settings)
         self.api = self._build_api()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -169,12 +173,14 @@ class App:
             kind, result = "health", response.plain("ok")
         elif (refused := plain_http_refusal(headers, self.settings, request_id)) is not None:
             kind, result = "refused", refused  # X-Forwarded-Proto: http (service/security.py)
+        elif (forbidden := self._csrf_refusal(method, headers, request_id)) is not None:
+            kind, result = "refused", forbidden
         elif path == "/metrics" and self._authorised(headers):
             kind, result = "metrics", response.Response(200, self._metrics().encode(), METRICS_TYPE)
         else:
             hit = self._cached(scope, headers) if method in ("GET", "HEAD") else None
             if hit is not None:
-                await _send_cached(send, hit, request_id, headers, method)
+                await _send_cached(send, hit, request_id, headers, method, self._extra(headers))
                 self.metrics.observe("odata_cached", hit.status, time.perf_counter() - started)
                 return
             result = await self._dispatch(scope, receive, send, headers, request_id)
@@ -183,11 +189,34 @@ class App:
                 return
             if result.version is not None and result.status == 200 and self.cache is not None:
                 entry = self._store(scope, headers, result)
-                await _send_cached(send, entry, request_id, headers, method)
+                await _send_cached(send, entry, request_id, headers, method, self._extra(headers))
                 self.metrics.observe(kind, result.status, time.perf_counter() - started)
                 return
+        result.headers.update(self._extra(headers))
         await _send(send, result, request_id, headers, method)
         self.metrics.observe(kind, result.status, time.perf_counter() - started)
+
+    def _extra(self, headers: dict[str, str]) -> dict[str, str]:
+        # Salesforce's optional CSRF protection fetches the token with a GET (spec §6).
+        if headers.get("x-csrf-token", "").lower() == "fetch":
+            return {"X-CSRF-Token": self.csrf_token}
+        return {}
+
+    def _csrf_refusal(
+        self, method: str, headers: dict[str, str], request_id: str
+    ) -> response.Response | None:
+        if not self.settings.odata.csrf or method in ("GET", "HEAD", "OPTIONS"):
+            return None
+        sent = headers.get("x-csrf-token", "")
+        if hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
+            return None
+        return response.error(
+            Forbidden(
+                "CSRF token missing or invalid: fetch one with a GET carrying "
+                "'X-CSRF-Token: Fetch' and send it back on writes"
+            ),
+            request_id,
+        )
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         return not self.auth.enabled or self.auth.user(headers.get("authorization")) is not None
@@ -435,13 +464,19 @@ async def _send(
 
 
 async def _send_cached(
-    send: Send, entry: Entry, request_id: str, headers: dict[str, str], method: str
+    send: Send,
+    entry: Entry,
+    request_id: str,
+    headers: dict[str, str],
+    method: str,
+    extra: dict[str, str],
 ) -> None:
     out: list[tuple[bytes, bytes]] = [
         (b"odata-version", response.ODATA_VERSION.encode()),
         (b"x-request-id", request_id.encode("latin-1", "replace")),
         (b"etag", entry.etag.encode()),
     ]
+    out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
     if _etag_matches(headers.get("if-none-match"), entry.etag):
         await send({"type": "http.response.start", "status": 304, "headers": out})
         await send({"type": "http.response.body", "body": b""})
@@ -465,6 +500,13 @@ def _etag_matches(header: str | None, tag: str) -> bool:
     # If-None-Match uses weak comparison (RFC 9110 §13.1.2).
     weak = tag.removeprefix("W/")
     return any(t.strip().removeprefix("W/") == weak for t in header.split(","))
+
+
+def _csrf_token(settings: Settings) -> str:
+    """One token per deployment, the same in every worker and dyno: derived from the
+    credentials, so rotating them rotates it."""
+    secret = "\n".join(sorted(f"{c.user}:{c.password}" for c in settings.credentials))
+    return hmac.new(secret.encode(), b"r2sf csrf token", hashlib.sha256).hexdigest()
 
 
 def create_app() -> App:

@@ -60,6 +60,7 @@ class ODataConfig(_Strict):
         0, ge=0, description="re-read the catalogue this often; 0 = only on SIGHUP"
     )
     unsupported_types: Literal["string", "omit"] = "string"
+    csrf: bool = Field(False, description="require Salesforce's CSRF token on writes")
     track_changes: bool = Field(
         True, description="install change triggers so responses can be cached exactly"
     )

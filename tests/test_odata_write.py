@@ -184,3 +184,18 @@ def test_not_json_is_400_and_wrong_media_type_is_415(client: httpx.Client) -> No
 def test_write_methods_on_collection_and_metadata_are_405(client: httpx.Client) -> None:
     assert client.delete("/Category").status_code == 405
     assert client.post("/$metadata", json={}).status_code == 405
+
+
+def test_csrf_token_is_fetched_with_a_get_and_required_on_writes(databases: Any) -> None:
+    db = databases.create(SETUP)
+    toml = TOML.replace("[odata]\n", "[odata]\ncsrf = true\n")
+    with serve(db, toml) as (base, _app), httpx.Client(
+        base_url=base + "/odata/v4", auth=("sf", "secret")
+    ) as c:
+        assert c.post("/Category", json={"Name": "x"}).status_code == 403
+        token = c.get("/Category?$top=1", headers={"X-CSRF-Token": "Fetch"}).headers["X-CSRF-Token"]
+        again = c.get("/Category?$top=1", headers={"X-CSRF-Token": "Fetch"}).headers["X-CSRF-Token"]
+        assert token == again  # also when the answer came from the cache
+        r = c.post("/Category", json={"Name": "x"}, headers={"X-CSRF-Token": token})
+        assert r.status_code == 201
+        assert c.delete("/Category(1)", headers={"X-CSRF-Token": token + "0"}).status_code == 403
