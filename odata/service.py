@@ -311,10 +311,10 @@ def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
     single = len(key) == 1
     out = []
     for prop, lit in key:
+        # Only strings are quoted: Int64 keys arrive as strings under IEEE754Compatible.
+        value = str(lit.value)
         text = (
-            f"'{str(lit.value).replace(chr(39), chr(39) * 2)}'"
-            if isinstance(lit.value, str)
-            else str(lit.value)
+            f"'{value.replace(chr(39), chr(39) * 2)}'" if prop.edm_type == "Edm.String" else value
         )
         out.append(text if single else f"{prop.name}={text}")
     return ",".join(out)

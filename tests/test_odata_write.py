@@ -199,3 +199,18 @@ def test_csrf_token_is_fetched_with_a_get_and_required_on_writes(databases: Any)
         r = c.post("/Category", json={"Name": "x"}, headers={"X-CSRF-Token": token})
         assert r.status_code == 201
         assert c.delete("/Category(1)", headers={"X-CSRF-Token": token + "0"}).status_code == 403
+
+
+def test_location_of_an_int64_key_is_unquoted_under_ieee754(databases: Any) -> None:
+    db = databases.create("create table big (id bigint primary key, v text);")
+    with serve(db, TOML) as (base, _app), httpx.Client(
+        base_url=base + "/odata/v4", auth=("sf", "secret")
+    ) as c:
+        r = c.post(
+            "/big",
+            json={"id": "9007199254740993", "v": "x"},
+            headers={"Accept": "application/json;IEEE754Compatible=true"},
+        )
+        assert r.status_code == 201, r.text
+        assert r.json()["id"] == "9007199254740993"
+        assert r.headers["Location"].endswith("/big(9007199254740993)")
