@@ -348,7 +348,7 @@ def chart(runs: Sequence[Run], width: int = 560, height: int = 120) -> str:
     max_rows = max(r.changed for r in runs) or 1
     max_secs = max((r.seconds or 0.0) for r in runs) or 1.0
     step = w / len(runs)
-    bar_w = max(1.0, step * 0.7)
+    bar_w = min(max(1.0, step * 0.7), 16.0)  # a few runs should not look like a wall
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
         f' aria-label="rows changed and duration per run">',
