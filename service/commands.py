@@ -45,10 +45,9 @@ def _register_operator_commands(
 
 
 def configure_logging() -> None:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from service import logs
+
+    logs.configure()  # JSON lines unless on a terminal (LOG_FORMAT=json|text to choose)
 
 
 def serve_command(args: argparse.Namespace) -> int:
