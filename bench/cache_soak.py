@@ -302,6 +302,7 @@ async def _drive(root: str, paths: list[str], clients: int, seconds: float) -> d
     errors: Counter[str] = Counter()
     bad: list[str] = []
     latencies: list[float] = []
+    per_path: dict[str, list[float]] = {}
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(
@@ -323,6 +324,7 @@ async def _drive(root: str, paths: list[str], clients: int, seconds: float) -> d
                         errors[type(exc).__name__] += 1
                         continue
                     latencies.append(time.perf_counter() - started)
+                    per_path.setdefault(path, []).append(latencies[-1])
                     statuses[response.status_code] += 1
                     if response.status_code >= 300 and len(bad) < 10:
                         bad.append(f"{response.status_code} {path}: {response.text[:200]}")
@@ -341,6 +343,11 @@ async def _drive(root: str, paths: list[str], clients: int, seconds: float) -> d
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "errors": dict(errors),
         "bad_examples": bad,
+        # Where the time goes: the ten queries with the highest mean latency under load.
+        "slowest": [
+            {"path": path, "requests": len(t), "mean_ms": round(sum(t) / len(t) * 1000, 1)}
+            for path, t in sorted(per_path.items(), key=lambda kv: -sum(kv[1]) / len(kv[1]))[:10]
+        ],
     }
 
 
@@ -680,6 +687,8 @@ def summarise(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str
         f" p50 {load.get('p50_ms') or 0:.1f} ms, p99 {load.get('p99_ms') or 0:.1f} ms,"
         f" statuses {load.get('statuses')}, transport errors {load.get('errors')}"
     )
+    for slow in load.get("slowest", [])[:5]:
+        print(f"    slow: {slow['mean_ms']:.1f} ms mean over {slow['requests']} {slow['path']}")
     if cache:
         ratio = cache.get("hit_ratio")
         print(
