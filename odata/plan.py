@@ -772,7 +772,7 @@ def _coerce(target: TExpr, lit: Lit, op: str = "eq", option: str = "$filter") ->
             if have == "Edm.Date":
                 return lit
             if have == "Edm.DateTimeOffset":
-                return Lit(value, "Edm.DateTimeOffset")
+                return Lit(value.astimezone(dt.UTC), "Edm.DateTimeOffset")
         if want == "Edm.DateTimeOffset":
             if have == "Edm.String":
                 value, have = (
@@ -787,7 +787,8 @@ def _coerce(target: TExpr, lit: Lit, op: str = "eq", option: str = "$filter") ->
                 if db_type == "timestamp":
                     # Naive timestamps are UTC; binding a naive value keeps the column's index usable.
                     return Lit(value.astimezone(dt.UTC).replace(tzinfo=None), want, "timestamp")
-                return Lit(value, want)
+                # In UTC here, so a value beyond year 9999 fails as a TypeMismatch, not later.
+                return Lit(value.astimezone(dt.UTC), want)
         if want == "Edm.Guid" and have == "Edm.String":
             return Lit(uuid.UUID(value), "Edm.Guid")
         if want == "Edm.TimeOfDay" and have == "Edm.String":

@@ -190,13 +190,17 @@ class ODataService:
             "collection": ("GET", "HEAD", "POST"),
             "entity": ("GET", "HEAD", "PATCH", "PUT", "DELETE"),
         }
-        allow = allowed.get(resource.kind, READ_METHODS)
+        if resource.kind not in allowed:
+            raise MethodNotAllowed(
+                f"{method} is not allowed on this resource", allow=READ_METHODS, target=method
+            )
+        entity_set = self._entity_set(resource.entity_set or "")
+        write.check_writable(entity_set)  # a view allows GET and HEAD only, whatever the path
+        allow = allowed[resource.kind]
         if method not in allow:
             raise MethodNotAllowed(
                 f"{method} is not allowed on this resource", allow=allow, target=method
             )
-        entity_set = self._entity_set(resource.entity_set or "")
-        write.check_writable(entity_set)
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if method == "POST":
             vals = write.values(entity_set, self._body(headers, body))
@@ -330,6 +334,9 @@ async def _guard(awaitable: Any) -> Any:
         raise BadRequest(
             f"the query cannot be evaluated: {exc.args[0] if exc.args else exc}"
         ) from None
+    except asyncpg.ProgramLimitExceededError:
+        # SQLSTATE class 54: e.g. too many columns or arguments for one statement.
+        raise BadRequest("the query is too complex for the database; simplify it") from None
     except asyncpg.QueryCanceledError:
         raise ServiceUnavailable(
             "the query took too long and was cancelled; narrow the filter"

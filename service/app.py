@@ -30,6 +30,7 @@ from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
     Forbidden,
+    NotImplementedFeature,
     ODataError,
     PayloadTooLarge,
     ServiceError,
@@ -106,7 +107,14 @@ class App:
                 max_size=self.settings.file.server.pool_size,
                 statement_cache_size=1024,
                 reset=_keep_session,
-                server_settings={"TimeZone": "UTC", "application_name": "r2sf-odata", "jit": "off"},
+                server_settings={
+                    "TimeZone": "UTC",
+                    "application_name": "r2sf-odata",
+                    # JIT compilation costs more than these short queries take.
+                    "jit": "off",
+                    # Salesforce gives up after 120 s; free the connection well before.
+                    "statement_timeout": f"{self.settings.file.server.statement_timeout_s}s",
+                },
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise ConfigError(
@@ -353,7 +361,7 @@ class App:
                 BadRequest("the request is nested too deeply; simplify it"), request_id
             )
         except ODataError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 and not isinstance(exc, NotImplementedFeature):
                 log.error("request %s failed: %s", request_id, exc.message)
             return response.error(exc, request_id)
         except Exception:

@@ -542,3 +542,16 @@ def test_orderby_with_too_many_items_is_400_and_fast(client: httpx.Client) -> No
     odata_error(r, 400, "InvalidQueryOption")
     few = ",".join(["Region desc", "Amount", "length(Notes)", "SaleDate desc"] * 8)
     assert client.get("/Sales", params={"$orderby": few, "$top": 5}).status_code == 200
+
+
+def test_views_allow_only_get_and_head_on_every_path(client: httpx.Client) -> None:
+    for method, url in [("POST", "/region_totals"), ("PATCH", "/region_totals('USA')"), ("POST", "/region_totals('USA')")]:
+        r = client.request(method, url, json={})
+        assert r.status_code == 405, (method, url, r.text)
+        assert r.headers["Allow"] == "GET, HEAD"
+
+
+def test_datetime_beyond_year_9999_in_utc_is_a_clean_400(client: httpx.Client) -> None:
+    r = client.get("/Sales?$filter=ShippedAt gt 9999-12-31T23:59:59-14:00")
+    assert r.status_code == 400
+    assert "datetime.datetime" not in r.text and "$1" not in r.text
