@@ -21,7 +21,7 @@ from sync import load, state
 from sync.config import Job, quote_ident
 from sync.errors import LockHeld, SourceError, SyncError, TargetError, TransientError
 from sync.progress import Reporter
-from sync.source import SourceColumn, open_source
+from sync.source import ExtractError, SourceColumn, open_source
 
 # Hook for the data-version work: the merge transaction notifies this channel with
 # '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
@@ -93,6 +93,10 @@ def _classify(job: str, exc: BaseException, source_url: str, target_url: str) ->
         .replace(target_url, redact_url(target_url))
     )
     text = text.splitlines()[0] if text else type(exc).__name__
+    if isinstance(exc, ExtractError):
+        if exc.transient:
+            return TransientError(job, f"connection failed: {text}")
+        return SourceError(job, f"{exc.type_name}: {text}")
     if isinstance(exc, _TRANSIENT) or type(exc).__name__ in ("InterfaceError", "OperationalError"):
         return TransientError(job, f"connection failed: {text}")
     if isinstance(exc, asyncpg.PostgresError):

@@ -309,39 +309,14 @@ async def stage(
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
     await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
     names = [c.name for c in source.columns]
-    if source.format == "binary":
-        seen = 0
 
-        async def chunks() -> AsyncIterator[bytes]:
-            nonlocal seen
-            async for chunk in source.batches():
-                assert isinstance(chunk, bytes | bytearray | memoryview)
-                seen += len(chunk)
-                if progress:
-                    progress(-1, seen)
-                yield bytes(chunk)
+    async def chunks() -> AsyncIterator[bytes]:
+        async for chunk in source.batches():
+            if progress:
+                progress(source.rows, source.nbytes)
+            yield chunk
 
-        status = await conn.copy_to_table(STAGING, source=chunks(), columns=names, format="binary")
-    else:
-        rows = 0
-        unknown = [i for i, c in enumerate(source.columns) if c.type_oid not in types]
-
-        async def records() -> AsyncIterator[Sequence[Any]]:
-            nonlocal rows
-            async for batch in source.batches():
-                assert isinstance(batch, list)
-                for rec in batch:
-                    if unknown:
-                        rec = [
-                            str(v) if i in unknown and v is not None else v
-                            for i, v in enumerate(rec)
-                        ]
-                    yield rec
-                rows += len(batch)
-                if progress:
-                    progress(rows, 0)
-
-        status = await conn.copy_records_to_table(STAGING, records=records(), columns=names)
+    status = await conn.copy_to_table(STAGING, source=chunks(), columns=names, format=source.format)
     staged = int(status.split()[-1])
     # Temp tables are never auto-analyzed; the merge's joins need estimates for the key columns
     # (the others are only compared, so their statistics would not change any plan).

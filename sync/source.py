@@ -1,31 +1,34 @@
-"""Extract: stream a job's source rows out of the warehouse in bounded batches.
+"""Extract: stream a job's source rows out of the warehouse as COPY-format bytes.
 
-`postgresql://` sources stream binary COPY chunks through asyncpg; `redshift://` sources read a
-server-side cursor (`DECLARE` / `FETCH FORWARD n`) with `redshift_connector` in a thread. Either
-way a bounded queue sits between the reader and the loader, so memory is bounded by the batch
-size and extraction overlaps loading. This module never writes anywhere.
+`postgresql://` sources stream COPY chunks through asyncpg; `redshift://` sources read a
+server-side cursor (`DECLARE` / `FETCH FORWARD n`) with `redshift_connector` in a child process
+(`sync.redshift`) that writes COPY CSV into a pipe. Either way memory is bounded by a few chunks
+(queue or pipe backpressure), never the result size, and extraction overlaps loading. This
+module never writes anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import json
+import os
+import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
+from sync import redshift
 from sync.config import quote_ident
 from sync.state import Watermark
 
-# OIDs below this are built into every PostgreSQL; anything else (enums, domains, Redshift's
-# SUPER/GEOMETRY...) may not exist in the target, so it is extracted as text.
-FIRST_USER_OID = 16384
 TEXT_OID = 25
-_BINARY_QUEUE_CHUNKS = 16
+_QUEUE_CHUNKS = 16
+_PIPE_LIMIT = 1 << 20  # bytes the parent buffers from the extract process before pushing back
 _END = object()
 
 
@@ -34,9 +37,18 @@ class SourceColumn:
     name: str
     type_oid: int  # the type the staging table uses for this column (TEXT_OID when cast)
     cast_to_text: bool = False
+    typmod: int = -1  # the source's type modifier (length, precision, scale) when known
+    not_null: bool = False  # declared NOT NULL in the source table (`table =` jobs)
 
 
-Batch = bytes | list[Sequence[Any]]
+class ExtractError(Exception):
+    """An error the source driver raised (in the extract process), by its type name."""
+
+    def __init__(self, type_name: str, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+        self.transient = transient
 
 
 def is_redshift(url: str) -> bool:
@@ -66,15 +78,18 @@ def extraction_sql(
 
 
 class Source:
-    """One extraction: `columns` is known after `open()`; `batches()` yields the data."""
+    """One extraction: `columns` is known after `open()`; `batches()` yields COPY data in
+    `format`, and `rows` / `nbytes` count what it has yielded so far."""
 
-    format: Literal["binary", "records"]
+    format: Literal["binary", "text", "csv"]
     columns: list[SourceColumn]
+    rows: int
+    nbytes: int
 
     async def open(self) -> None:
         raise NotImplementedError
 
-    def batches(self) -> AsyncIterator[Batch]:
+    def batches(self) -> AsyncIterator[bytes]:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -85,7 +100,7 @@ def open_source(
     url: str, sql: str, watermark: Watermark | None, fetch_size: int, batch_size: int
 ) -> Source:
     if is_redshift(url):
-        return RedshiftSource(url, sql, watermark, fetch_size, batch_size)
+        return RedshiftSource(url, sql, watermark, fetch_size)
     return PostgresSource(url, sql, watermark)
 
 
@@ -106,6 +121,8 @@ class PostgresSource(Source):
         self.watermark = watermark
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
+        self.rows = -1  # binary COPY does not show row boundaries cheaply
+        self.nbytes = 0
 
     async def open(self) -> None:
         self.conn = await asyncpg.connect(
@@ -116,15 +133,15 @@ class PostgresSource(Source):
         )
         cols = []
         for attr in stmt.get_attributes():
-            custom = attr.type.oid >= FIRST_USER_OID
+            custom = attr.type.oid >= redshift.FIRST_USER_OID
             cols.append(SourceColumn(attr.name, TEXT_OID if custom else attr.type.oid, custom))
         _check_unique([c.name for c in cols])
         self.columns = cols
 
-    async def batches(self) -> AsyncIterator[Batch]:
+    async def batches(self) -> AsyncIterator[bytes]:
         assert self.conn is not None
         conn = self.conn
-        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_BINARY_QUEUE_CHUNKS)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
         args = [self.watermark.value] if self.watermark else []
         sql = extraction_sql(self.sql, self.columns, self.watermark, "$1::text")
 
@@ -143,7 +160,8 @@ class PostgresSource(Source):
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            self.nbytes += len(item)
+            yield bytes(item)
 
     async def close(self) -> None:
         if self.task is not None and not self.task.done():
@@ -177,118 +195,104 @@ def redshift_connect_args(url: str) -> dict[str, Any]:
 
 
 class RedshiftSource(Source):
-    """Reads through a server-side cursor in a daemon thread (the driver blocks)."""
+    """Reads through a server-side cursor in a child process (`sync.redshift`) that turns rows
+    into COPY CSV bytes, so the driver's per-value Python work runs beside the load, not in it."""
 
-    format = "records"
+    format = "csv"
 
-    def __init__(
-        self, url: str, sql: str, watermark: Watermark | None, fetch_size: int, batch_size: int
-    ) -> None:
+    def __init__(self, url: str, sql: str, watermark: Watermark | None, fetch_size: int) -> None:
         self.url = url
         self.sql = sql
         self.watermark = watermark
         self.fetch_size = fetch_size
-        # Queue capacity in fetches, so at most about batch_size rows wait in memory.
-        self.capacity = max(1, batch_size // fetch_size)
-        self.stop = threading.Event()
-        self.queue: asyncio.Queue[Any] | None = None
-        self.thread: threading.Thread | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.stderr_task: asyncio.Task[None] | None = None
+        self.stderr_tail = b""
+        self.rows = 0
+        self.nbytes = 0
+        self.fetch_rows: list[int] = []  # rows per FETCH, for tests of the fetch bound
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.queue = asyncio.Queue(maxsize=self.capacity)
-        self.thread = threading.Thread(
-            target=self._read, args=(loop, self.queue), name="r2sf-redshift", daemon=True
-        )
-        self.thread.start()
-        first = await self.queue.get()
-        if isinstance(first, BaseException):
-            raise first
-        self.columns = first
+        request = {
+            "connect": redshift_connect_args(self.url),
+            "sql": extraction_sql(self.sql, None, self.watermark, "%s"),
+            "args": [self.watermark.value] if self.watermark else None,
+            "fetch_size": self.fetch_size,
+        }
+        root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            p for p in (root, os.environ.get("PYTHONPATH")) if p
+        ))  # fmt: skip
+        # The request (with the password) goes through the pipe, never the command line.
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sync.redshift",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=_PIPE_LIMIT,
+        )  # fmt: skip
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        self.stderr_task = asyncio.create_task(self._drain_stderr(self.proc.stderr))
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        await self.proc.stdin.drain()
+        kind, _, payload = await self._frame()
+        if kind != redshift.COLUMNS:
+            raise ExtractError("ExtractError", f"unexpected frame {kind!r}", False)
+        columns = [_redshift_column(n, oid, mod) for n, oid, mod in json.loads(payload)]
+        _check_unique([c.name for c in columns])
+        self.columns = columns
 
-    def _put(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any], item: Any) -> bool:
-        while not self.stop.is_set():
-            fut = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-            try:
-                fut.result(timeout=0.5)
-                return True
-            except TimeoutError:
-                fut.cancel()
-            except RuntimeError:  # loop closed
-                return False
-        return False
+    async def _drain_stderr(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(4096):
+            self.stderr_tail = (self.stderr_tail + chunk)[-2000:]
 
-    def _read(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
-        import redshift_connector
-
-        conn = None
+    async def _frame(self) -> tuple[bytes, int, bytes]:
+        assert self.proc is not None and self.proc.stdout is not None
         try:
-            conn = redshift_connector.connect(**redshift_connect_args(self.url))
-            cur = conn.cursor()
-            args = (self.watermark.value,) if self.watermark else None
-            # Probe the column types without reading rows: the cursor's description.
-            cur.execute(
-                "DECLARE r2sf_cur CURSOR FOR "
-                + extraction_sql(self.sql, None, self.watermark, "%s"),
-                args,
-            )
-            cur.execute(f"FETCH FORWARD {int(self.fetch_size)} FROM r2sf_cur")
-            desc = cur.description or []
-            columns = [_redshift_column(d[0], int(d[1])) for d in desc]
-            _check_unique([c.name for c in columns])
-            if not self._put(loop, queue, columns):
-                return
-            text_idx = [i for i, c in enumerate(columns) if c.cast_to_text]
-            while not self.stop.is_set():
-                fetched = cur.fetchall()
-                if not fetched:
-                    break
-                rows = [_stringify(r, text_idx) for r in fetched] if text_idx else list(fetched)
-                if not self._put(loop, queue, rows):
-                    return
-                cur.execute(f"FETCH FORWARD {int(self.fetch_size)} FROM r2sf_cur")
-            cur.execute("CLOSE r2sf_cur")
-            conn.rollback()
-            self._put(loop, queue, _END)
-        except BaseException as exc:
-            self._put(loop, queue, exc)
-        finally:
-            if conn is not None:
+            head = await self.proc.stdout.readexactly(redshift.FRAME.size)
+            kind, rows, size = redshift.FRAME.unpack(head)
+            payload = await self.proc.stdout.readexactly(size)
+        except asyncio.IncompleteReadError:
+            code = await self.proc.wait()
+            if self.stderr_task is not None:
                 with contextlib.suppress(Exception):
-                    conn.close()
+                    await asyncio.wait_for(self.stderr_task, 2)
+            last = self.stderr_tail.decode(errors="replace").strip().splitlines()[-1:]
+            said = f": {last[0]}" if last else ""
+            raise ExtractError(
+                "ExtractError", f"the Redshift extract process exited with code {code}{said}", False
+            ) from None
+        if kind == redshift.ERROR:
+            err = json.loads(payload)
+            raise ExtractError(err["type"], err["message"], bool(err["transient"]))
+        return kind, rows, payload
 
-    async def batches(self) -> AsyncIterator[Batch]:
-        assert self.queue is not None
+    async def batches(self) -> AsyncIterator[bytes]:
         while True:
-            item = await self.queue.get()
-            if item is _END:
+            kind, rows, payload = await self._frame()
+            if kind == redshift.END:
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            self.rows += rows
+            self.nbytes += len(payload)
+            self.fetch_rows.append(rows)
+            yield payload
 
     async def close(self) -> None:
-        self.stop.set()
-        if self.queue is not None:
-            # Unblock a reader waiting to put.
-            while not self.queue.empty():
-                self.queue.get_nowait()
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            # Our own child: closing its stdin alone ends it, killing it makes that immediate.
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        if proc.stdin is not None:
+            proc.stdin.close()
+        await proc.wait()
+        if self.stderr_task is not None:
+            self.stderr_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.stderr_task
 
 
-def _redshift_column(name: str, oid: int) -> SourceColumn:
-    if oid >= FIRST_USER_OID or oid in _REDSHIFT_ONLY_OIDS:
+def _redshift_column(name: str, oid: int, typmod: int) -> SourceColumn:
+    if redshift.read_as_text(oid):
         return SourceColumn(name, TEXT_OID, cast_to_text=True)
-    return SourceColumn(name, oid)
-
-
-# Redshift types with no PostgreSQL equivalent of the same OID: GEOMETRY, SUPER, HLLSKETCH,
-# GEOGRAPHY, VARBYTE (Redshift's own OIDs); read as text.
-_REDSHIFT_ONLY_OIDS = frozenset({3000, 4000, 2990, 3001, 6551})
-
-
-def _stringify(row: Sequence[Any], idx: list[int]) -> list[Any]:
-    out = list(row)
-    for i in idx:
-        if out[i] is not None:
-            out[i] = str(out[i])
-    return out
+    return SourceColumn(name, oid, typmod=typmod)

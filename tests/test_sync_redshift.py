@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sync.errors import SourceError
 from sync.source import RedshiftSource, redshift_connect_args
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
@@ -77,13 +79,13 @@ def test_redshift_fetches_never_exceed_fetch_size(pair: Pair, shim: RedshiftShim
     src = sales(pair, 1001)
 
     async def batch_sizes() -> list[int]:
-        s = RedshiftSource(shim.url(), f"select * from {src}", None, fetch_size=250, batch_size=500)
+        s = RedshiftSource(shim.url(), f"select * from {src}", None, fetch_size=250)
         await s.open()
         sizes = []
         try:
-            async for batch in s.batches():
-                assert isinstance(batch, list)
-                sizes.append(len(batch))
+            async for chunk in s.batches():
+                sizes.append(s.fetch_rows[-1])
+                assert chunk.count(b"\n") == sizes[-1]  # one CSV line per row here
         finally:
             await s.close()
         return sizes
@@ -142,3 +144,92 @@ def test_r2sf_sync_cli_reads_a_redshift_url(pair: Pair, shim: RedshiftShim, tmp_
     assert res.returncode == 0, res.stderr
     assert 'source="redshift://' in res.stderr and "inserted=1500" in res.stderr
     assert q(pair.target, f"SELECT count(*) FROM {src}")[0][0] == 1500
+
+
+def test_redshift_values_round_trip_exactly_through_the_extract_process(
+    pair: Pair, shim: RedshiftShim
+) -> None:
+    src = unique("types")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int PRIMARY KEY, n numeric, n2 numeric(12,4), f float8,"
+        " r real, big bigint, ts timestamp, tz timestamptz, d date, t time, b boolean,"
+        " txt text, vc varchar(30), raw bytea);"
+        f" INSERT INTO {src} VALUES"
+        " (1, 1.50, 2.1000, 0.1, 1.1, 9223372036854775807, '2008-01-01 12:34:56.789012',"
+        "  '2008-01-01 12:34:56.000001+05:30', '1999-12-31', '23:59:59.999999', true,"
+        "  E'tab\\there\\nnew line\\\\back \"quoted\", comma', 'ünïcødé ✓ 漢字', '\\x00ff10'),"
+        " (2, 0.00000001, -12345678.0001, 1e300, -0.0, -1, '0001-01-01 00:00:00',"
+        "  '2038-01-19 03:14:07.5+00', '2024-02-29', '00:00:00', false, '', '\\N', ''),"
+        " (3, -12345678901234567890.123456789, NULL, 'Infinity', 'NaN', NULL, NULL, NULL,"
+        "  NULL, NULL, NULL, NULL, NULL, NULL),"
+        " (4, 100, 0, -2.5e-310, 3.4e38, 0, '2024-06-01 00:00:00.1', NULL, NULL, NULL,"
+        "  NULL, '\\N', ' ', NULL);"
+        # Types the driver cannot print back as input: read as text, staged as themselves.
+        f" ALTER TABLE {src} ADD iv interval, ADD ttz timetz, ADD js jsonb;"
+        f" UPDATE {src} SET iv = '1 year 2 mons 3 days 04:05:06.5', ttz = '12:00:01+02',"
+        """ js = '{"a": [1, "x\\ty"]}' WHERE id = 1""",
+    )
+    job = pair.job(name=src, table=f"public.{src}", target=f"public.{src}", key=["id"])
+    assert pair.sync(job, source_url=shim.url()).inserted == 4
+    text_rows = f"SELECT t::text FROM {src} t ORDER BY id"
+    assert [r[0] for r in q(pair.target, text_rows)] == [r[0] for r in q(pair.source, text_rows)]
+    again = pair.sync(job, source_url=shim.url())
+    assert (again.updated, again.unchanged) == (0, 4)
+
+
+def test_redshift_query_error_in_the_extract_process_is_a_source_error(
+    pair: Pair, shim: RedshiftShim
+) -> None:
+    job = pair.job(name="broken", query="select id from no_such_table", target="public.nst",
+                   key=["id"])  # fmt: skip
+    with pytest.raises(SourceError) as err:
+        pair.sync(job, source_url=shim.url())
+    assert "ProgrammingError" in str(err.value) and "no_such_table" in str(err.value)
+    assert "does not exist" in str(err.value)
+
+
+def test_killing_the_sync_process_ends_its_extract_process(
+    pair: Pair, shim: RedshiftShim, tmp_path: Path
+) -> None:
+    import psutil
+
+    name = unique("stall")
+    cfg = tmp_path / "r2sf.toml"
+    cfg.write_text(
+        f'[[sync.jobs]]\nname = "{name}"\ntarget = "public.{name}"\nkey = ["id"]\n'
+        f'query = "select g as id from generate_series(1, 3) g'
+        f' where (select pg_sleep(60)) is not null and \'{name}\' <> \'\'"\n'
+    )
+    environ = {**os.environ, "DATABASE_URL": pair.target, "REDSHIFT_URL": shim.url()}
+    r2sf = str(Path(sys.executable).parent / "r2sf")
+    proc = subprocess.Popen([r2sf, "--config", str(cfg), "sync"], env=environ,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        child = None
+        deadline = time.monotonic() + 30
+        while child is None and time.monotonic() < deadline:
+            kids = psutil.Process(proc.pid).children()
+            child = next((k for k in kids if "sync.redshift" in k.cmdline()), None)
+            time.sleep(0.05)
+        assert child is not None, "no extract process started"
+        # Wait until it is inside the query, then kill the parent outright.
+        while time.monotonic() < deadline and not q(
+            pair.source,
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE $1",
+            f"%{name}%",
+        ):
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=10)
+        child.wait(timeout=10)  # raises psutil.TimeoutExpired if it outlives its parent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        q(
+            pair.source,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND query LIKE $1",
+            f"%{name}%",
+        )
