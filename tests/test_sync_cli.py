@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tomllib
 from collections.abc import Iterator
@@ -337,10 +338,20 @@ def test_scheduler_retries_a_refused_connection_with_backoff(pair: Pair, tmp_pat
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(2.5)
+    # Read until the retries have run out (however slow the start-up), then stop it.
+    assert proc.stderr is not None
+    guard = threading.Timer(60, proc.kill)
+    guard.start()
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "event=giving_up" in line:
+            break
+    guard.cancel()
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0
+    _, rest = proc.communicate(timeout=15)
+    err = "".join(seen) + (rest or "")
+    assert proc.returncode == 0, err
     assert "event=retrying job=down attempt=1 in_seconds=0.25" in err
     assert "event=retrying job=down attempt=2 in_seconds=0.5" in err
     assert "event=giving_up job=down attempts=3" in err
