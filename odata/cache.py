@@ -24,6 +24,7 @@ class Entry:
     version: int
     etag: str
     gzipped: bytes | None = field(default=None)
+    key: Hashable = None
 
     @property
     def size(self) -> int:
@@ -70,6 +71,7 @@ class ResponseCache:
             return  # one huge page must not flush everything else
         if key in self._entries:
             self._drop(key)
+        entry.key = key
         self._entries[key] = entry
         self.bytes += entry.size
         while self.bytes > self.max_bytes and self._entries:
@@ -77,9 +79,14 @@ class ResponseCache:
             self._drop(oldest)
             self.evictions += 1
 
-    def grew(self, entry: Entry, before: int) -> None:
-        """Account for an entry that gained its gzipped form after insertion."""
-        self.bytes += entry.size - before
+    def gzipped(self, entry: Entry) -> bytes:
+        """The entry's body gzipped, compressed once on first use and counted in the budget."""
+        if entry.gzipped is None:
+            before = entry.size
+            entry.gzip()
+            if self._entries.get(entry.key) is entry:
+                self.bytes += entry.size - before
+        return entry.gzip()
 
     def _drop(self, key: Hashable) -> None:
         entry = self._entries.pop(key)

@@ -16,6 +16,9 @@ from service.config import Credential
 class BasicAuth:
     def __init__(self, credentials: tuple[Credential, ...]) -> None:
         self._pairs = [(c.user.encode(), c.password.encode()) for c in credentials]
+        # Header values already checked in constant time, so a repeat costs one dict lookup.
+        # Only exact, previously verified values are stored; a wrong header never gets in.
+        self._verified: dict[str, str] = {}
 
     @property
     def enabled(self) -> bool:
@@ -25,6 +28,9 @@ class BasicAuth:
         """The authenticated user name, or None when the header does not match a credential."""
         if not authorization:
             return None
+        known = self._verified.get(authorization)
+        if known is not None:
+            return known
         scheme, _, encoded = authorization.partition(" ")
         if scheme.lower() != "basic":
             return None
@@ -43,4 +49,6 @@ class BasicAuth:
             )
             if ok and found is None:
                 found = known_user.decode()
+        if found is not None and len(self._verified) < 64:
+            self._verified[authorization] = found
         return found
