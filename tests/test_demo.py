@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -121,8 +123,12 @@ async def fetch(url: str, sql: str) -> list[asyncpg.Record]:
 
 
 @pytest.fixture(scope="module")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield tmp_path_factory.mktemp("demo")
+def demo_dir() -> Iterator[Path]:
+    # Not tmp_path: pytest prunes old basetemp directories when other sessions start, which
+    # would delete the embedded server's data under a long-running demo.
+    path = Path(tempfile.mkdtemp(prefix="r2sf-demo-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_demo_serves_the_printed_urls_and_ctrl_c_stops_everything(demo_dir: Path) -> None:
