@@ -21,7 +21,7 @@ from sync import load, state
 from sync.config import Job, quote_ident
 from sync.errors import LockHeld, SourceError, SyncError, TargetError, TransientError
 from sync.progress import Reporter
-from sync.source import ExtractError, SourceColumn, open_source
+from sync.source import ExtractError, Source, SourceColumn, open_source
 
 # Hook for the data-version work: the merge transaction notifies this channel with
 # '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
@@ -185,27 +185,48 @@ async def _run_locked(
             watermark = None  # the job changed its column: read everything once
     deletes = job.deletes != "ignore" and (watermark is None or full_refresh)
     counts = load.Counts()
-    source = open_source(source_url, job.source_sql, watermark, job.fetch_size, job.batch_size)
-    try:
-        try:
-            await source.open()
-        except (ValueError, SyncError) as exc:
-            raise SourceError(job.name, str(exc)) from None
-        types = await load.staging_types(conn, source.columns)
-        keys = [k for k in job.key if k in {c.name for c in source.columns}]
-        counts.read = await load.stage(
-            conn, source, types, keys, lambda rows, nbytes: rep.progress(job.name, rows, nbytes)
-        )
-    finally:
-        await source.close()
-    counts.source_rows = counts.read
-    rep.log("staged", job=job.name, rows=counts.read)
 
+    def progress(rows: int, nbytes: int) -> None:
+        rep.progress(job.name, rows, nbytes)
+
+    def new_source() -> Source:
+        return open_source(source_url, job.source_sql, watermark, job.fetch_size, job.batch_size)
+
+    source = new_source()
+    # One transaction from here on: a new target, its rows, the run record and the watermark
+    # commit together, and any failure leaves the target as it was.
     tx = conn.transaction()
     await tx.start()
     try:
-        result, target = await _merge(conn, job, source.columns, types, counts, full_refresh,
-                                      dry_run, deletes, on_error, started)  # fmt: skip
+        try:
+            try:
+                await source.open()
+            except (ValueError, SyncError) as exc:
+                raise SourceError(job.name, str(exc)) from None
+            types = await load.staging_types(conn, source.columns)
+            target, created = await _target(conn, job, source.columns, types)
+            plan = load.plan(job, source.columns, types, target)
+            loaded = False
+            if not dry_run and await load.can_load_directly(conn, plan, source, created):
+                try:
+                    async with conn.transaction():  # a savepoint
+                        counts.read = await load.copy_into_target(conn, source, plan, progress)
+                    loaded = True
+                except load.DIRECT_LOAD_ERRORS as exc:
+                    # Something does not fit; the staging path names the row and column.
+                    rep.log("direct_load_failed", job=job.name, error=str(exc).splitlines()[0])
+                    await source.close()
+                    source = new_source()
+                    await source.open()
+            if not loaded:
+                keys = [p.source for p in plan.keys]
+                counts.read = await load.stage(conn, source, types, keys, progress)
+        finally:
+            await source.close()
+        counts.source_rows = counts.read
+        rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
+        result = await _merge(conn, job, plan, counts, full_refresh, dry_run, deletes, on_error,
+                              started, loaded)  # fmt: skip
     except BaseException:
         await tx.rollback()
         raise
@@ -217,33 +238,43 @@ async def _run_locked(
     return result
 
 
+async def _target(
+    conn: Any, job: Job, columns: list[SourceColumn], types: dict[int, str]
+) -> tuple[load.Target, bool]:
+    """The job's target table, created when missing (and allowed); True when just created."""
+    target = await load.read_target(conn, job.target_schema, job.target_table)
+    if target is not None:
+        return target, False
+    if job.heroku_connect is not None or not job.create:
+        why = "Heroku Connect creates mapped tables" if job.heroku_connect else "create = false"
+        raise TargetError(job.name, f"target {job.target} does not exist ({why});"
+                          " create it, or set create = true for a plain table")  # fmt: skip
+    await load.create_target(conn, job, columns, types)
+    target = await load.read_target(conn, job.target_schema, job.target_table)
+    assert target is not None
+    return target, True
+
+
 async def _merge(
     conn: Any,
     job: Job,
-    columns: list[SourceColumn],
-    types: dict[int, str],
+    plan: load.Plan,
     counts: load.Counts,
     full_refresh: bool,
     dry_run: bool,
     deletes: bool,
     on_error: str,
     started: datetime,
-) -> tuple[RunResult, load.Target]:
-    """Everything inside the run's one transaction."""
-    target = await load.read_target(conn, job.target_schema, job.target_table)
-    if target is None:
-        if job.heroku_connect is not None or not job.create:
-            why = "Heroku Connect creates mapped tables" if job.heroku_connect else "create = false"
-            raise TargetError(job.name, f"target {job.target} does not exist ({why});"
-                              " create it, or set create = true for a plain table")  # fmt: skip
-        await load.create_target(conn, job, columns, types)
-        target = await load.read_target(conn, job.target_schema, job.target_table)
-        assert target is not None
-    plan = load.plan(job, columns, types, target)
-    await load.check_values(conn, plan, on_error, counts)
-    n_deletes = await load.count_changes(conn, plan, deletes, counts, samples=dry_run)
-    if deletes:
-        load.guard_deletes(plan, n_deletes, counts.target_rows)
+    loaded: bool,
+) -> RunResult:
+    """Check, count and write the staged rows (or account for rows loaded directly)."""
+    if loaded:
+        counts.inserted = counts.target_rows = counts.read
+    else:
+        await load.check_values(conn, plan, on_error, counts)
+        n_deletes = await load.count_changes(conn, plan, deletes, counts, samples=dry_run)
+        if deletes:
+            load.guard_deletes(plan, n_deletes, counts.target_rows)
     result = RunResult(
         job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh,
         rows_read=counts.read, inserted=0, updated=0, unchanged=0, deleted=0,
@@ -253,27 +284,26 @@ async def _merge(
     if dry_run:
         _fill(result, counts)
         result.samples = counts.samples
-        return result, target
-    await load.merge(conn, plan, deletes, n_deletes, counts)
+        return result
+    if not loaded:
+        await load.merge(conn, plan, deletes, n_deletes, counts)
     _fill(result, counts)
     if result.written:
-        await conn.execute(
-            "SELECT pg_notify($1, $2)", DATA_CHANGED_CHANNEL, f"{target.schema}.{target.table}"
-        )
+        await conn.execute("SELECT pg_notify($1, $2)", DATA_CHANGED_CHANNEL, plan.target.name)
     if job.incremental is not None:
         pair = next(p for p in plan.pairs if p.source == job.incremental.column)
-        col = quote_ident(pair.source)
-        await state.set_watermark_from(
-            conn, job.name, pair.source, f"(SELECT max({col}) FROM {load.STAGING})",
-            pair.staging_type,
-        )  # fmt: skip
+        if loaded:  # the target was empty: everything in it came from this run
+            expr = f"(SELECT max({quote_ident(pair.target.name)}) FROM {plan.target.sql})"
+        else:
+            expr = f"(SELECT max({quote_ident(pair.source)}) FROM {load.STAGING})"
+        await state.set_watermark_from(conn, job.name, pair.source, expr, pair.staging_type)
         result.watermark = await conn.fetchval(
             "SELECT value FROM r2sf.watermarks WHERE job = $1", job.name
         )
     result.run_id = await state.record_run(
         conn, job.name, started, "ok", full_refresh, counts.as_dict()
     )
-    return result, target
+    return result
 
 
 def _fill(result: RunResult, counts: load.Counts) -> None:

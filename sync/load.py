@@ -324,6 +324,54 @@ async def stage(
     return staged
 
 
+# ---------------------------------------------------------------------------- direct load
+
+# A row the target rejects during a direct load: the run falls back to staging, which names it.
+DIRECT_LOAD_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+async def can_load_directly(conn: Any, p: Plan, source: Source, created: bool) -> bool:
+    """Whether the source can be copied straight into the target (a first load).
+
+    Only into an empty target whose columns have the source's own types, so COPY's input
+    functions convert and check exactly as the staging path's casts would (a value that does
+    not fit fails the COPY, and the caller falls back to staging to report it).
+    """
+    if p.soft_column is not None:
+        return False
+    if any(pr.staging_oid != pr.target.type_oid for pr in p.pairs):
+        return False
+    if not created:
+        # Writers wait (readers do not) so the target stays empty until this run commits.
+        await conn.execute(f"LOCK TABLE {p.target.sql} IN SHARE ROW EXCLUSIVE MODE")
+        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {p.target.sql})"):
+            return False
+    return True
+
+
+async def copy_into_target(
+    conn: Any, source: Source, p: Plan, progress: Progress | None = None
+) -> int:
+    """COPY every source row into the (empty) target; returns the rows copied."""
+    by_source = {pr.source: pr for pr in p.pairs}
+    columns = [by_source[c.name].target.name for c in source.columns]
+    status = await conn.copy_to_table(
+        p.target.table,
+        schema_name=p.target.schema,
+        source=_chunks(source, progress),
+        columns=columns,
+        format=source.format,
+    )
+    return int(status.split()[-1])
+
+
+async def _chunks(source: Source, progress: Progress | None) -> AsyncIterator[bytes]:
+    async for chunk in source.batches():
+        if progress:
+            progress(source.rows, source.nbytes)
+        yield chunk
+
+
 # ---------------------------------------------------------------------------- checks
 
 

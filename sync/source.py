@@ -30,6 +30,14 @@ TEXT_OID = 25
 _QUEUE_CHUNKS = 16
 _PIPE_LIMIT = 1 << 20  # bytes the parent buffers from the extract process before pushing back
 _END = object()
+# Output the target reads back exactly whatever its own settings: ISO dates, shortest-exact
+# floats (PostgreSQL < 12 needs extra_float_digits 3 for that), standard interval syntax.
+TEXT_SETTINGS = {
+    "application_name": "r2sf sync (extract)",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+}
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,9 @@ def _check_unique(names: Sequence[str]) -> None:
 
 
 class PostgresSource(Source):
-    format = "binary"
+    # Text, not binary: rows end in a newline (so they can be counted for progress), and the
+    # target's input functions check every value against its column type.
+    format = "text"
 
     def __init__(self, url: str, sql: str, watermark: Watermark | None) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
@@ -121,13 +131,11 @@ class PostgresSource(Source):
         self.watermark = watermark
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
-        self.rows = -1  # binary COPY does not show row boundaries cheaply
+        self.rows = 0
         self.nbytes = 0
 
     async def open(self) -> None:
-        self.conn = await asyncpg.connect(
-            self.url, server_settings={"application_name": "r2sf sync (extract)"}
-        )
+        self.conn = await asyncpg.connect(self.url, server_settings=TEXT_SETTINGS)
         stmt = await self.conn.prepare(
             extraction_sql(self.sql, None, self.watermark, "$1::text"),
         )
@@ -147,7 +155,7 @@ class PostgresSource(Source):
 
         async def produce() -> None:
             try:
-                await conn.copy_from_query(sql, *args, output=queue.put, format="binary")
+                await conn.copy_from_query(sql, *args, output=queue.put, format="text")
             except BaseException as exc:
                 await queue.put(exc)
                 raise
@@ -160,8 +168,10 @@ class PostgresSource(Source):
                 return
             if isinstance(item, BaseException):
                 raise item
-            self.nbytes += len(item)
-            yield bytes(item)
+            chunk = bytes(item)
+            self.rows += chunk.count(b"\n")  # escaped inside values, so one per row
+            self.nbytes += len(chunk)
+            yield chunk
 
     async def close(self) -> None:
         if self.task is not None and not self.task.done():

@@ -4,12 +4,14 @@ written, deletes follow the policy, guards and checks fail runs before anything 
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 
 import asyncpg
 import pytest
 
 from sync.errors import SourceError, TargetError, TooManyDeletes, ValueDoesNotFit
+from sync.progress import Reporter
 from tests.conftest import Databases
 from tests.test_sync_support import Pair, changed, q, unique, x
 
@@ -343,3 +345,15 @@ def test_readers_see_the_old_rows_or_the_new_rows_never_a_mix(pair: Pair) -> Non
         return seen
 
     assert asyncio.run(watch()) <= {0, 20000}
+
+
+def test_first_load_copies_straight_into_the_new_target_and_reruns_stage(pair: Pair) -> None:
+    src = make_source(pair, 300)
+    _, job = basic_job(pair, src)
+    out = io.StringIO()
+    first = pair.sync(job, reporter=Reporter(stream=out, tty=False))
+    assert first.inserted == 300
+    assert "event=loaded" in out.getvalue() and "event=staged" not in out.getvalue()
+    out = io.StringIO()
+    assert pair.sync(job, reporter=Reporter(stream=out, tty=False)).unchanged == 300
+    assert "event=staged" in out.getvalue()

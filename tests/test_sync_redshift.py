@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import time
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def test_killing_the_sync_process_ends_its_extract_process(
     cfg.write_text(
         f'[[sync.jobs]]\nname = "{name}"\ntarget = "public.{name}"\nkey = ["id"]\n'
         f'query = "select g as id from generate_series(1, 3) g'
-        f' where (select pg_sleep(60)) is not null and \'{name}\' <> \'\'"\n'
+        f" where (select pg_sleep(60)) is not null and '{name}' <> ''\"\n"
     )
     environ = {**os.environ, "DATABASE_URL": pair.target, "REDSHIFT_URL": shim.url()}
     r2sf = str(Path(sys.executable).parent / "r2sf")

@@ -57,7 +57,7 @@ class Pair:
         return Job.model_validate(kw)
 
     def sync(self, job: Job, **kw: Any) -> RunResult:
-        rep = Reporter(stream=_Null(), tty=False)
+        rep = kw.pop("reporter", None) or Reporter(stream=_Null(), tty=False)
         result: RunResult = asyncio.run(
             run_job(
                 job,
