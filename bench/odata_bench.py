@@ -473,19 +473,40 @@ def measure(
     args: argparse.Namespace,
     vary_ranges: dict[str, tuple[int, int]],
 ) -> None:
-    """One wrk run per request and server, alternating servers request by request so that the
-    load other users put on a shared machine falls on every side of each ratio alike."""
+    """One wrk run per request and server (`--rounds` of them), alternating servers request by
+    request so that the load other users put on a shared machine falls on every side of each
+    ratio alike. With several rounds (every other one in reverse server order) the run with the
+    median req/s stands for the request."""
     for target in targets:
         target.baseline_rss = tree_rss(target.pid)
     for shape in shapes:
+        runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+        for round_ in range(args.rounds):
+            # Every other round in reverse order, so that the order itself favours no side.
+            for target in targets if round_ % 2 == 0 else targets[::-1]:
+                if shape.vary and not target.is_r2sf:
+                    continue
+                if target.checks.get(shape.key, {}).get("status") != 200:
+                    target.results[shape.key] = {
+                        "error": "not measured: pre-check did not answer 200"
+                    }
+                    continue
+                result = run_one(target, shape, args, vary_ranges)
+                runs[target.name].append(result)
+                log(f"{target.name} ({shape.key}) {_line(result)}")
         for target in targets:
-            if shape.vary and not target.is_r2sf:
-                continue
-            if target.checks.get(shape.key, {}).get("status") != 200:
-                target.results[shape.key] = {"error": "not measured: pre-check did not answer 200"}
-                continue
-            target.results[shape.key] = run_one(target, shape, args, vary_ranges)
-            log(f"{target.name} ({shape.key}) {_line(target.results[shape.key])}")
+            if runs[target.name]:
+                target.results[shape.key] = _median(runs[target.name])
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median req/s; an errored run counts as the slowest. The req/s of every
+    round is kept beside it."""
+    ordered = sorted(runs, key=lambda r: -1.0 if r.get("error") else float(r.get("rps") or 0))
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(runs) > 1:
+        chosen["rounds_rps"] = [None if r.get("error") else r.get("rps") for r in runs]
+    return chosen
 
 
 def _figures(result: WrkResult, peak_rss: int) -> dict[str, Any]:
@@ -859,6 +880,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cache-mb", type=int, default=None, help="r2sf --cache-mb (default: r2sf's)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured wrk first")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure each request this many times per server, interleaved; report the median",
+    )
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
