@@ -22,7 +22,6 @@ from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
 
 from odata import response
 from odata.cache import Entry, ResponseCache, etag
@@ -402,11 +401,6 @@ class App:
     def _build_api(self) -> FastAPI:
         api = FastAPI(title="r2sf", docs_url=None, redoc_url=None, openapi_url=None)
         api.include_router(status_router(self))  # the status page at / (service/status.py)
-
-        @api.get("/", response_class=PlainTextResponse)
-        async def index() -> str:
-            return f"r2sf: OData service at {self.root}/ ($metadata at {self.root}/$metadata)\n"
-
         return api
 
 
