@@ -27,6 +27,7 @@ from sync.source import ExtractError, Source, SourceColumn, open_source
 # '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
 DATA_CHANGED_CHANNEL = "r2sf_data_changed"
 WORK_MEM = "64MB"
+TEMP_BUFFERS = "256MB"
 
 
 @dataclass
@@ -134,6 +135,8 @@ async def run_job(
         # The staging joins and the duplicate-key check hash every staged key; with the default
         # 4 MB they spill to disk from about 100k rows on.
         await conn.execute(f"SET work_mem = '{WORK_MEM}'")
+        # Staging lives in temp buffers (no WAL); with the default 8 MB a big load spills.
+        await conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
         holder = await state.try_lock(conn, job.name)
         if holder is not None:
             raise LockHeld(

@@ -529,22 +529,37 @@ def _new_rows(p: Plan) -> str:
 
 
 async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, samples: bool) -> int:
-    """Count (and sample) what a merge would do; returns the number of deletes."""
+    """Count (and sample) what a merge would do, in one join; returns the number of deletes.
+
+    The merge then runs only the statements that have something to write, so an unchanged
+    rerun joins staging and target once instead of once per statement.
+    """
     t = p.target.sql
-    counts.target_rows = await conn.fetchval(f"SELECT count(*) FROM {t}")
-    n_deletes = 0
+    changed = _distinct(p) if (p.values or p.soft_column) else "false"
+    gone = "false"
     if deletes:
-        n_deletes = await conn.fetchval(f"SELECT count(*) FROM {t} t WHERE {_missing(p)}")
-    if not samples:
-        return n_deletes
-    counts.inserted = await conn.fetchval(f"SELECT count(*) FROM {STAGING} s WHERE {_new_rows(p)}")
-    counts.updated = 0
-    if p.values or p.soft_column:
-        counts.updated = await conn.fetchval(
-            f"SELECT count(*) FROM {t} t JOIN {STAGING} s ON {p.key_join()} WHERE {_distinct(p)}"
-        )
+        gone = "s.ctid IS NULL"
+        if p.has_skipped:
+            join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
+            gone += f" AND NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
+        if p.soft_column:
+            gone += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
+    row = await conn.fetchrow(
+        "SELECT count(t.ctid) AS target_rows,"
+        " count(*) FILTER (WHERE t.ctid IS NULL) AS inserts,"
+        f" count(*) FILTER (WHERE t.ctid IS NOT NULL AND s.ctid IS NOT NULL AND {changed})"
+        " AS updates,"
+        f" count(*) FILTER (WHERE {gone}) AS deletes"
+        f" FROM {t} t FULL JOIN {STAGING} s ON {p.key_join()}"
+    )
+    counts.target_rows = row["target_rows"]
+    counts.inserted = row["inserts"]
+    counts.updated = row["updates"]
+    n_deletes: int = row["deletes"]
     counts.deleted = n_deletes
     counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+    if not samples:
+        return n_deletes
     counts.samples = {
         "insert": await _sample(
             conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
@@ -582,9 +597,9 @@ def guard_deletes(p: Plan, n_deletes: int, target_rows: int) -> None:
 
 
 async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Counts) -> None:
-    """Write the changes; the caller holds the transaction."""
+    """Write the changes `count_changes` found; the caller holds the transaction."""
     t = p.target.sql
-    if p.values or p.soft_column:
+    if counts.updated:
         sets = [f"{quote_ident(pr.target.name)} = {pr.value('s')}" for pr in p.values]
         if p.soft_column:
             sets.append(f"{quote_ident(p.soft_column)} = false")
@@ -593,16 +608,17 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
             f" WHERE {p.key_join()} AND {_distinct(p)}"
         )
         counts.updated = int(status.split()[-1])
-    cols = [quote_ident(pr.target.name) for pr in p.pairs]
-    vals = [pr.value("s") for pr in p.pairs]
-    if p.soft_column:
-        cols.append(quote_ident(p.soft_column))
-        vals.append("false")
-    status = await conn.execute(
-        f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
-        f" WHERE {_new_rows(p)}"
-    )
-    counts.inserted = int(status.split()[-1])
+    if counts.inserted:
+        cols = [quote_ident(pr.target.name) for pr in p.pairs]
+        vals = [pr.value("s") for pr in p.pairs]
+        if p.soft_column:
+            cols.append(quote_ident(p.soft_column))
+            vals.append("false")
+        status = await conn.execute(
+            f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
+            f" WHERE {_new_rows(p)}"
+        )
+        counts.inserted = int(status.split()[-1])
     counts.deleted = 0
     if deletes and n_deletes:
         if p.soft_column:

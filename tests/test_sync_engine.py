@@ -357,3 +357,23 @@ def test_first_load_copies_straight_into_the_new_target_and_reruns_stage(pair: P
     out = io.StringIO()
     assert pair.sync(job, reporter=Reporter(stream=out, tty=False)).unchanged == 300
     assert "event=staged" in out.getvalue()
+
+
+def test_rerun_runs_only_the_statements_that_have_rows_to_write(pair: Pair) -> None:
+    src = make_source(pair, 400)
+    target, job = basic_job(pair, src, deletes="hard", max_deletes="10%")
+    pair.sync(job)
+    # Statement-level triggers fire even for statements that touch no row.
+    x(
+        pair.target,
+        f"CREATE TABLE {src}_log (op text);"
+        f" CREATE FUNCTION {src}_note() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN INSERT INTO {src}_log VALUES (TG_OP); RETURN NULL; END $$;"
+        f" CREATE TRIGGER note AFTER INSERT OR UPDATE OR DELETE ON {target}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {src}_note()",
+    )
+    assert pair.sync(job).unchanged == 400
+    assert q(pair.target, f"SELECT op FROM {src}_log") == []
+    x(pair.source, f"UPDATE {src} SET label = 'x' WHERE id = 3")
+    assert pair.sync(job).updated == 1
+    assert [r[0] for r in q(pair.target, f"SELECT op FROM {src}_log")] == ["UPDATE"]
