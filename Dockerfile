@@ -8,8 +8,9 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/r2sf
 WORKDIR /src
-COPY requirements.lock ./
-RUN /opt/r2sf/bin/pip install --require-hashes -r requirements.lock
+# The runtime lock: the service's dependencies and the build backend, no test or lint tools.
+COPY requirements-runtime.lock ./
+RUN /opt/r2sf/bin/pip install --require-hashes -r requirements-runtime.lock
 COPY pyproject.toml README.md ./
 COPY service/ service/
 COPY odata/ odata/

@@ -35,8 +35,10 @@ bench: $(STAMP)
 # Regenerate the lock file from pyproject.toml (needs network access to PyPI).
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra build --generate-hashes \
 		--python-version 3.11 -o requirements.lock
+	$(BIN)/uv pip compile pyproject.toml --extra build --generate-hashes \
+		--python-version 3.11 -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -127,13 +127,26 @@ def test_dockerfile_is_multi_stage_slim_locked_and_non_root() -> None:
     text = dockerfile()
     froms = re.findall(r"^FROM\s+(\S+)", text, re.M)
     assert len(froms) >= 2 and all("slim" in f for f in froms)
-    assert re.search(r"pip install --require-hashes -r requirements\.lock", text)
+    assert re.search(r"pip install --require-hashes -r requirements-runtime\.lock", text)
     assert re.search(r"pip install --no-deps", text)  # the project adds no unpinned packages
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
     assert "/healthz" in text.split("HEALTHCHECK", 1)[1]
     cmd = re.findall(r"^CMD\s+(.+)$", text, re.M)[-1]
     assert json.loads(cmd) == ["r2sf", "serve"]
+
+
+def _pins(name: str) -> dict[str, str]:
+    text = (ROOT / name).read_text()
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, re.M))
+
+
+def test_runtime_lock_pins_the_same_versions_without_test_tools() -> None:
+    full, runtime = _pins("requirements.lock"), _pins("requirements-runtime.lock")
+    assert runtime and set(runtime) <= set(full)
+    assert {k: full[k] for k in runtime} == runtime
+    assert {"fastapi", "uvicorn", "asyncpg", "hatchling"} <= set(runtime)
+    assert not {"pytest", "mypy", "ruff", "hypothesis"} & set(runtime)
 
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
