@@ -55,6 +55,7 @@ from common import (  # bench/ is a directory of scripts, not a package
     r2sf_server,
     run_wrk,
     scrape_workers,
+    tree_cpu,
     tree_rss,
     with_database,
 )
@@ -444,9 +445,12 @@ def run_one(
         if shape.vary:
             load["script_args"] = [*script_args, str(random.randrange(n))]
         bumps_before = getattr(bumps, "count", 0)
+        cpu_before = tree_cpu(target.pid)
         with RssSampler(target.pid) as rss:
             result = run_wrk(url, duration=args.duration, headers=headers, **load)
+        cpu = tree_cpu(target.pid) - cpu_before
         figures = _figures(result, rss.peak)
+        figures["cpu_ms_per_req"] = cpu * 1000 / result.requests if result.requests else None
         if shape.vary:
             figures["version_bumps"] = getattr(bumps, "count", 0) - bumps_before
     if before is not None:
@@ -695,6 +699,7 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
                     _cell(res, "rps"),
                     _cell(res, "p50_ms"),
                     _cell(res, "p99_ms"),
+                    _cell(res, "cpu_ms_per_req"),
                     str(res.get("non_2xx", "-")),
                     mib(res.get("peak_rss")),
                     _hits(res),
@@ -711,6 +716,7 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
                     "req/s",
                     "p50 ms",
                     "p99 ms",
+                    "cpu ms/req",
                     "non-2xx",
                     "peak RSS",
                     "hits/misses",
@@ -743,6 +749,8 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
                 _cell(c, "p99_ms"),
                 _cell(f, "p99_ms"),
                 _cell(n, "p99_ms"),
+                _cell(f, "cpu_ms_per_req"),
+                _cell(n, "cpu_ms_per_req"),
                 mib((c or {}).get("peak_rss")),
                 mib((f or {}).get("peak_rss")),
                 mib((n or {}).get("peak_rss")),
@@ -750,7 +758,8 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
             ]
         )
     print_table(
-        "side by side: req/s, ratios, p99 ms, peak RSS (off = --no-cache, on = cache)",
+        "side by side: req/s, ratios, p99 ms, r2sf CPU ms per request, peak RSS"
+        " (off = --no-cache, on = cache)",
         [
             "req",
             "CAP",
@@ -762,6 +771,8 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
             "p99 CAP",
             "p99 off",
             "p99 on",
+            "cpu off",
+            "cpu on",
             "RSS CAP",
             "RSS off",
             "RSS on",
