@@ -419,12 +419,14 @@ def run_one(
     shape: Shape,
     args: argparse.Namespace,
     vary_ranges: dict[str, tuple[int, int]],
+    bump: float = 0.0,
 ) -> dict[str, Any]:
-    """Warm up, then one measured wrk run, with RSS sampled and /metrics read around it."""
+    """Warm up, then one measured wrk run, with RSS and CPU sampled and /metrics read around
+    it; `bump` (or a miss shape's `--miss-bump`) bumps the data version every so many seconds."""
     headers = {"Authorization": AUTH_HEADER, "Accept": "application/json"}
     load: dict[str, Any] = {"connections": args.connections, "threads": args.threads}
     url = target.urls[shape.key]
-    bumper: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    bumper = Bumper(args.db_url, bump)
     if shape.vary:
         lo, hi = vary_ranges[shape.key]
         n = hi - lo + 1
@@ -444,15 +446,15 @@ def run_one(
         before = scrape_workers(target.base, target.workers) if target.cache else None
         if shape.vary:
             load["script_args"] = [*script_args, str(random.randrange(n))]
-        bumps_before = getattr(bumps, "count", 0)
+        bumps_before = bumps.count
         cpu_before = tree_cpu(target.pid)
         with RssSampler(target.pid) as rss:
             result = run_wrk(url, duration=args.duration, headers=headers, **load)
         cpu = tree_cpu(target.pid) - cpu_before
         figures = _figures(result, rss.peak)
         figures["cpu_ms_per_req"] = cpu * 1000 / result.requests if result.requests else None
-        if shape.vary:
-            figures["version_bumps"] = getattr(bumps, "count", 0) - bumps_before
+        if bumper.interval > 0:
+            figures["version_bumps"] = bumps.count - bumps_before
     if before is not None:
         after = scrape_workers(target.base, target.workers)
         figures["cache"] = cache_delta(before, after, target.workers)
@@ -564,18 +566,19 @@ def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[s
         for changing in (False, True):
             label = "bump 1/s" if changing else "unchanged"
             for t in servers:
-                bumper: contextlib.AbstractContextManager[Any] = (
-                    Bumper(db_url, 1.0) if changing else contextlib.nullcontext()
-                )
-                with bumper:
-                    result = run_one(t, shape, args, {})
-                result["bumps"] = getattr(bumper, "count", 0)
+                result = run_one(t, shape, args, {}, bump=1.0 if changing else 0.0)
                 out[f"workers={t.workers} {label}"] = result
                 log(f"workers={t.workers} (a) {label}: {_line(result)}")
     rows = []
     for name, r in out.items():
         c = r.get("cache", {})
         ratio = c.get("hit_ratio")
+        bumps = r.get("version_bumps", 0)
+        workers = int(name.split()[0].split("=")[1])
+        # Misses per version per worker: 1 if concurrent misses of one key were coalesced;
+        # up to the connection count when every waiting request computes the answer itself.
+        per = c.get("cache_misses", 0) / (bumps * workers) if bumps else None
+        r["misses_per_version_per_worker"] = per
         rows.append(
             [
                 name,
@@ -585,7 +588,8 @@ def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[s
                 str(r.get("non_2xx", "-")),
                 _hits(r),
                 "-" if ratio is None else f"{ratio:.4f}",
-                str(r.get("bumps", 0)),
+                str(bumps),
+                "-" if per is None else f"{per:.1f}",
                 mib(r.get("peak_rss")),
             ]
         )
@@ -600,6 +604,7 @@ def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[s
             "hits/misses",
             "hit ratio",
             "version bumps",
+            "misses/version/worker",
             "peak RSS",
         ],
         rows,
