@@ -482,12 +482,15 @@ class Soak:
         info["expect"] = await conn.fetchval(
             f"select pricepaid from {SRC_SCHEMA}.sales where salesid = $1", probe
         )
-        job = Job(
-            name="soak_sales",
-            query=f"select {SALES_COLUMNS} from {SRC_SCHEMA}.sales",
-            target="public.sales",
-            key=["salesid"],
-            create=False,
+        # As the job would read from r2sf.toml: deletes "ignore" (the source is a subset).
+        job = Job.model_validate(
+            {
+                "name": "soak_sales",
+                "query": f"select {SALES_COLUMNS} from {SRC_SCHEMA}.sales",
+                "target": "public.sales",
+                "key": ["salesid"],
+                "create": False,
+            }
         )
         started = time.monotonic()
         result = await run_job(job, target_url=self.db_url, source_url=self.db_url)

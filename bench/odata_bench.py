@@ -735,7 +735,7 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
     rows = []
     for shape in shapes:
         c, f, n = cap.get(shape.key), off.get(shape.key), on.get(shape.key)
-        entry = {
+        entry: dict[str, Any] = {
             "shape": shape.key,
             "nocache_over_cap": _ratio(f, c),
             "cache_over_cap": _ratio(n, c),
