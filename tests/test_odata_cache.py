@@ -209,3 +209,33 @@ def test_metrics_report_cache_and_versions(server: tuple[str, Any], client: http
     assert r.status_code == 200
     assert "r2sf_cache_hits_total" in r.text and "r2sf_data_version{" in r.text
     assert httpx.get(server[0] + "/metrics").status_code == 401
+
+
+def test_tables_the_service_may_not_alter_are_served_uncached(databases: Any) -> None:
+    db = databases.create("create table owned_elsewhere (id int primary key, v text)")
+    sql(db, "insert into owned_elsewhere values (1, 'a')")
+    role = "r2sf_reader_" + db.rsplit("/", 1)[1].split("?")[0][-8:]
+    sql(db, f"drop role if exists {role}")
+    sql(db, f"create role {role} login")
+    try:
+        sql(db, f"grant usage, create on schema public to {role}")
+        sql(db, f"grant select, insert, update on owned_elsewhere to {role}")
+        from urllib.parse import urlsplit, urlunsplit
+
+        parts = urlsplit(db)
+        netloc = f"{role}@{parts.hostname}:{parts.port}" if parts.hostname else f"{role}@"
+        reader_url = urlunsplit(parts._replace(netloc=netloc))
+        toml = '[odata]\nexpose = ["public.*"]\n'
+        with (
+            serve(reader_url, toml) as (base, app),
+            httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c,
+        ):
+            assert c.get("/owned_elsewhere(1)").json()["v"] == "a"
+            assert app.tracker.version("owned_elsewhere") is None  # no trigger: no version
+            c.get("/owned_elsewhere(1)")
+            assert app.cache.hits == 0
+            sql(db, "update owned_elsewhere set v = 'b'")
+            assert c.get("/owned_elsewhere(1)").json()["v"] == "b"  # exact, immediately
+    finally:
+        sql(db, f"drop owned by {role}")
+        sql(db, f"drop role {role}")
