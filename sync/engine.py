@@ -193,7 +193,7 @@ async def _run_locked(
         rep.progress(job.name, rows, nbytes)
 
     def new_source() -> Source:
-        return open_source(source_url, job.source_sql, watermark, job.fetch_size, job.batch_size)
+        return open_source(source_url, job.source_sql, watermark, job.fetch_size, job.table)
 
     source = new_source()
     # One transaction from here on: a new target, its rows, the run record and the watermark
@@ -242,7 +242,7 @@ async def _run_locked(
 
 
 async def _target(
-    conn: Any, job: Job, columns: list[SourceColumn], types: dict[int, str]
+    conn: Any, job: Job, columns: list[SourceColumn], types: dict[str, str]
 ) -> tuple[load.Target, bool]:
     """The job's target table, created when missing (and allowed); True when just created."""
     target = await load.read_target(conn, job.target_schema, job.target_table)

@@ -90,10 +90,15 @@ class Pair:
     staging_oid: int
     staging_type: str
     target: TargetColumn
+    staging_typmod: int = -1
+
+    @property
+    def same_type(self) -> bool:
+        return (self.staging_oid, self.staging_typmod) == (self.target.type_oid, self.target.typmod)
 
     @property
     def needs_cast(self) -> bool:
-        return self.staging_oid != self.target.type_oid or self.target.typmod != -1
+        return not self.same_type
 
     def value(self, alias: str = "s") -> str:
         """The staged value as the target's type."""
@@ -191,12 +196,20 @@ async def read_target(conn: Any, schema: str, table: str) -> Target | None:
     return Target(schema, table, cols, [set(r["cols"]) for r in keys])
 
 
-async def staging_types(conn: Any, columns: Sequence[SourceColumn]) -> dict[int, str]:
+async def staging_types(conn: Any, columns: Sequence[SourceColumn]) -> dict[str, str]:
+    """Column name -> the source's exact type (`numeric(8,2)`, `character varying(10)`).
+
+    A type the target does not have becomes text (only built-in OIDs reach here).
+    """
     rows = await conn.fetch(
-        "SELECT oid::int AS oid, format_type(oid, NULL) AS sql FROM pg_type WHERE oid = ANY($1)",
-        sorted({c.type_oid for c in columns}),
+        "SELECT c.name, coalesce(format_type(t.oid, c.typmod), 'text') AS sql"
+        " FROM unnest($1::text[], $2::oid[], $3::int[]) AS c(name, oid, typmod)"
+        " LEFT JOIN pg_type t ON t.oid = c.oid",
+        [c.name for c in columns],
+        [c.type_oid for c in columns],
+        [c.typmod for c in columns],
     )
-    return {r["oid"]: r["sql"] for r in rows}
+    return {r["name"]: r["sql"] for r in rows}
 
 
 def _map_source_column(job: Job, name: str, target: Target | None) -> str:
@@ -210,7 +223,7 @@ def _map_source_column(job: Job, name: str, target: Target | None) -> str:
     return name
 
 
-def plan(job: Job, columns: Sequence[SourceColumn], types: dict[int, str], target: Target) -> Plan:
+def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], target: Target) -> Plan:
     """Match source columns to target columns and check the target can take the rows."""
     hc = job.heroku_connect is not None
     pairs: list[Pair] = []
@@ -227,7 +240,7 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[int, str], targe
                 f"source column '{col.name}' maps to Heroku Connect system column '{dst}',"
                 " which the sync never writes; drop it from the query or rename it",
             )
-        pairs.append(Pair(col.name, col.type_oid, types.get(col.type_oid, "text"), tcol))
+        pairs.append(Pair(col.name, col.type_oid, types[col.name], tcol, col.typmod))
     if missing:
         raise TargetError(
             job.name,
@@ -275,13 +288,16 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[int, str], targe
 
 
 async def create_target(
-    conn: Any, job: Job, columns: Sequence[SourceColumn], types: dict[int, str]
+    conn: Any, job: Job, columns: Sequence[SourceColumn], types: dict[str, str]
 ) -> None:
-    """Create a missing (non-Heroku Connect) target keyed on the job's key."""
+    """Create a missing (non-Heroku Connect) target keyed on the job's key, with the source's
+    exact types (lengths, precision and scale feed the OData `$metadata` facets) and NOT NULL
+    where the source table declares it."""
     defs = []
     for col in columns:
         dst = job.target_column(col.name)
-        defs.append(f"{quote_ident(dst)} {types.get(col.type_oid, 'text')}")
+        not_null = " NOT NULL" if col.not_null or col.name in job.key else ""
+        defs.append(f"{quote_ident(dst)} {types[col.name]}{not_null}")
     if job.deletes == "soft" and job.soft_delete_column:
         defs.append(f"{quote_ident(job.soft_delete_column)} boolean NOT NULL DEFAULT false")
     keys = ", ".join(quote_ident(job.target_column(k)) for k in job.key)
@@ -298,14 +314,12 @@ async def create_target(
 async def stage(
     conn: Any,
     source: Source,
-    types: dict[int, str],
+    types: dict[str, str],
     key_columns: Sequence[str],
     progress: Progress | None = None,
 ) -> int:
     """Create the staging table and stream every source batch into it; returns rows staged."""
-    defs = ", ".join(
-        f"{quote_ident(c.name)} {types.get(c.type_oid, 'text')}" for c in source.columns
-    )
+    defs = ", ".join(f"{quote_ident(c.name)} {types[c.name]}" for c in source.columns)
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
     await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
     names = [c.name for c in source.columns]
@@ -402,6 +416,8 @@ def _may_overflow_int(src: int, dst: int) -> bool:
 
 def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
     """SQL that is true when the staged value cannot be written, and the limit it breaks."""
+    if pair.same_type:
+        return None  # staged by the same input function, with the same limits
     col = f"s.{quote_ident(pair.source)}"
     t = pair.target
     src = pair.staging_oid

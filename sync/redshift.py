@@ -23,7 +23,7 @@ from typing import Any, BinaryIO
 
 # Frame: kind (1 byte), rows (uint32), payload length (uint32), payload.
 FRAME = struct.Struct(">cII")
-COLUMNS = b"C"  # payload: JSON [[name, type oid, type modifier], ...]
+COLUMNS = b"C"  # payload: JSON [[name, type oid, type modifier, not null], ...]
 DATA = b"D"  # payload: COPY ... (FORMAT csv) rows, `rows` of them
 ERROR = b"E"  # payload: JSON {"type", "message", "transient"}
 END = b"Z"  # rows: the total
@@ -164,6 +164,15 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
         cur = conn.cursor()
         fetch = f"FETCH FORWARD {int(request['fetch_size'])} FROM r2sf_cur"
         args = request["args"] or None
+        not_null = set()
+        if request.get("table"):
+            # information_schema works on Redshift and PostgreSQL alike.
+            cur.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s AND is_nullable = 'NO'",
+                tuple(request["table"]),
+            )
+            not_null = {r[0] for r in cur.fetchall()}
         cur.execute("DECLARE r2sf_cur CURSOR FOR " + request["sql"], args)
         cur.execute(fetch)
         # The description says the column types with the first rows; the type modifiers
@@ -173,6 +182,8 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
             [name, int(oid), int(rd.get("type_modifier", -1))]
             for (name, oid, *_), rd in zip(cur.description or [], row_desc, strict=False)
         ]
+        for c in columns:
+            c.append(c[0] in not_null)
         _send(out, COLUMNS, 0, json.dumps(columns).encode())
         encoder = CsvEncoder([value_encoder(c[1], read_as_text(c[1])) for c in columns])
         total = 0

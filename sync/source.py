@@ -105,11 +105,12 @@ class Source:
 
 
 def open_source(
-    url: str, sql: str, watermark: Watermark | None, fetch_size: int, batch_size: int
+    url: str, sql: str, watermark: Watermark | None, fetch_size: int, table: str | None = None
 ) -> Source:
+    """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs."""
     if is_redshift(url):
-        return RedshiftSource(url, sql, watermark, fetch_size)
-    return PostgresSource(url, sql, watermark)
+        return RedshiftSource(url, sql, watermark, fetch_size, table)
+    return PostgresSource(url, sql, watermark, table)
 
 
 def _check_unique(names: Sequence[str]) -> None:
@@ -125,10 +126,13 @@ class PostgresSource(Source):
     # target's input functions check every value against its column type.
     format = "text"
 
-    def __init__(self, url: str, sql: str, watermark: Watermark | None) -> None:
+    def __init__(
+        self, url: str, sql: str, watermark: Watermark | None, table: str | None = None
+    ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
         self.watermark = watermark
+        self.table = table
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.rows = 0
@@ -140,11 +144,42 @@ class PostgresSource(Source):
             extraction_sql(self.sql, None, self.watermark, "$1::text"),
         )
         cols = []
+        declared = await self._declared()
         for attr in stmt.get_attributes():
             custom = attr.type.oid >= redshift.FIRST_USER_OID
-            cols.append(SourceColumn(attr.name, TEXT_OID if custom else attr.type.oid, custom))
+            typmod, not_null = declared.get(attr.name, (-1, False))
+            if custom:
+                cols.append(SourceColumn(attr.name, TEXT_OID, True))
+            else:
+                cols.append(SourceColumn(attr.name, attr.type.oid, False, typmod, not_null))
         _check_unique([c.name for c in cols])
         self.columns = cols
+
+    async def _declared(self) -> dict[str, tuple[int, bool]]:
+        """Column -> (type modifier, NOT NULL) as declared: the table's own, or for a query
+        those of a temporary view over it (views keep typmods; NOT NULL is not known there)."""
+        assert self.conn is not None
+        sql = (
+            "SELECT attname, atttypmod, attnotnull FROM pg_attribute"
+            " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped"
+        )
+        if self.table is not None:
+            schema, table = self.table.split(".")
+            name = f"{quote_ident(schema)}.{quote_ident(table)}"
+            rows = await self.conn.fetch(sql, name)
+            return {r["attname"]: (r["atttypmod"], r["attnotnull"]) for r in rows}
+        tx = self.conn.transaction()
+        await tx.start()
+        try:  # rolled back: the probe leaves nothing behind
+            await self.conn.execute(
+                f"CREATE TEMP VIEW r2sf_probe AS SELECT * FROM ({self.sql}) AS r2sf_src"
+            )
+            rows = await self.conn.fetch(sql, "pg_temp.r2sf_probe")
+            return {r["attname"]: (r["atttypmod"], False) for r in rows}
+        except asyncpg.PostgresError:
+            return {}  # no TEMP privilege: plain types, checked and cast while merging
+        finally:
+            await tx.rollback()
 
     async def batches(self) -> AsyncIterator[bytes]:
         assert self.conn is not None
@@ -210,11 +245,19 @@ class RedshiftSource(Source):
 
     format = "csv"
 
-    def __init__(self, url: str, sql: str, watermark: Watermark | None, fetch_size: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        sql: str,
+        watermark: Watermark | None,
+        fetch_size: int,
+        table: str | None = None,
+    ) -> None:
         self.url = url
         self.sql = sql
         self.watermark = watermark
         self.fetch_size = fetch_size
+        self.table = table
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_task: asyncio.Task[None] | None = None
         self.stderr_tail = b""
@@ -228,6 +271,7 @@ class RedshiftSource(Source):
             "sql": extraction_sql(self.sql, None, self.watermark, "%s"),
             "args": [self.watermark.value] if self.watermark else None,
             "fetch_size": self.fetch_size,
+            "table": self.table.split(".") if self.table else None,
         }
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -246,7 +290,7 @@ class RedshiftSource(Source):
         kind, _, payload = await self._frame()
         if kind != redshift.COLUMNS:
             raise ExtractError("ExtractError", f"unexpected frame {kind!r}", False)
-        columns = [_redshift_column(n, oid, mod) for n, oid, mod in json.loads(payload)]
+        columns = [_redshift_column(*c) for c in json.loads(payload)]
         _check_unique([c.name for c in columns])
         self.columns = columns
 
@@ -302,7 +346,7 @@ class RedshiftSource(Source):
                 await self.stderr_task
 
 
-def _redshift_column(name: str, oid: int, typmod: int) -> SourceColumn:
+def _redshift_column(name: str, oid: int, typmod: int, not_null: bool) -> SourceColumn:
     if redshift.read_as_text(oid):
-        return SourceColumn(name, TEXT_OID, cast_to_text=True)
-    return SourceColumn(name, oid, typmod=typmod)
+        return SourceColumn(name, TEXT_OID, cast_to_text=True, not_null=not_null)
+    return SourceColumn(name, oid, typmod=typmod, not_null=not_null)

@@ -377,3 +377,35 @@ def test_rerun_runs_only_the_statements_that_have_rows_to_write(pair: Pair) -> N
     x(pair.source, f"UPDATE {src} SET label = 'x' WHERE id = 3")
     assert pair.sync(job).updated == 1
     assert [r[0] for r in q(pair.target, f"SELECT op FROM {src}_log")] == ["UPDATE"]
+
+
+def _declared(url: str, table: str) -> dict[str, tuple[str, bool]]:
+    rows = q(
+        url,
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
+        " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+        table,
+    )
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_created_target_keeps_the_source_types_lengths_and_not_null(pair: Pair) -> None:
+    src = unique("typed")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int NOT NULL, amount numeric(8,2) NOT NULL, code varchar(10),"
+        " flag char(3), at timestamp(3), plain numeric, UNIQUE (id));"
+        f" INSERT INTO {src} VALUES (1, 12.5, 'abc', 'x', '2024-01-01 00:00:00.123', 7)",
+    )
+    table_job = pair.job(name=src, table=f"public.{src}", target=f"public.{src}_t", key=["id"])
+    pair.sync(table_job)
+    assert _declared(pair.target, f"public.{src}_t") == _declared(pair.source, src)
+    # A query job: the same types; NOT NULL only on the key (a query does not declare it).
+    query_job = pair.job(name=src + "_q", query=f"select id, amount, code from {src}",
+                         target=f"public.{src}_q", key=["id"])  # fmt: skip
+    pair.sync(query_job)
+    assert _declared(pair.target, f"public.{src}_q") == {
+        "id": ("integer", True),
+        "amount": ("numeric(8,2)", False),
+        "code": ("character varying(10)", False),
+    }

@@ -233,3 +233,26 @@ def test_killing_the_sync_process_ends_its_extract_process(
             " WHERE pid <> pg_backend_pid() AND query LIKE $1",
             f"%{name}%",
         )
+
+
+def test_redshift_created_target_keeps_lengths_precision_and_not_null(
+    pair: Pair, shim: RedshiftShim
+) -> None:
+    src = sales(pair, 10)
+    x(
+        pair.source,
+        f"UPDATE {src} SET note = '-' WHERE note IS NULL; ALTER TABLE {src} ALTER note SET NOT NULL",
+    )
+    job = pair.job(name=src, table=f"public.{src}", target=f"public.{src}_c", key=["salesid"])
+    pair.sync(job, source_url=shim.url())
+    declared = (
+        "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute"
+        " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum"
+    )
+    got = [tuple(r) for r in q(pair.target, declared, f"public.{src}_c")]
+    assert got == [tuple(r) for r in q(pair.source, declared, f"public.{src}")]
+    assert ("pricepaid", "numeric(8,2)", False) in got and (
+        "note",
+        "character varying(20)",
+        True,
+    ) in got
