@@ -217,8 +217,11 @@ def run_wrk(
     headers: dict[str, str] | None = None,
     script: Path | None = None,
     script_args: list[str] | None = None,
+    timeout: float | None = None,
 ) -> WrkResult:
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
+    if timeout is not None:
+        command.append(f"--timeout={timeout:g}s")
     for name, value in (headers or {}).items():
         command += ["-H", f"{name}: {value}"]
     if script is not None:
@@ -226,7 +229,9 @@ def run_wrk(
     command.append(url)
     if script_args:
         command += ["--", *script_args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration + (timeout or 2) + 60
+    )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()}")
     return parse_wrk(done.stdout)
