@@ -298,7 +298,12 @@ async def _merge(
         if loaded:  # the target was empty: everything in it came from this run
             expr = f"(SELECT max({quote_ident(pair.target.name)}) FROM {plan.target.sql})"
         else:
-            expr = f"(SELECT max({quote_ident(pair.source)}) FROM {load.STAGING})"
+            col = quote_ident(pair.source)
+            expr = f"(SELECT max({col}) FROM {load.STAGING})"
+            if plan.has_skipped:
+                # Hold the watermark at the oldest skipped row, so the next run reads it again
+                # (`>=`) until it is fixed; rows after it merge as unchanged meanwhile.
+                expr = f"least({expr}, (SELECT min({col}) FROM {load.SKIPPED}))"
         await state.set_watermark_from(conn, job.name, pair.source, expr, pair.staging_type)
         result.watermark = await conn.fetchval(
             "SELECT value FROM r2sf.watermarks WHERE job = $1", job.name

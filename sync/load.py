@@ -497,9 +497,13 @@ async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> Non
         )
         raise ValueDoesNotFit(job, reasons[0] + more + "; nothing was written")
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{SKIPPED}")
-    await conn.execute(f"CREATE TEMP TABLE {SKIPPED} AS SELECT {keys} FROM {STAGING} WITH NO DATA")
+    kept = keys
+    inc = p.job.incremental
+    if inc is not None and inc.column not in {k.source for k in p.keys}:
+        kept += f", {quote_ident(inc.column)}"  # the watermark must not pass a skipped row
+    await conn.execute(f"CREATE TEMP TABLE {SKIPPED} AS SELECT {kept} FROM {STAGING} WITH NO DATA")
     status = await conn.execute(
-        f"WITH bad AS (DELETE FROM {STAGING} s WHERE {where} RETURNING {keys})"
+        f"WITH bad AS (DELETE FROM {STAGING} s WHERE {where} RETURNING {kept})"
         f" INSERT INTO {SKIPPED} SELECT * FROM bad"
     )
     counts.skipped = int(status.split()[-1])

@@ -77,10 +77,12 @@ def extraction_sql(
         )
     out = f"SELECT {select} FROM ({sql}) AS r2sf_src"
     if watermark is not None:
+        # `>=`, not `>`: a row committed after the last run with the watermark's own value
+        # would otherwise never be read. Rows already synced at that value merge as unchanged.
         # value_type comes from the target's own catalogue (format_type), never from a user.
         out += (
             f" WHERE r2sf_src.{quote_ident(watermark.column)}"
-            f" > CAST({placeholder} AS {watermark.value_type})"
+            f" >= CAST({placeholder} AS {watermark.value_type})"
         )
     return out
 

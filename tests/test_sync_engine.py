@@ -194,12 +194,14 @@ def test_incremental_run_reads_only_rows_above_the_watermark(pair: Pair) -> None
     x(pair.source, f"DELETE FROM {src} WHERE id = 8")  # not seen by an incremental run
     x(pair.source, f"UPDATE {src} SET label = 'stale' WHERE id = 9")  # not newer: not read
     second = pair.sync(job)
-    assert (second.rows_read, second.updated, second.deleted) == (1, 1, 0)
+    # Read: id 7 and id 100, at the old watermark itself (re-read, unchanged).
+    assert (second.rows_read, second.updated, second.unchanged, second.deleted) == (2, 1, 1, 0)
     assert second.watermark == "2024-02-01 00:00:00"
     labels = dict(tuple(r) for r in q(pair.target, f"SELECT id, label FROM {target}"))
     assert labels[7] == "late" and labels[9] == "item 9" and 8 in labels
     third = pair.sync(job)
-    assert third.rows_read == 0 and third.watermark == "2024-02-01 00:00:00"
+    assert (third.rows_read, third.written) == (1, 0)
+    assert third.watermark == "2024-02-01 00:00:00"
     full = pair.sync(job, full_refresh=True)
     assert (full.rows_read, full.updated, full.deleted) == (99, 1, 1)
 
@@ -409,3 +411,35 @@ def test_created_target_keeps_the_source_types_lengths_and_not_null(pair: Pair) 
         "amount": ("numeric(8,2)", False),
         "code": ("character varying(10)", False),
     }
+
+
+def test_incremental_run_reads_rows_committed_late_with_the_watermark_value(pair: Pair) -> None:
+    src = make_source(pair, 10)
+    target, job = basic_job(pair, src, query=f"select id, label, updated_at from {src}",
+                            incremental={"column": "updated_at"})  # fmt: skip
+    x(pair.source, f"UPDATE {src} SET updated_at = '2024-03-01' WHERE id = 10")
+    assert pair.sync(job).watermark == "2024-03-01 00:00:00"
+    # Committed after that run, with the same updated_at as the watermark.
+    x(pair.source, f"INSERT INTO {src} VALUES (11, 'late', NULL, '2024-03-01')")
+    before = pair.versions(target)
+    result = pair.sync(job)
+    assert (result.inserted, result.updated) == (1, 0)
+    assert changed(before, pair.versions(target)) == {11}
+
+
+def test_skipped_rows_hold_the_watermark_until_they_fit(pair: Pair) -> None:
+    src = make_source(pair, 10)
+    target = f"public.{src}_w"
+    x(pair.target, f"CREATE TABLE {target} (id int PRIMARY KEY, label varchar(7),"
+                   " updated_at timestamp)")  # fmt: skip
+    _, job = basic_job(pair, src, query=f"select id, label, updated_at from {src}",
+                       target=target, incremental={"column": "updated_at"})  # fmt: skip
+    x(pair.source, f"UPDATE {src} SET label = 'much too long' WHERE id = 4")
+    first = pair.sync(job, on_error="skip")
+    assert (first.skipped, first.inserted) == (1, 9)
+    assert first.watermark == "2024-01-01 00:00:04"  # id 4's, not id 10's
+    x(pair.source, f"UPDATE {src} SET label = 'fixed' WHERE id = 4")
+    second = pair.sync(job, on_error="skip")
+    assert (second.skipped, second.inserted, second.updated) == (0, 1, 0)
+    assert second.watermark == "2024-01-01 00:00:10"
+    assert q(pair.target, f"SELECT label FROM {target} WHERE id = 4")[0][0] == "fixed"
