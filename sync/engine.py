@@ -1,8 +1,9 @@
 """One sync run end to end: lock, extract, stage, check, merge, record, report.
 
 `run_job` is the Python entry point (the CLI, the scheduler and the demo call it). Everything a
-run writes (target rows, the run record, the watermark, the change notification) commits in one
-transaction; any failure rolls it back and is recorded separately. It never logs a password.
+run writes (target rows, the run record, the watermark) commits in one transaction; any failure
+rolls it back and is recorded separately. It never logs a password. Readers learn of changes
+from the OData service's own triggers (odata/versions.py), not from anything sent here.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from sync.errors import LockHeld, SourceError, SyncError, TargetError, Transient
 from sync.progress import Reporter
 from sync.source import ExtractError, Source, SourceColumn, open_source
 
-# Hook for the data-version work: the merge transaction notifies this channel with
-# '<schema>.<table>' when any row changed; NOTIFY is delivered only at commit.
-DATA_CHANGED_CHANNEL = "r2sf_data_changed"
 WORK_MEM = "64MB"
 TEMP_BUFFERS = "256MB"
 
@@ -291,8 +289,6 @@ async def _merge(
     if not loaded:
         await load.merge(conn, plan, deletes, n_deletes, counts)
     _fill(result, counts)
-    if result.written:
-        await conn.execute("SELECT pg_notify($1, $2)", DATA_CHANGED_CHANNEL, plan.target.name)
     if job.incremental is not None:
         pair = next(p for p in plan.pairs if p.source == job.incremental.column)
         if loaded:  # the target was empty: everything in it came from this run

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
+from odata.model import EntitySet, EntityType
+from odata.versions import VersionTracker
 from sync.errors import SourceError, TargetError, TooManyDeletes, ValueDoesNotFit
 from sync.progress import Reporter
 from tests.conftest import Databases
@@ -312,21 +314,36 @@ def test_a_target_without_a_unique_key_is_refused(pair: Pair) -> None:
     assert "CREATE UNIQUE INDEX" in str(err.value)
 
 
-def test_changed_data_is_notified_at_commit_and_unchanged_runs_stay_silent(pair: Pair) -> None:
-    src = make_source(pair, 10)
+def test_data_version_triggers_bump_when_a_sync_writes_and_not_on_an_unchanged_rerun(
+    pair: Pair,
+) -> None:
+    src = make_source(pair, 50)
     target, job = basic_job(pair, src)
+    pair.sync(job)
+    schema, table = target.split(".")
+    entity_set = EntitySet(src, schema, table, EntityType(src, (), ()))
 
-    async def listen_during(action: object) -> list[str]:
-        got: list[str] = []
-        conn = await asyncpg.connect(pair.target)
-        await conn.add_listener("r2sf_data_changed", lambda *a: got.append(a[3]))
-        await asyncio.to_thread(action)  # type: ignore[arg-type]
-        await asyncio.sleep(0.2)
-        await conn.close()
-        return got
+    async def install() -> None:
+        tracker = VersionTracker(pair.target)
+        await tracker.start([entity_set])
+        await tracker.close()
 
-    assert asyncio.run(listen_during(lambda: pair.sync(job))) == [target]
-    assert asyncio.run(listen_during(lambda: pair.sync(job))) == []
+    asyncio.run(install())
+
+    def version() -> int | None:
+        rows = q(pair.target, "SELECT version FROM r2sf.data_versions WHERE relid = $1::regclass",
+                 target)  # fmt: skip
+        return rows[0][0] if rows else None
+
+    v0 = version()
+    assert pair.sync(job).unchanged == 50
+    assert version() == v0
+    x(pair.source, f"UPDATE {src} SET label = 'new' WHERE id = 5")
+    assert pair.sync(job).updated == 1
+    v1 = version()
+    assert v1 is not None and v1 != v0
+    assert pair.sync(job).written == 0
+    assert version() == v1
 
 
 def test_readers_see_the_old_rows_or_the_new_rows_never_a_mix(pair: Pair) -> None:
