@@ -23,9 +23,14 @@ def _fmt(value: Any) -> str:
 
 
 class Reporter:
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, tty: bool | None = None, interval: float | None = None
+    ) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty() if tty is None else tty
+        self.interval = (
+            interval if interval is not None else _INTERVAL if self.tty else _LOG_INTERVAL
+        )
         self._last = 0.0
         self._bar = False
 
@@ -35,21 +40,18 @@ class Reporter:
         print(line, file=self.stream, flush=True)
 
     def progress(self, job: str, rows: int, nbytes: int) -> None:
+        """Rows and bytes read from the source so far (at most one line or redraw per interval)."""
         now = time.monotonic()
-        if now - self._last < (_INTERVAL if self.tty else _LOG_INTERVAL):
+        if now - self._last < self.interval:
             return
         self._last = now
-        what = f"{rows:,} rows" if rows >= 0 else f"{nbytes / 1e6:,.1f} MB"
         if self.tty:
             spin = "|/-\\"[int(now * 4) % 4]
-            self.stream.write(f"\r{spin} {job}: staging {what} ")
+            self.stream.write(f"\r{spin} {job}: {rows:,} rows, {nbytes / 1e6:,.1f} MB ")
             self.stream.flush()
             self._bar = True
         else:
-            if rows >= 0:
-                self.log("progress", job=job, rows=rows)
-            else:
-                self.log("progress", job=job, bytes=nbytes)
+            self.log("progress", job=job, rows=rows, bytes=nbytes)
 
     def _clear_bar(self) -> None:
         if self._bar:

@@ -4,7 +4,9 @@ server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write m
 from __future__ import annotations
 
 import asyncio
+import io
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sync.errors import SourceError
+from sync.progress import Reporter
 from sync.source import RedshiftSource, redshift_connect_args
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
@@ -256,3 +259,23 @@ def test_redshift_created_target_keeps_lengths_precision_and_not_null(
         "character varying(20)",
         True,
     ) in got
+
+
+@pytest.mark.parametrize("path", ["postgresql", "redshift"])
+def test_progress_lines_count_rows_and_bytes_on_both_source_paths(
+    pair: Pair, shim: RedshiftShim, path: str
+) -> None:
+    src = sales(pair, 1200)
+    job = pair.job(name=src, table=f"public.{src}", target=f"public.{src}_p", key=["salesid"],
+                   fetch_size=500)  # fmt: skip
+    out = io.StringIO()
+    url = shim.url() if path == "redshift" else pair.source
+    pair.sync(job, source_url=url, reporter=Reporter(stream=out, tty=False, interval=0))
+    lines = [
+        dict(f.split("=", 1) for f in shlex.split(line)) for line in out.getvalue().splitlines()
+    ]
+    progress = [(int(f["rows"]), int(f["bytes"])) for f in lines if f["event"] == "progress"]
+    assert progress, out.getvalue()
+    rows = [r for r, _ in progress]
+    assert rows == sorted(rows) and rows[-1] == 1200
+    assert all(b > 0 for _, b in progress)
