@@ -64,9 +64,9 @@ async def fetch_all(url: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
 
 
 def _redshift_fetch_all(url: str, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
-    import redshift_connector
+    from sync.redshift import connect
 
-    conn = redshift_connector.connect(**redshift_connect_args(url))
+    conn = connect(**redshift_connect_args(url))
     try:
         cur = conn.cursor()
         cur.execute(sql, tuple(args))

@@ -4,17 +4,20 @@ server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write m
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import os
 import shlex
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sync import redshift
 from sync.errors import SourceError
 from sync.progress import Reporter
 from sync.source import RedshiftSource, redshift_connect_args
@@ -279,3 +282,14 @@ def test_progress_lines_count_rows_and_bytes_on_both_source_paths(
     rows = [r for r, _ in progress]
     assert rows == sorted(rows) and rows[-1] == 1200
     assert all(b > 0 for _, b in progress)
+
+
+def test_a_refused_redshift_connection_leaves_no_socket_open(shim: RedshiftShim) -> None:
+    args = redshift_connect_args(shim.url(database="no_such_database"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(Exception, match="no_such_database") as err:
+            redshift.connect(**args)
+        del err  # its traceback holds the driver's half-built connection
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
