@@ -102,6 +102,7 @@ class VersionTracker:
         self.versions: dict[int, int] = {}
         self.depends: dict[str, tuple[int, ...]] = {}  # entity set -> base table oids
         self.listening = False
+        self.changes = 0  # counts every version change seen, for any table
         self._conn: asyncpg.Connection | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
@@ -235,6 +236,7 @@ class VersionTracker:
     def _bump(self, oid: int, version: int) -> None:
         if version > self.versions.get(oid, 0):
             self.versions[oid] = version
+            self.changes += 1
 
     def _notified(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
         oid, _, version = payload.partition(":")
@@ -245,6 +247,7 @@ class VersionTracker:
 
     def _lost(self, _conn: object) -> None:
         self.listening = False  # uncached until we are listening again
+        self.changes += 1
         if not self._closed:
             log.warning("lost the LISTEN connection; serving uncached until it is back")
             self._reconnect = asyncio.ensure_future(self._reconnect_loop())

@@ -92,6 +92,9 @@ class App:
         self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
+        self._inflight: dict[
+            tuple[Any, ...], tuple[int, asyncio.Future[response.Response | Entry | None]]
+        ] = {}
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self.api = self._build_api()
@@ -195,20 +198,78 @@ class App:
                 )
                 self.metrics.observe("odata_cached", hit.status, time.perf_counter() - started)
                 return
-            result = await self._dispatch(scope, receive, send, headers, request_id)
-            if result is None:  # answered by the FastAPI app
+            outcome = await self._answer(scope, receive, send, headers, request_id, method)
+            if outcome is None:  # answered by the FastAPI app
                 self.metrics.observe("api", 200, time.perf_counter() - started)
                 return
-            if result.version is not None and result.status == 200 and self.cache is not None:
-                entry = self._store(scope, headers, result)
+            if isinstance(outcome, Entry):
+                assert self.cache is not None
                 await _send_cached(
-                    send, self.cache, entry, request_id, headers, method, self._extra(headers)
+                    send, self.cache, outcome, request_id, headers, method, self._extra(headers)
                 )
-                self.metrics.observe(kind, result.status, time.perf_counter() - started)
+                self.metrics.observe(kind, outcome.status, time.perf_counter() - started)
                 return
-        result.headers.update(self._extra(headers))
-        await _send(send, result, request_id, headers, method)
+            result = outcome
+        await _send(send, result, request_id, headers, method, self._extra(headers))
         self.metrics.observe(kind, result.status, time.perf_counter() - started)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        request_id: str,
+        method: str,
+    ) -> response.Response | Entry | None:
+        """Run the request; cacheable answers come back as cache entries.
+
+        Identical requests that arrive while one is being computed wait for it instead of
+        running the same query again (after a data change, a busy list view would otherwise
+        send one exact count per waiting request). A request joins only if no change
+        notification arrived since the running one started, so it gets no older data than it
+        would have computed itself.
+        """
+        coalesce = (
+            self.cache is not None
+            and self.tracker is not None
+            and method in ("GET", "HEAD")
+            and scope["path"].startswith(self.root)
+            and self._authorised(headers)  # a waiter must be allowed to see what it joins
+        )
+        if not coalesce:
+            return await self._compute(scope, receive, send, headers, request_id)
+        assert self.tracker is not None
+        key = self._cache_key(scope, headers)
+        running = self._inflight.get(key)
+        if running is not None and running[0] == self.tracker.changes:
+            shared = await asyncio.shield(running[1])
+            if shared is not None:
+                return shared
+        future: asyncio.Future[response.Response | Entry | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        mine = (self.tracker.changes, future)
+        self._inflight[key] = mine
+        outcome: response.Response | Entry | None = None
+        try:
+            outcome = await self._compute(scope, receive, send, headers, request_id)
+            return outcome
+        finally:
+            # Waiters get the outcome, or None (compute it yourselves) if this one failed.
+            future.set_result(outcome)
+            if self._inflight.get(key) is mine:
+                del self._inflight[key]
+
+    async def _compute(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+    ) -> response.Response | Entry | None:
+        result = await self._dispatch(scope, receive, send, headers, request_id)
+        if result is None:
+            return None
+        if result.version is not None and result.status == 200 and self.cache is not None:
+            return self._store(scope, headers, result)
+        return result
 
     def _next_request_id(self) -> str:
         # Unique per process start and request; cheaper than uuid4 on the hot path.
@@ -451,7 +512,12 @@ def _service_root(scope: Scope, headers: dict[str, str], root: str) -> str:
 
 
 async def _send(
-    send: Send, resp: response.Response, request_id: str, headers: dict[str, str], method: str
+    send: Send,
+    resp: response.Response,
+    request_id: str,
+    headers: dict[str, str],
+    method: str,
+    extra: dict[str, str],
 ) -> None:
     body = resp.body
     out: list[tuple[bytes, bytes]] = [
@@ -469,7 +535,7 @@ async def _send(
             body = compressor.compress(body) + compressor.flush()
             out.append((b"content-encoding", b"gzip"))
             out.append((b"vary", b"Accept-Encoding"))
-    for name, value in resp.headers.items():
+    for name, value in (*resp.headers.items(), *extra.items()):
         out.append((name.lower().encode(), value.encode("latin-1", "replace")))
     out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": resp.status, "headers": out})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -239,3 +241,45 @@ def test_tables_the_service_may_not_alter_are_served_uncached(databases: Any) ->
     finally:
         sql(db, f"drop owned by {role}")
         sql(db, f"drop role {role}")
+
+
+def test_concurrent_identical_misses_run_one_query(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = server[1]
+    url = "/sales?$count=true&$top=5&$filter=amount gt 10"
+    client.get(url)
+    sql(db, "update sales set amount = amount + 1 where id = 2")
+    poll(client, "/sales(2)", lambda b: b["amount"] == 4.0, timeout=2.0)
+    before = app.odata.counts.misses
+
+    async def hold_lock() -> None:
+        # Block readers of `sales` for a moment so that the 12 requests surely overlap.
+        conn = await asyncpg.connect(db)
+        try:
+            async with conn.transaction():
+                await conn.execute("lock table sales in access exclusive mode")
+                await asyncio.sleep(1.0)
+        finally:
+            await conn.close()
+
+    def fetch(_: int) -> Any:
+        with httpx.Client(base_url=server[0] + "/odata/v4", auth=("sf", "secret")) as c:
+            return c.get(url).json()["@odata.count"]
+
+    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
+    holder.start()
+    time.sleep(0.3)
+    with ThreadPoolExecutor(12) as pool:
+        counts = list(pool.map(fetch, range(12)))
+    holder.join()
+    assert len(set(counts)) == 1
+    # Without coalescing each of the 12 would have computed the count itself.
+    assert app.odata.counts.misses - before == 1
+
+
+def test_a_request_without_credentials_never_joins_a_running_one(server: tuple[str, Any]) -> None:
+    r = httpx.get(server[0] + "/odata/v4/sales?$top=1")
+    assert r.status_code == 401
