@@ -545,7 +545,11 @@ def test_orderby_with_too_many_items_is_400_and_fast(client: httpx.Client) -> No
 
 
 def test_views_allow_only_get_and_head_on_every_path(client: httpx.Client) -> None:
-    for method, url in [("POST", "/region_totals"), ("PATCH", "/region_totals('USA')"), ("POST", "/region_totals('USA')")]:
+    for method, url in [
+        ("POST", "/region_totals"),
+        ("PATCH", "/region_totals('USA')"),
+        ("POST", "/region_totals('USA')"),
+    ]:
         r = client.request(method, url, json={})
         assert r.status_code == 405, (method, url, r.text)
         assert r.headers["Allow"] == "GET, HEAD"

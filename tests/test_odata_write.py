@@ -189,9 +189,10 @@ def test_write_methods_on_collection_and_metadata_are_405(client: httpx.Client) 
 def test_csrf_token_is_fetched_with_a_get_and_required_on_writes(databases: Any) -> None:
     db = databases.create(SETUP)
     toml = TOML.replace("[odata]\n", "[odata]\ncsrf = true\n")
-    with serve(db, toml) as (base, _app), httpx.Client(
-        base_url=base + "/odata/v4", auth=("sf", "secret")
-    ) as c:
+    with (
+        serve(db, toml) as (base, _app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c,
+    ):
         assert c.post("/Category", json={"Name": "x"}).status_code == 403
         token = c.get("/Category?$top=1", headers={"X-CSRF-Token": "Fetch"}).headers["X-CSRF-Token"]
         again = c.get("/Category?$top=1", headers={"X-CSRF-Token": "Fetch"}).headers["X-CSRF-Token"]
@@ -203,9 +204,10 @@ def test_csrf_token_is_fetched_with_a_get_and_required_on_writes(databases: Any)
 
 def test_location_of_an_int64_key_is_unquoted_under_ieee754(databases: Any) -> None:
     db = databases.create("create table big (id bigint primary key, v text);")
-    with serve(db, '[odata]\nexpose = ["public.*"]\n') as (base, _app), httpx.Client(
-        base_url=base + "/odata/v4", auth=("sf", "secret")
-    ) as c:
+    with (
+        serve(db, '[odata]\nexpose = ["public.*"]\n') as (base, _app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c,
+    ):
         r = c.post(
             "/big",
             json={"id": "9007199254740993", "v": "x"},
