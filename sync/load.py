@@ -1,9 +1,9 @@
 """Load: COPY extracted rows into a temporary staging table, check them, merge what changed.
 
-Staging has the source's own types, so a PostgreSQL source can be piped as binary COPY; values
+Staging has the source's own exact types, so source COPY bytes are piped in unchanged; values
 are checked against the target's catalogue in SQL and converted while merging. The merge
 inserts new keys, updates only rows whose values differ (`IS DISTINCT FROM`) and deletes or
-flags missing ones. It must never TRUNCATE, DROP, RENAME or delete-and-reinsert a target, and
+flags missing ones; a first load into an empty target of the same types skips staging. It must never TRUNCATE, DROP, RENAME or delete-and-reinsert a target, and
 the caller runs `merge` inside one transaction so readers see the old rows or the new ones.
 """
 
