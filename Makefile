@@ -21,7 +21,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy --strict odata/ sync/
+	$(BIN)/mypy --strict odata/ sync/ service/
 
 demo: $(STAMP)
 	$(BIN)/r2sf demo

@@ -25,10 +25,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _registrars() -> list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]:
+Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+
+def _registrars() -> list[Registrar]:
     from service import commands as service_commands
 
-    found = [service_commands.register]
+    found: list[Registrar] = [service_commands.register]
     try:
         from sync import commands as sync_commands
     except ImportError:
