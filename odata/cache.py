@@ -124,8 +124,7 @@ class CountCache:
     """Exact `count(*)` per (entity set, filter, search, version): once per data change."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
-        self.max_entries = max_entries
-        self._counts: OrderedDict[Hashable, int] = OrderedDict()
+        self._counts: Lru[Hashable, int] = Lru(max_entries)
         self.hits = 0
         self.misses = 0
 
@@ -133,13 +132,9 @@ class CountCache:
         value = self._counts.get(key)
         if value is None:
             self.misses += 1
-            return None
-        self._counts.move_to_end(key)
-        self.hits += 1
+        else:
+            self.hits += 1
         return value
 
     def put(self, key: Hashable, value: int) -> None:
-        self._counts[key] = value
-        self._counts.move_to_end(key)
-        while len(self._counts) > self.max_entries:
-            self._counts.popitem(last=False)
+        self._counts.put(key, value)

@@ -268,58 +268,33 @@ def _collection(
     entity_set: EntitySet, opts: QueryOptions, checker: _Checker, settings: Settings
 ) -> CollectionPlan:
     select, context = _select(entity_set, opts.select)
-    where = _where(checker, opts)
     order = _order(entity_set, opts.orderby, checker)
     shape = _shape(opts)
     page = settings.page_size
+    # Paging: (rows on this page, offset, keyset position, server-driven?, rows wanted after it)
+    paging: tuple[int, int, tuple[str | None, ...] | None, bool, int | None]
     if opts.skiptoken is not None:
         after, wanted = decode_token(opts.skiptoken, shape, len(order))
         limit = page if wanted is None else min(page, wanted)
-        remaining = None if wanted is None else wanted - limit
-        return CollectionPlan(
-            entity_set,
-            select,
-            context,
-            where,
-            order,
-            limit,
-            0,
-            bool(opts.count),
-            after,
-            True,
-            remaining,
-            shape,
-        )
-    top, skip = opts.top, opts.skip or 0
-    if top is not None and top <= page:
-        return CollectionPlan(
-            entity_set,
-            select,
-            context,
-            where,
-            order,
-            top,
-            skip,
-            bool(opts.count),
-            None,
-            False,
-            None,
-            shape,
-        )
-    remaining = None if top is None else top - page
+        paging = (limit, 0, after, True, None if wanted is None else wanted - limit)
+    elif opts.top is not None and opts.top <= page:
+        paging = (opts.top, opts.skip or 0, None, False, None)
+    else:
+        paging = (page, opts.skip or 0, None, True, None if opts.top is None else opts.top - page)
+    limit, offset, after, paged, remaining = paging
     return CollectionPlan(
-        entity_set,
-        select,
-        context,
-        where,
-        order,
-        page,
-        skip,
-        bool(opts.count),
-        None,
-        True,
-        remaining,
-        shape,
+        entity_set=entity_set,
+        select=select,
+        select_context=context,
+        where=_where(checker, opts),
+        order=order,
+        limit=limit,
+        offset=offset,
+        count=bool(opts.count),
+        after=after,
+        paged=paged,
+        remaining=remaining,
+        shape=shape,
     )
 
 
