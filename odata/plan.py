@@ -274,9 +274,9 @@ def _collection(
     # Paging: (rows on this page, offset, keyset position, server-driven?, rows wanted after it)
     paging: tuple[int, int, tuple[str | None, ...] | None, bool, int | None]
     if opts.skiptoken is not None:
-        after, wanted = decode_token(opts.skiptoken, shape, len(order))
-        limit = page if wanted is None else min(page, wanted)
-        paging = (limit, 0, after, True, None if wanted is None else wanted - limit)
+        position, wanted = decode_token(opts.skiptoken, shape, len(order))
+        rows = page if wanted is None else min(page, wanted)
+        paging = (rows, 0, position, True, None if wanted is None else wanted - rows)
     elif opts.top is not None and opts.top <= page:
         paging = (opts.top, opts.skip or 0, None, False, None)
     else:
