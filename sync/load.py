@@ -355,12 +355,14 @@ async def can_load_directly(conn: Any, p: Plan, source: Source, created: bool) -
         return False
     if any(pr.staging_oid != pr.target.type_oid for pr in p.pairs):
         return False
-    if not created:
-        # Writers wait (readers do not) so the target stays empty until this run commits.
-        await conn.execute(f"LOCK TABLE {p.target.sql} IN SHARE ROW EXCLUSIVE MODE")
-        if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {p.target.sql})"):
-            return False
-    return True
+    if created:
+        return True
+    exists = f"SELECT EXISTS (SELECT 1 FROM {p.target.sql})"
+    if await conn.fetchval(exists):
+        return False  # the usual rerun: no lock taken
+    # Writers wait (readers do not) so the target stays empty until this run commits.
+    await conn.execute(f"LOCK TABLE {p.target.sql} IN SHARE ROW EXCLUSIVE MODE")
+    return not await conn.fetchval(exists)
 
 
 async def copy_into_target(

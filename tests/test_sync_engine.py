@@ -460,3 +460,24 @@ def test_skipped_rows_hold_the_watermark_until_they_fit(pair: Pair) -> None:
     assert (second.skipped, second.inserted, second.updated) == (0, 1, 0)
     assert second.watermark == "2024-01-01 00:00:10"
     assert q(pair.target, f"SELECT label FROM {target} WHERE id = 4")[0][0] == "fixed"
+
+
+def test_a_rerun_takes_no_lock_that_makes_other_writers_wait(pair: Pair) -> None:
+    src = make_source(pair, 20)
+    target, job = basic_job(pair, src)
+    pair.sync(job)
+    # The merge's own UPDATE records the locks its transaction holds on the target.
+    x(
+        pair.target,
+        f"CREATE TABLE {src}_locks (mode text);"
+        f" CREATE FUNCTION {src}_locks() RETURNS trigger LANGUAGE plpgsql AS $$"
+        f" BEGIN INSERT INTO {src}_locks SELECT mode FROM pg_locks"
+        "  WHERE relation = TG_RELID AND pid = pg_backend_pid(); RETURN NULL; END $$;"
+        f" CREATE TRIGGER locks AFTER UPDATE ON {target}"
+        f" FOR EACH STATEMENT EXECUTE FUNCTION {src}_locks()",
+    )
+    x(pair.source, f"UPDATE {src} SET label = 'x' WHERE id = 1")
+    assert pair.sync(job).updated == 1
+    modes = {r[0] for r in q(pair.target, f"SELECT mode FROM {src}_locks")}
+    assert "RowExclusiveLock" in modes
+    assert modes <= {"AccessShareLock", "RowExclusiveLock"}, modes
