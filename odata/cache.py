@@ -10,36 +10,35 @@ from __future__ import annotations
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 
-@dataclass(slots=True)
-class Entry:
+class Entry(NamedTuple):
+    """A cached response. A tuple of atomic values on purpose: the garbage collector stops
+    tracking it after one pass, so a full cache adds nothing to later collections."""
+
     status: int
     body: bytes
     content_type: str | None
-    headers: dict[str, str]
     entity_set: str
     version: int
     etag: str
-    gzipped: bytes | None = field(default=None)
-    key: Hashable = None
+    key: tuple[str | bytes, ...]
+    gzipped: bytes | None = None
 
     @property
     def size(self) -> int:
         return len(self.body) + (len(self.gzipped) if self.gzipped else 0) + 256
 
-    def gzip(self) -> bytes:
-        if self.gzipped is None:
-            compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
-            self.gzipped = compressor.compress(self.body) + compressor.flush()
-        return self.gzipped
-
 
 def etag(version: int, key: Hashable) -> str:
     # Weak: the same data may be sent gzipped or not. The key part tells representations apart.
     return f'W/"{version:x}-{zlib.crc32(repr(key).encode()) & 0xFFFFFFFF:08x}"'
+
+
+# What the cache holds: an Entry as a plain tuple. CPython's collector untracks exact tuples of
+# atomic values (not NamedTuple instances), so a full cache costs later collections nothing.
+_Stored = tuple[Any, ...]
 
 
 class ResponseCache:
@@ -49,14 +48,15 @@ class ResponseCache:
         self.hits = 0
         self.misses = 0
         self.evictions = 0
-        self._entries: OrderedDict[Hashable, Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Stored] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def lookup(self, key: Hashable, version_of: Callable[[str], int | None]) -> Entry | None:
         """The entry for `key` if it was built under its entity set's current version."""
-        entry = self._entries.get(key)
+        stored = self._entries.get(key)
+        entry = None if stored is None else Entry._make(stored)
         if entry is None or entry.version != version_of(entry.entity_set):
             if entry is not None:
                 self._drop(key)
@@ -66,13 +66,13 @@ class ResponseCache:
         self.hits += 1
         return entry
 
-    def put(self, key: Hashable, entry: Entry) -> None:
+    def put(self, entry: Entry) -> None:
         if entry.size > self.max_bytes // 4:
             return  # one huge page must not flush everything else
+        key = entry.key
         if key in self._entries:
             self._drop(key)
-        entry.key = key
-        self._entries[key] = entry
+        self._entries[key] = tuple(entry)
         self.bytes += entry.size
         while self.bytes > self.max_bytes and self._entries:
             oldest = next(iter(self._entries))
@@ -81,16 +81,18 @@ class ResponseCache:
 
     def gzipped(self, entry: Entry) -> bytes:
         """The entry's body gzipped, compressed once on first use and counted in the budget."""
-        if entry.gzipped is None:
-            before = entry.size
-            entry.gzip()
-            if self._entries.get(entry.key) is entry:
-                self.bytes += entry.size - before
-        return entry.gzip()
+        if entry.gzipped is not None:
+            return entry.gzipped
+        compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+        packed = compressor.compress(entry.body) + compressor.flush()
+        stored = self._entries.get(entry.key)
+        if stored is not None and Entry._make(stored).etag == entry.etag:
+            self._entries[entry.key] = tuple(entry._replace(gzipped=packed))
+            self.bytes += len(packed)
+        return packed
 
     def _drop(self, key: Hashable) -> None:
-        entry = self._entries.pop(key)
-        self.bytes -= entry.size
+        self.bytes -= Entry._make(self._entries.pop(key)).size
 
 
 K = TypeVar("K", bound=Hashable)

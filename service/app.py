@@ -93,7 +93,7 @@ class App:
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
         self._inflight: dict[
-            tuple[Any, ...], tuple[int, asyncio.Future[response.Response | Entry | None]]
+            tuple[str | bytes, ...], tuple[int, asyncio.Future[response.Response | Entry | None]]
         ] = {}
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
@@ -300,18 +300,22 @@ class App:
     def _authorised(self, headers: dict[str, str]) -> bool:
         return not self.auth.enabled or self.auth.user(headers.get("authorization")) is not None
 
-    def _cache_key(self, scope: Scope, headers: dict[str, str]) -> tuple[str, ...]:
+    def _cache_key(self, scope: Scope, headers: dict[str, str]) -> tuple[str | bytes, ...]:
         # Everything the response depends on besides the data: path, query, format, and the
-        # scheme and host that go into @odata.context and nextLinks.
-        return (
-            scope.get("raw_path") or scope["path"],
-            scope.get("query_string", b""),
-            headers.get("accept", ""),
-            headers.get("odata-maxversion", ""),
-            headers.get("x-forwarded-proto", ""),
-            headers.get("x-forwarded-host", ""),
-            headers.get("host", ""),
-        )
+        # scheme and host that go into @odata.context and nextLinks. Built once per request.
+        key: tuple[str | bytes, ...] | None = scope.get("r2sf.cache_key")
+        if key is None:
+            key = (
+                scope.get("raw_path") or scope["path"],
+                scope.get("query_string", b""),
+                headers.get("accept", ""),
+                headers.get("odata-maxversion", ""),
+                headers.get("x-forwarded-proto", ""),
+                headers.get("x-forwarded-host", ""),
+                headers.get("host", ""),
+            )
+            scope["r2sf.cache_key"] = key
+        return key
 
     def _cached(self, scope: Scope, headers: dict[str, str]) -> Entry | None:
         if self.cache is None or self.tracker is None or not self._authorised(headers):
@@ -325,12 +329,12 @@ class App:
             result.status,
             result.body,
             result.content_type,
-            result.headers,
             result.entity_set,
             result.version,
             etag(result.version, key),
+            key,
         )
-        self.cache.put(key, entry)
+        self.cache.put(entry)
         return entry
 
     def _metrics(self) -> str:
