@@ -92,9 +92,9 @@ def serve_command(args: argparse.Namespace) -> int:
         access_log=False,
         proxy_headers=False,  # X-Forwarded-* are read by the app itself for nextLinks
         log_level="warning",
-        timeout_graceful_shutdown=25,
+        timeout_graceful_shutdown=25,  # Heroku sends SIGKILL 30 s after SIGTERM
         # Longer than clients' idle reuse: a connection closed just as a client reuses it would
         # fail that request (seen once in the soak with uvicorn's 5 s default).
-        timeout_keep_alive=75,  # Heroku sends SIGKILL 30 s after SIGTERM
+        timeout_keep_alive=75,
     )
     return 0
