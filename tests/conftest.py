@@ -89,6 +89,34 @@ def fresh_db(databases: Databases) -> str:
     return databases.create()
 
 
+# The spec §10 test schema (tests/odata_schema.py) served over real HTTP, once per module.
+# Modules with a schema of their own define their own `db`, `server` and `client`.
+
+
+@pytest.fixture(scope="module")
+def db(databases: Databases) -> str:
+    from tests.odata_schema import SETUP_SQL
+
+    return databases.create(SETUP_SQL)
+
+
+@pytest.fixture(scope="module")
+def server(db: str) -> Iterator[str]:
+    from tests.live import serve
+    from tests.odata_schema import TOML
+
+    with serve(db, TOML) as (base, _app):
+        yield base
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Iterator[Any]:
+    import httpx
+
+    with httpx.Client(base_url=server + "/odata/v4", auth=("sf", "secret"), timeout=30) as c:
+        yield c
+
+
 def run(coro: Any) -> Any:
     """Run a coroutine to completion from a synchronous test."""
     return asyncio.run(coro)

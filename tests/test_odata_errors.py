@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,23 +20,6 @@ from tests.live import serve
 from tests.odata_schema import SETUP_SQL, TOML
 
 AUTH = ("sf", "secret")
-
-
-@pytest.fixture(scope="module")
-def db(databases: Databases) -> str:
-    return databases.create(SETUP_SQL)
-
-
-@pytest.fixture(scope="module")
-def server(db: str) -> Iterator[str]:
-    with serve(db, TOML) as (base, _app):
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server + "/odata/v4", auth=AUTH, timeout=30) as c:
-        yield c
 
 
 def odata_error(r: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -14,28 +13,8 @@ import httpx
 import pytest
 from lxml import etree
 
-from tests.live import serve
-from tests.odata_schema import SETUP_SQL, TOML
-
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "odata"
 AUTH = ("sf", "secret")
-
-
-@pytest.fixture(scope="module")
-def db(databases: Any) -> str:
-    return str(databases.create(SETUP_SQL))
-
-
-@pytest.fixture(scope="module")
-def server(db: str) -> Iterator[str]:
-    with serve(db, TOML) as (base, _app):
-        yield base
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server + "/odata/v4", auth=AUTH, timeout=30) as c:
-        yield c
 
 
 def sql(db: str, query: str, *args: Any) -> list[Any]:
