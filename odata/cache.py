@@ -31,9 +31,10 @@ class Entry(NamedTuple):
         return len(self.body) + (len(self.gzipped) if self.gzipped else 0) + 256
 
 
-def etag(version: int, key: Hashable) -> str:
-    # Weak: the same data may be sent gzipped or not. The key part tells representations apart.
-    return f'W/"{version:x}-{zlib.crc32(repr(key).encode()) & 0xFFFFFFFF:08x}"'
+def etag(version: int, body: bytes) -> str:
+    # Weak: the same data may be sent gzipped or not. The body's checksum tells apart the
+    # representations of one version, and is the same in every worker and dyno.
+    return f'W/"{version:x}-{zlib.crc32(body):08x}"'
 
 
 # What the cache holds: an Entry as a plain tuple. CPython's collector untracks exact tuples of

@@ -114,6 +114,8 @@ class VersionTracker:
         deps = self.depends.get(entity_set)
         if not deps:
             return None
+        if len(deps) == 1:  # a table: the common case, on every request
+            return self.versions.get(deps[0], 0)
         # Versions come from one global sequence, so the largest changes whenever any does.
         return max(self.versions.get(oid, 0) for oid in deps)
 

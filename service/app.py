@@ -93,7 +93,8 @@ class App:
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
         self._inflight: dict[
-            tuple[str | bytes, ...], tuple[int, asyncio.Future[response.Response | Entry | None]]
+            tuple[str | bytes, ...],
+            tuple[int, list[asyncio.Future[response.Response | Entry | None]]],
         ] = {}
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
@@ -243,23 +244,32 @@ class App:
         key = self._cache_key(scope, headers)
         running = self._inflight.get(key)
         if running is not None and running[0] == self.tracker.changes:
-            shared = await asyncio.shield(running[1])
+            # Join: wait on a future of our own, resolved by the running request.
+            joined: asyncio.Future[response.Response | Entry | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            running[1].append(joined)
+            shared = await joined
             if shared is not None:
                 return shared
-        future: asyncio.Future[response.Response | Entry | None] = (
-            asyncio.get_running_loop().create_future()
+            return await self._compute(scope, receive, send, headers, request_id)
+        # Lead: nothing is allocated for waiters unless one actually joins.
+        mine: tuple[int, list[asyncio.Future[response.Response | Entry | None]]] = (
+            self.tracker.changes,
+            [],
         )
-        mine = (self.tracker.changes, future)
         self._inflight[key] = mine
         outcome: response.Response | Entry | None = None
         try:
             outcome = await self._compute(scope, receive, send, headers, request_id)
             return outcome
         finally:
-            # Waiters get the outcome, or None (compute it yourselves) if this one failed.
-            future.set_result(outcome)
             if self._inflight.get(key) is mine:
                 del self._inflight[key]
+            # Waiters get the outcome, or None (compute it yourselves) if this one failed.
+            for waiter in mine[1]:
+                if not waiter.done():
+                    waiter.set_result(outcome)
 
     async def _compute(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
@@ -331,7 +341,7 @@ class App:
             result.content_type,
             result.entity_set,
             result.version,
-            etag(result.version, key),
+            etag(result.version, result.body),
             key,
         )
         self.cache.put(entry)
