@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -204,8 +203,8 @@ class ODataService:
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if method == "POST":
             vals = write.values(entity_set, self._body(headers, body))
-            created = await self._fetchval(write.insert(entity_set, vals, out), write=True)
-            link = root + entity_set.name + "(" + ",".join(_key_of(entity_set, created)) + ")"
+            created = await self._fetchval(write.insert(entity_set, vals, out))
+            link = f"{root}{entity_set.name}({_key_of(entity_set, created)})"
             location = {"Location": link, "OData-EntityId": link}
             if "return=minimal" in headers.get("prefer", ""):
                 return response.Response(
@@ -223,7 +222,7 @@ class ODataService:
         else:
             vals = write.values(entity_set, self._body(headers, body))
             statement = write.update(entity_set, key, vals, replace=method == "PUT")
-        if await self._fetchval(statement, write=True) is None:
+        if await self._fetchval(statement) is None:
             raise EntityNotFound(f"{entity_set.name}({resource_key_text(key)}) does not exist")
         return response.Response(204, b"", None)
 
@@ -268,7 +267,7 @@ class ODataService:
     async def _entity(
         self, request: ODataRequest, p: EntityPlan, out: sql.OutputFormat, root: str
     ) -> response.Response:
-        keys = ",".join(_key_text(p))
+        keys = resource_key_text(p.key)
         if p.prop is None:
             body = await self._fetchval(sql.entity(p, out))
             if body is None:
@@ -292,22 +291,18 @@ class ODataService:
         async with self.pool.acquire() as conn:
             return await _guard(conn.fetchrow(statement.sql, *statement.params))
 
-    async def _fetchval(self, statement: sql.Statement, *, write: bool = False) -> Any:
+    async def _fetchval(self, statement: sql.Statement) -> Any:
         async with self.pool.acquire() as conn:
             return await _guard(conn.fetchval(statement.sql, *statement.params))
 
 
-def _key_text(p: EntityPlan) -> Sequence[str]:
-    return [resource_key_text(p.key)]
-
-
-def _key_of(entity_set: EntitySet, entity_json: str) -> Sequence[str]:
+def _key_of(entity_set: EntitySet, entity_json: str) -> str:
     data = json.loads(entity_json)
     key = tuple(
         (prop, Lit(data[prop.name], prop.edm_type))
         for prop in entity_set.entity_type.key_properties
     )
-    return [resource_key_text(key)]
+    return resource_key_text(key)
 
 
 def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
