@@ -24,7 +24,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from odata import response
-from odata.cache import Entry, ResponseCache, etag
+from odata.cache import Entry, Lru, ResponseCache, etag
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
@@ -90,6 +90,8 @@ class App:
         self.tracker: VersionTracker | None = None
         cache_mb = settings.file.server.cache_mb
         self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
+        self.min_uses = settings.file.server.cache_min_uses
+        self._seen: Lru[tuple[tuple[str | bytes, ...], int], int] = Lru(100_000)
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
         self._inflight: dict[
@@ -344,6 +346,16 @@ class App:
             etag(result.version, result.body),
             key,
         )
+        # Admission: keep an answer once its request has been seen `cache_min_uses` times
+        # under this version (like nginx's proxy_cache_min_uses). Salesforce repeats its
+        # list-view URLs constantly; one-off queries would only churn memory. The answer is
+        # sent from the entry either way, with its ETag.
+        if self.min_uses > 1:
+            seen = (key, result.version)
+            uses = (self._seen.get(seen) or 0) + 1
+            if uses < self.min_uses:
+                self._seen.put(seen, uses)
+                return entry
         self.cache.put(entry)
         return entry
 

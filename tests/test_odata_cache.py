@@ -72,9 +72,33 @@ def test_repeated_request_is_served_from_the_cache(
     url = "/sales?$select=id,amount&$count=true&$top=26"
     first = client.get(url)
     before = hits(app)
-    second = client.get(url)
+    client.get(url)  # cache_min_uses = 2: kept once asked twice under one version
+    third = client.get(url)
     assert hits(app) == before + 1
-    assert first.content == second.content and first.headers["etag"] == second.headers["etag"]
+    assert first.content == third.content and first.headers["etag"] == third.headers["etag"]
+
+
+def test_one_off_requests_are_not_kept(client: httpx.Client, server: tuple[str, Any]) -> None:
+    app = server[1]
+    entries = len(app.cache)
+    for i in range(20):
+        assert client.get(f"/sales({1000 + i})").status_code == 200
+    assert len(app.cache) == entries  # each asked once: nothing stored
+    client.get("/sales(1000)")
+    assert len(app.cache) == entries + 1
+
+
+def test_min_uses_one_keeps_every_answer(databases: Any) -> None:
+    db = databases.create("create table t (id int primary key, v text)")
+    sql(db, "insert into t values (1, 'a')")
+    toml = '[odata]\nexpose = ["public.*"]\n[server]\ncache_min_uses = 1\n'
+    with (
+        serve(db, toml) as (base, app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret")) as c,
+    ):
+        c.get("/t(1)")
+        c.get("/t(1)")
+        assert app.cache.hits == 1
 
 
 def test_manual_update_reaches_the_cache_within_a_second(client: httpx.Client, db: str) -> None:
@@ -92,6 +116,7 @@ def test_unchanged_statements_keep_the_version(
     app = server[1]
     url = "/sales?$top=3"
     client.get(url)
+    client.get(url)  # kept now (asked twice)
     version = app.tracker.version("sales")
     sql(db, "update sales set amount = amount where false")  # touches no row
     sql(db, "delete from sales where id < 0")
