@@ -10,6 +10,7 @@ import difflib
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -195,34 +196,54 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _explain(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> ConfigError:
-    err = exc.errors()[0]
-    key = _key_path(tuple(err["loc"]))
+def explain_validation(
+    where: str | Path,
+    exc: ValidationError,
+    model: type[BaseModel],
+    *,
+    prefix: tuple[str, ...] = (),
+    fixes: Mapping[str, str] | None = None,
+) -> ConfigError:
+    """A pydantic error as `file: key: problem. Fix: ...`, with "did you mean" for typos.
+
+    `prefix` is where `model` sits in the file (e.g. ("sync",)); `fixes` maps a field name to a
+    more precise fix than the generic one.
+    """
+    errors = exc.errors()
+    # A misspelt key also makes the real one "missing"; the misspelling is the useful report.
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(err["loc"])
+    key = _key_path((*prefix, *loc))
     if err["type"] == "extra_forbidden":
-        known = _known_keys(model, err["loc"][:-1])
-        guess = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+        known = _known_keys(model, loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
         hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
-        return ConfigError(f"{path}: {key}", "unknown key", f"remove it or rename it ({hint})")
+        return ConfigError(f"{where}: {key}", "unknown key", f"remove it or rename it ({hint})")
     msg = err["msg"].removeprefix("Value error, ")
-    return ConfigError(f"{path}: {key}", msg, "correct the value (see README, Configuration)")
+    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    fix = (fixes or {}).get(field, "correct the value (see README, Configuration)")
+    return ConfigError(f"{where}: {key}", msg, fix)
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    current: Any = model
+    """The keys allowed at `loc` inside `model` (through lists and optional sub-models)."""
+    current: type[BaseModel] | None = model
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or current is None:
             continue
-        is_model = isinstance(current, type) and issubclass(current, BaseModel)
-        field = current.model_fields.get(part) if is_model else None
+        field = current.model_fields.get(part)
         if field is None:
             return []
         ann = field.annotation
-        args = getattr(ann, "__args__", ())
+        args: tuple[Any, ...] = getattr(ann, "__args__", ())
         current = next(
-            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+            (
+                a
+                for a in (ann, *args, *(getattr(x, "__args__", ()) for x in args))
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
+            None,
         )
-        if current is None:
-            return []
     return sorted(current.model_fields) if current else []
 
 
@@ -244,7 +265,7 @@ def load_file(path: Path | None) -> FileConfig:
     try:
         return FileConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(path, exc, FileConfig) from None
+        raise explain_validation(path, exc, FileConfig) from None
 
 
 def config_path(explicit: str | None, environ: dict[str, str] | None = None) -> Path | None:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.config import ConfigError, FileConfig
+from service.config import ConfigError, FileConfig, explain_validation
 
 # A plain (unquoted-safe) SQL name: what job keys may name. Anything else is almost always a typo.
 _NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
@@ -223,13 +223,6 @@ def parse_max_deletes(v: Any) -> Any:
     raise ValueError(f"'{v}' is neither a count (e.g. 500) nor a percentage (e.g. \"10%\")")
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
 _FIXES = {
     "deletes": 'use "hard", "soft" (with soft_delete_column) or "ignore"',
     "schedule": 'write five cron fields in UTC, e.g. "*/15 * * * *"',
@@ -240,51 +233,13 @@ _FIXES = {
 }
 
 
-def _explain(where: str, exc: ValidationError, model: type[BaseModel], prefix: str) -> ConfigError:
-    errors = exc.errors()
-    # A misspelt key also makes the real one "missing"; the misspelling is the useful report.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(err["loc"])
-    key = _key_path((prefix, *loc))
-    if err["type"] == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
-        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
-        return ConfigError(f"{where}: {key}", "unknown key", f"remove it or rename it ({hint})")
-    msg = err["msg"].removeprefix("Value error, ")
-    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    fix = _FIXES.get(field, "correct the value (see README, Configuration)")
-    return ConfigError(f"{where}: {key}", msg, fix)
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    current: type[BaseModel] | None = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args: tuple[Any, ...] = getattr(ann, "__args__", ())
-        current = next(
-            (
-                a
-                for a in (ann, *args, *(getattr(x, "__args__", ()) for x in args))
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ),
-            None,
-        )
-    return sorted(current.model_fields) if current else []
-
-
 def load_jobs(file: FileConfig, path: Path | str | None = None) -> list[Job]:
     """The validated jobs of `[[sync.jobs]]`, with unique names."""
     where = str(path or "r2sf.toml")
     try:
         sync = SyncConfig.model_validate(file.sync)
     except ValidationError as exc:
-        raise _explain(where, exc, SyncConfig, "sync") from None
+        raise explain_validation(where, exc, SyncConfig, prefix=("sync",), fixes=_FIXES) from None
     seen: dict[str, int] = {}
     for i, job in enumerate(sync.jobs):
         if job.name in seen:
@@ -323,7 +278,9 @@ def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = 
     try:
         source = SourceConfig.model_validate(file.source)
     except ValidationError as exc:
-        raise _explain(where, exc, SourceConfig, "source") from None
+        raise explain_validation(
+            where, exc, SourceConfig, prefix=("source",), fixes=_FIXES
+        ) from None
     url: str | None = env.get("REDSHIFT_URL") or source.url
     if not url:
         raise ConfigError(
