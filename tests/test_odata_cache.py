@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -280,31 +281,48 @@ def test_concurrent_identical_misses_run_one_query(
     poll(client, "/sales(2)", lambda b: b["amount"] == 4.0, timeout=2.0)
     before = app.odata.counts.misses
 
-    async def hold_lock() -> None:
-        # Block readers of `sales` for a moment so that the 12 requests surely overlap.
-        conn = await asyncpg.connect(db)
-        try:
-            async with conn.transaction():
-                await conn.execute("lock table sales in access exclusive mode")
-                await asyncio.sleep(1.0)
-        finally:
-            await conn.close()
-
     def fetch(_: int) -> Any:
         with httpx.Client(base_url=server[0] + "/odata/v4", auth=("sf", "secret")) as c:
             return c.get(url).json()["@odata.count"]
 
-    holder = threading.Thread(target=asyncio.run, args=(hold_lock(),))
-    holder.start()
-    time.sleep(0.3)
-    with ThreadPoolExecutor(12) as pool:
+    with sales_locked(db), ThreadPoolExecutor(12) as pool:
         counts = list(pool.map(fetch, range(12)))
-    holder.join()
     assert len(set(counts)) == 1
     # Without coalescing each of the 12 would have computed the count itself.
     assert app.odata.counts.misses - before == 1
 
 
-def test_a_request_without_credentials_never_joins_a_running_one(server: tuple[str, Any]) -> None:
-    r = httpx.get(server[0] + "/odata/v4/sales?$top=1")
-    assert r.status_code == 401
+def test_a_request_without_credentials_never_joins_a_running_one(
+    db: str, server: tuple[str, Any]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = server[0] + "/odata/v4/sales?$top=7&$filter=amount gt 11"
+    with sales_locked(db), ThreadPoolExecutor(2) as pool:
+        authorised = pool.submit(httpx.get, url, auth=("sf", "secret"))
+        time.sleep(0.2)  # the authorised request is now running, waiting on the lock
+        anonymous = pool.submit(httpx.get, url)
+        assert anonymous.result().status_code == 401
+        assert authorised.result().status_code == 200
+
+
+@contextlib.contextmanager
+def sales_locked(db: str, seconds: float = 1.0) -> Iterator[None]:
+    """Block readers of `sales` for a moment, so that requests started inside surely overlap."""
+
+    async def hold() -> None:
+        conn = await asyncpg.connect(db)
+        try:
+            async with conn.transaction():
+                await conn.execute("lock table sales in access exclusive mode")
+                await asyncio.sleep(seconds)
+        finally:
+            await conn.close()
+
+    holder = threading.Thread(target=asyncio.run, args=(hold(),))
+    holder.start()
+    time.sleep(0.3)
+    try:
+        yield
+    finally:
+        holder.join()
