@@ -240,15 +240,19 @@ def run_wrk(
 # ---------------------------------------------------------------- memory
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (uvicorn master + workers)."""
+def _tree(pid: int) -> list[psutil.Process]:
+    """A process and all its descendants (uvicorn master + workers); empty once it is gone."""
     try:
         root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
+        return [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
+        return []
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants."""
     total = 0
-    for proc in procs:
+    for proc in _tree(pid):
         # A worker restarting between listing and reading is skipped.
         with contextlib.suppress(psutil.NoSuchProcess):
             total += proc.memory_info().rss
@@ -258,13 +262,8 @@ def tree_rss(pid: int) -> int:
 def tree_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by a process and its descendants. Unlike req/s,
     the CPU a server spends per request hardly moves when other work shares the machine."""
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
     total = 0.0
-    for proc in procs:
+    for proc in _tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             times = proc.cpu_times()
             total += times.user + times.system
