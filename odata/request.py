@@ -8,8 +8,10 @@ nothing of the model: names are checked later, by `odata.plan`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal as Lit
+from typing import TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from odata import ast
@@ -29,6 +31,8 @@ from odata.parser import (
     parse_search,
     parse_select,
 )
+
+T = TypeVar("T")
 
 MAX_TOP = 2**31 - 1
 
@@ -224,7 +228,7 @@ def _alias_value(name: str, value: str) -> ast.Literal:
         raise QuerySyntaxError(f"parameter alias {name}: {exc.message}", target=name) from None
 
 
-def _expr(raw: dict[str, str], option: str, parse):  # type: ignore[no-untyped-def]
+def _expr(raw: dict[str, str], option: str, parse: Callable[[str], T]) -> T | None:
     text = raw.get(option)
     if text is None:
         return None

@@ -59,13 +59,17 @@ _TRIGGERS = {
     "r2sf_dv_trunc": "AFTER TRUNCATE ON {rel}",
 }
 
-_RELATIONS_SQL = """
+# Relations with the r2sf change triggers they already carry; two ways to name them.
+_RELATIONS = """
 select c.oid, n.nspname as schema, c.relname as table, c.relkind::text as kind,
        array(select t.tgname::text from pg_trigger t
              where t.tgrelid = c.oid and t.tgname like 'r2sf\\_dv\\_%') as triggers
 from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where (n.nspname, c.relname) in (select * from unnest($1::text[], $2::text[]))
 """
+_RELATIONS_SQL = (
+    _RELATIONS + "where (n.nspname, c.relname) in (select * from unnest($1::text[], $2::text[]))"
+)
+_RELATIONS_SQL_BY_OID = _RELATIONS + "where c.oid = any($1::oid[])"
 
 # The base tables a view reads, through nested views.
 _VIEW_BASES_SQL = """
@@ -275,12 +279,3 @@ class VersionTracker:
             self._reconnect.cancel()
         if self._conn is not None:
             await self._conn.close()
-
-
-_RELATIONS_SQL_BY_OID = """
-select c.oid, n.nspname as schema, c.relname as table, c.relkind::text as kind,
-       array(select t.tgname::text from pg_trigger t
-             where t.tgrelid = c.oid and t.tgname like 'r2sf\\_dv\\_%') as triggers
-from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where c.oid = any($1::oid[])
-"""
