@@ -123,6 +123,45 @@ class Lru(Generic[K, V]):
         self._items.clear()
 
 
+# For Doorkeeper's ageing: each counter byte mapped to half its value.
+_HALVE = bytes(n // 2 for n in range(256))
+
+
+class Doorkeeper:
+    """Admission filter: about how often each key was asked, in fixed memory and O(1).
+
+    A response is kept only once its URL has been asked `min_uses` times, so one-off queries
+    (a record page opened once, a search typed once) cost the cache nothing. Counters are bytes
+    in a table indexed by the key's hash, as in TinyLFU's doorkeeper: a collision can only admit
+    a one-off answer early, which costs an LRU slot, never a wrong answer. When half the slots
+    are in use every counter is halved, so popularity fades and the table never fills up.
+    """
+
+    def __init__(self, min_uses: int, slots: int = 1 << 20) -> None:
+        if slots & (slots - 1):
+            raise ValueError("slots must be a power of two")
+        self.min_uses = min_uses
+        self._counts = bytearray(slots)
+        self._mask = slots - 1
+        self._used = 0
+
+    def admit(self, key: Hashable) -> bool:
+        """Count one more use of `key`; True once it has been asked `min_uses` times."""
+        i = hash(key) & self._mask
+        uses = self._counts[i] + 1
+        if uses < 256:
+            self._counts[i] = uses
+        if uses == 1:
+            self._used += 1
+            if self._used > self._mask // 2:
+                self._age()
+        return uses >= self.min_uses
+
+    def _age(self) -> None:
+        self._counts = bytearray(self._counts.translate(_HALVE))
+        self._used = len(self._counts) - self._counts.count(0)
+
+
 class CountCache:
     """Exact `count(*)` per (entity set, filter, search, version): once per data change."""
 

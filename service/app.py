@@ -24,7 +24,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from odata import response
-from odata.cache import Entry, Lru, ResponseCache, etag
+from odata.cache import Doorkeeper, Entry, ResponseCache, etag
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
     BadRequest,
@@ -47,6 +47,8 @@ from service.status import status_router
 log = logging.getLogger("r2sf.service")
 
 Scope = MutableMapping[str, Any]
+# What a response depends on besides the data (see App._cache_key).
+CacheKey = tuple[str | bytes, ...]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -90,12 +92,12 @@ class App:
         self.tracker: VersionTracker | None = None
         cache_mb = settings.file.server.cache_mb
         self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
-        self.min_uses = settings.file.server.cache_min_uses
-        self._seen: Lru[tuple[tuple[str | bytes, ...], int], int] = Lru(100_000)
+        min_uses = settings.file.server.cache_min_uses
+        self.admission = Doorkeeper(min_uses) if min_uses > 1 else None
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
         self._inflight: dict[
-            tuple[str | bytes, ...],
+            CacheKey,
             tuple[int, list[asyncio.Future[response.Response | Entry | None]]],
         ] = {}
         self._id_prefix = os.urandom(4).hex()
@@ -193,7 +195,15 @@ class App:
         elif path == "/metrics" and self._authorised(headers):
             kind, result = "metrics", response.Response(200, self._metrics().encode(), METRICS_TYPE)
         else:
-            hit = self._cached(scope, headers) if method in ("GET", "HEAD") else None
+            # Only authorised reads use the cache: the key is None for everything else.
+            key = (
+                self._cache_key(scope, headers)
+                if self.cache is not None
+                and method in ("GET", "HEAD")
+                and self._authorised(headers)
+                else None
+            )
+            hit = self._cached(key) if key is not None else None
             if hit is not None:
                 assert self.cache is not None
                 await _send_cached(
@@ -201,7 +211,7 @@ class App:
                 )
                 self.metrics.observe("odata_cached", hit.status, time.perf_counter() - started)
                 return
-            outcome = await self._answer(scope, receive, send, headers, request_id, method)
+            outcome = await self._answer(scope, receive, send, headers, request_id, key)
             if outcome is None:  # answered by the FastAPI app
                 self.metrics.observe("api", 200, time.perf_counter() - started)
                 return
@@ -223,7 +233,7 @@ class App:
         send: Send,
         headers: dict[str, str],
         request_id: str,
-        method: str,
+        key: CacheKey | None,
     ) -> response.Response | Entry | None:
         """Run the request; cacheable answers come back as cache entries.
 
@@ -233,17 +243,10 @@ class App:
         notification arrived since the running one started, so it gets no older data than it
         would have computed itself.
         """
-        coalesce = (
-            self.cache is not None
-            and self.tracker is not None
-            and method in ("GET", "HEAD")
-            and scope["path"].startswith(self.root)
-            and self._authorised(headers)  # a waiter must be allowed to see what it joins
-        )
-        if not coalesce:
-            return await self._compute(scope, receive, send, headers, request_id)
-        assert self.tracker is not None
-        key = self._cache_key(scope, headers)
+        # `key` is None unless this is an authorised read: a waiter must be allowed to see what
+        # it joins.
+        if key is None or self.tracker is None or not scope["path"].startswith(self.root):
+            return await self._compute(scope, receive, send, headers, request_id, key)
         running = self._inflight.get(key)
         if running is not None and running[0] == self.tracker.changes:
             # Join: wait on a future of our own, resolved by the running request.
@@ -254,7 +257,7 @@ class App:
             shared = await joined
             if shared is not None:
                 return shared
-            return await self._compute(scope, receive, send, headers, request_id)
+            return await self._compute(scope, receive, send, headers, request_id, key)
         # Lead: nothing is allocated for waiters unless one actually joins.
         mine: tuple[int, list[asyncio.Future[response.Response | Entry | None]]] = (
             self.tracker.changes,
@@ -263,7 +266,7 @@ class App:
         self._inflight[key] = mine
         outcome: response.Response | Entry | None = None
         try:
-            outcome = await self._compute(scope, receive, send, headers, request_id)
+            outcome = await self._compute(scope, receive, send, headers, request_id, key)
             return outcome
         finally:
             if self._inflight.get(key) is mine:
@@ -274,13 +277,19 @@ class App:
                     waiter.set_result(outcome)
 
     async def _compute(
-        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], request_id: str
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        request_id: str,
+        key: CacheKey | None,
     ) -> response.Response | Entry | None:
         result = await self._dispatch(scope, receive, send, headers, request_id)
         if result is None:
             return None
-        if result.version is not None and result.status == 200 and self.cache is not None:
-            return self._store(scope, headers, result)
+        if key is not None and result.version is not None and result.status == 200:
+            return self._store(key, result)
         return result
 
     def _next_request_id(self) -> str:
@@ -312,31 +321,27 @@ class App:
     def _authorised(self, headers: dict[str, str]) -> bool:
         return not self.auth.enabled or self.auth.user(headers.get("authorization")) is not None
 
-    def _cache_key(self, scope: Scope, headers: dict[str, str]) -> tuple[str | bytes, ...]:
+    @staticmethod
+    def _cache_key(scope: Scope, headers: dict[str, str]) -> CacheKey:
         # Everything the response depends on besides the data: path, query, format, and the
-        # scheme and host that go into @odata.context and nextLinks. Built once per request.
-        key: tuple[str | bytes, ...] | None = scope.get("r2sf.cache_key")
-        if key is None:
-            key = (
-                scope.get("raw_path") or scope["path"],
-                scope.get("query_string", b""),
-                headers.get("accept", ""),
-                headers.get("odata-maxversion", ""),
-                headers.get("x-forwarded-proto", ""),
-                headers.get("x-forwarded-host", ""),
-                headers.get("host", ""),
-            )
-            scope["r2sf.cache_key"] = key
-        return key
+        # scheme and host that go into @odata.context and nextLinks.
+        return (
+            scope.get("raw_path") or scope["path"],
+            scope.get("query_string", b""),
+            headers.get("accept", ""),
+            headers.get("odata-maxversion", ""),
+            headers.get("x-forwarded-proto", ""),
+            headers.get("x-forwarded-host", ""),
+            headers.get("host", ""),
+        )
 
-    def _cached(self, scope: Scope, headers: dict[str, str]) -> Entry | None:
-        if self.cache is None or self.tracker is None or not self._authorised(headers):
+    def _cached(self, key: CacheKey) -> Entry | None:
+        if self.cache is None or self.tracker is None:
             return None
-        return self.cache.lookup(self._cache_key(scope, headers), self.tracker.version)
+        return self.cache.lookup(key, self.tracker.version)
 
-    def _store(self, scope: Scope, headers: dict[str, str], result: response.Response) -> Entry:
+    def _store(self, key: CacheKey, result: response.Response) -> Entry:
         assert self.cache is not None and result.version is not None and result.entity_set
-        key = self._cache_key(scope, headers)
         entry = Entry(
             result.status,
             result.body,
@@ -346,17 +351,13 @@ class App:
             etag(result.version, result.body),
             key,
         )
-        # Admission: keep an answer once its request has been seen `cache_min_uses` times
-        # under this version (like nginx's proxy_cache_min_uses). Salesforce repeats its
-        # list-view URLs constantly; one-off queries would only churn memory. The answer is
-        # sent from the entry either way, with its ETag.
-        if self.min_uses > 1:
-            seen = (key, result.version)
-            uses = (self._seen.get(seen) or 0) + 1
-            if uses < self.min_uses:
-                self._seen.put(seen, uses)
-                return entry
-        self.cache.put(entry)
+        # Admission: keep an answer once its URL has been asked `cache_min_uses` times (like
+        # nginx's proxy_cache_min_uses). Salesforce repeats its list-view URLs constantly;
+        # one-off queries would only churn memory. Counted per URL, not per data version, so a
+        # popular URL is kept again at once after a change. The answer is sent from the entry
+        # either way, with its ETag.
+        if self.admission is None or self.admission.admit(key):
+            self.cache.put(entry)
         return entry
 
     def _metrics(self) -> str:

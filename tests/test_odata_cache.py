@@ -13,6 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
+from odata.cache import Doorkeeper
+
 from sync.config import Job
 from sync.engine import run_job
 from tests.live import serve
@@ -87,6 +89,44 @@ def test_one_off_requests_are_not_kept(client: httpx.Client, server: tuple[str, 
     assert len(app.cache) == entries  # each asked once: nothing stored
     client.get("/sales(1000)")
     assert len(app.cache) == entries + 1
+
+
+def test_a_kept_url_is_kept_again_right_after_a_change(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
+    # Admission counts uses per URL, not per data version: after a change, the first answer
+    # to a popular URL is stored at once, so the next request is a hit.
+    app = server[1]
+    url = "/sales(11)"
+    client.get(url)
+    client.get(url)  # asked twice: kept
+    sql(db, "update sales set amount = 11.11 where id = 11")
+    poll(client, url, lambda b: b["amount"] == 11.11)  # the first answer under the new version
+    before = hits(app)
+    assert client.get(url).json()["amount"] == 11.11
+    assert hits(app) == before + 1
+
+
+def test_doorkeeper_admits_a_key_on_its_nth_use() -> None:
+    door = Doorkeeper(3, slots=1 << 10)
+    assert [door.admit(("a",)) for _ in range(4)] == [False, False, True, True]
+    assert door.admit(("b",)) is False  # counted per key
+
+
+def test_doorkeeper_forgets_one_offs_and_keeps_popular_keys() -> None:
+    door = Doorkeeper(2, slots=1 << 10)
+    popular = ("list view",)
+    # Twenty times more one-off keys than slots, with a list view asked now and then: ageing
+    # keeps the table from filling up, so a key asked once is mostly not admitted (only hash
+    # collisions let one in), while the list view stays admitted throughout.
+    admitted = 0
+    for i in range(20_000):
+        admitted += door.admit(("one-off", i))
+        if i % 50 == 0:
+            assert door.admit(popular) or i == 0
+    assert admitted < 20_000 // 2
+    fresh = [door.admit(("fresh", i)) for i in range(200)]
+    assert fresh.count(True) < 100
 
 
 def test_min_uses_one_keeps_every_answer(databases: Any) -> None:
