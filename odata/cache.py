@@ -131,13 +131,15 @@ class Doorkeeper:
     """Admission filter: about how often each key was asked, in fixed memory and O(1).
 
     A response is kept only once its URL has been asked `min_uses` times, so one-off queries
-    (a record page opened once, a search typed once) cost the cache nothing. Counters are bytes
-    in a table indexed by the key's hash, as in TinyLFU's doorkeeper: a collision can only admit
-    a one-off answer early, which costs an LRU slot, never a wrong answer. When half the slots
-    are in use every counter is halved, so popularity fades and the table never fills up.
+    (a record page opened once, a search typed once) cost the cache nothing. As in TinyLFU's
+    doorkeeper, counters are bytes in a table, two per key at positions taken from the key's
+    hash; a key's count is the smaller of its two. Collisions can only admit a one-off answer
+    early, which costs an LRU slot, never a wrong answer. When a quarter of the slots are in
+    use every counter is halved, so popularity fades, the table never fills up, and a key
+    asked once passes for one asked twice with a probability of at most 1/16.
     """
 
-    def __init__(self, min_uses: int, slots: int = 1 << 20) -> None:
+    def __init__(self, min_uses: int, slots: int = 1 << 21) -> None:
         if slots & (slots - 1):
             raise ValueError("slots must be a power of two")
         self.min_uses = min_uses
@@ -147,13 +149,20 @@ class Doorkeeper:
 
     def admit(self, key: Hashable) -> bool:
         """Count one more use of `key`; True once it has been asked `min_uses` times."""
-        i = hash(key) & self._mask
-        uses = self._counts[i] + 1
+        h = hash(key)
+        i, j = h & self._mask, (h >> 32) & self._mask
+        counts = self._counts
+        first, second = counts[i], counts[j]
+        uses = min(first, second) + 1
         if uses < 256:
-            self._counts[i] = uses
-        if uses == 1:
-            self._used += 1
-            if self._used > self._mask // 2:
+            # Conservative update: raise only the counters below the new count.
+            if first < uses:
+                counts[i] = uses
+                self._used += first == 0
+            if second < uses and j != i:
+                counts[j] = uses
+                self._used += second == 0
+            if self._used > (self._mask + 1) // 4:
                 self._age()
         return uses >= self.min_uses
 
