@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from odata.cache import Doorkeeper
-
 from sync.config import Job
 from sync.engine import run_job
 from tests.live import serve
