@@ -428,6 +428,7 @@ def metric_sum(scrape: dict[str, dict[str, float]], name: str) -> float:
 CACHE_COUNTERS = (
     "r2sf_cache_hits_total",
     "r2sf_cache_misses_total",
+    "r2sf_cache_coalesced_total",
     "r2sf_cache_evictions_total",
     "r2sf_count_cache_hits_total",
     "r2sf_count_cache_misses_total",

@@ -141,6 +141,9 @@ ISSUE4_HIT_P99_MS = 10.0
 ISSUE4_MISS_RATIO = 1.0
 
 CAP, OFF, ON = "cap", "r2sf-nocache", "r2sf-cache"
+# --noise-floor: a second, identical --no-cache server; off2/off shows how far two equal servers
+# differ in one run, the yardstick for the on/off ratios of the miss shapes.
+OFF2 = "r2sf-nocache-2"
 
 
 def encode_query(params: tuple[tuple[str, str], ...], space: str) -> str:
@@ -579,10 +582,12 @@ def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[s
         ratio = c.get("hit_ratio")
         bumps = r.get("version_bumps", 0)
         workers = int(name.split()[0].split("=")[1])
-        # Misses per version per worker: 1 if concurrent misses of one key were coalesced;
-        # up to the connection count when every waiting request computes the answer itself.
-        per = c.get("cache_misses", 0) / (bumps * workers) if bumps else None
-        r["misses_per_version_per_worker"] = per
+        # Computations per version per worker: misses minus those that waited for an identical
+        # request already running. 1 when concurrent misses of one key were coalesced; up to
+        # the connection count when every waiting request computes the answer itself.
+        computed = c.get("cache_misses", 0) - c.get("cache_coalesced", 0)
+        per = computed / (bumps * workers) if bumps else None
+        r["computations_per_version_per_worker"] = per
         rows.append(
             [
                 name,
@@ -608,7 +613,7 @@ def workers_compare(db_url: str, args: argparse.Namespace, stamp: str) -> dict[s
             "hits/misses",
             "hit ratio",
             "version bumps",
-            "misses/version/worker",
+            "computed/version/worker",
             "peak RSS",
         ],
         rows,
@@ -735,6 +740,7 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
             )
     results = {t.name: t.results for t in targets}
     cap, off, on = results.get(CAP, {}), results.get(OFF, {}), results.get(ON, {})
+    off2 = results.get(OFF2, {})
     comparison: list[dict[str, Any]] = []
     rows = []
     for shape in shapes:
@@ -745,6 +751,8 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
             "cache_over_cap": _ratio(n, c),
             "cache_over_nocache": _ratio(n, f),
         }
+        if off2:
+            entry["nocache2_over_nocache"] = _ratio(off2.get(shape.key), f)
         comparison.append(entry)
         rows.append(
             [
@@ -789,7 +797,15 @@ def report(targets: list[Target], shapes: list[Shape], args: argparse.Namespace)
         ],
         rows,
     )
-    return {"comparison": comparison, "targets": targets_report(shapes, cap, off, on, args)}
+    if off2:
+        print(
+            "\nnoise floor: req/s of a second, identical --no-cache server over the first's, "
+            + ", ".join(f"({e['shape']}) {_x(e.get('nocache2_over_nocache'))}" for e in comparison)
+        )
+    return {
+        "comparison": comparison,
+        "targets": targets_report(shapes, cap, off, on, args, off2),
+    }
 
 
 def targets_report(
@@ -798,6 +814,7 @@ def targets_report(
     off: dict[str, dict[str, Any]],
     on: dict[str, dict[str, Any]],
     args: argparse.Namespace,
+    off2: dict[str, dict[str, Any]],
 ) -> list[dict[str, Any]]:
     keys = {s.key for s in shapes}
     lines: list[dict[str, Any]] = []
@@ -868,6 +885,9 @@ def targets_report(
         c = (on.get(shape.key) or {}).get("cache") or {}
         ratio_hit = c.get("hit_ratio")
         hit_text = "" if ratio_hit is None else f" ({ratio_hit:.2%} hits)"
+        if off2:
+            floor = _ratio(off2.get(shape.key), off.get(shape.key))
+            hit_text += f"; two equal no-cache servers: {_x(floor)}"
         add(
             "4",
             f"({shape.key}) cache miss: on/off >= {ISSUE4_MISS_RATIO:g}",
@@ -938,6 +958,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-r2sf", action="store_true", help="skip both r2sf modes")
     p.add_argument("--no-cache-mode", action="store_true", help="skip r2sf with the cache off")
     p.add_argument("--no-cached-mode", action="store_true", help="skip r2sf with the cache on")
+    p.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also run a second, identical --no-cache server and print its req/s over the"
+        " first's (how far two equal servers differ in this run)",
+    )
     p.add_argument(
         "--workers-compare",
         action="store_true",
@@ -1037,6 +1063,8 @@ def main(argv: list[str] | None = None) -> int:
                 modes.append((OFF, False))
             if not args.no_cached_mode:
                 modes.append((ON, True))
+            if args.noise_floor:
+                modes.append((OFF2, False))
         for name, cache in modes:
             try:
                 targets.append(

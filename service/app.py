@@ -94,6 +94,7 @@ class App:
         self.cache = ResponseCache(cache_mb * 2**20) if cache_mb > 0 else None
         min_uses = settings.file.server.cache_min_uses
         self.admission = Doorkeeper(min_uses) if min_uses > 1 else None
+        self.coalesced = 0  # misses answered by an identical request that was already running
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
         self._inflight: dict[
@@ -256,6 +257,7 @@ class App:
             running[1].append(joined)
             shared = await joined
             if shared is not None:
+                self.coalesced += 1
                 return shared
             return await self._compute(scope, receive, send, headers, request_id, key)
         # Lead: nothing is allocated for waiters unless one actually joins.
@@ -376,6 +378,12 @@ class App:
                         "Cacheable requests not in the cache.",
                         {},
                         self.cache.misses,
+                    ),
+                    (
+                        "r2sf_cache_coalesced_total",
+                        "Misses answered by an identical request already being computed.",
+                        {},
+                        self.coalesced,
                     ),
                     (
                         "r2sf_cache_evictions_total",

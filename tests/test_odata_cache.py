@@ -319,6 +319,7 @@ def test_concurrent_identical_misses_run_one_query(
     sql(db, "update sales set amount = amount + 1 where id = 2")
     poll(client, "/sales(2)", lambda b: b["amount"] == 4.0, timeout=2.0)
     before = app.odata.counts.misses
+    joined = app.coalesced
 
     def fetch(_: int) -> Any:
         with httpx.Client(base_url=server[0] + "/odata/v4", auth=("sf", "secret")) as c:
@@ -329,6 +330,11 @@ def test_concurrent_identical_misses_run_one_query(
     assert len(set(counts)) == 1
     # Without coalescing each of the 12 would have computed the count itself.
     assert app.odata.counts.misses - before == 1
+    # The waiters are counted (r2sf_cache_coalesced_total): at least those that arrived while
+    # the table lock held the first one back.
+    assert app.coalesced - joined >= 1
+    metrics = httpx.get(server[0] + "/metrics", auth=("sf", "secret")).text
+    assert "r2sf_cache_coalesced_total{worker=" in metrics
 
 
 def test_a_request_without_credentials_never_joins_a_running_one(
