@@ -54,13 +54,18 @@ class ResponseCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether `key` has an entry, current or stale."""
+        return key in self._entries
+
     def lookup(self, key: Hashable, version_of: Callable[[str], int | None]) -> Entry | None:
-        """The entry for `key` if it was built under its entity set's current version."""
+        """The entry for `key` if it was built under its entity set's current version.
+
+        A stale entry stays until the fresh answer replaces it (or the LRU evicts it): that it
+        is there says the URL was worth keeping before the change."""
         stored = self._entries.get(key)
         entry = None if stored is None else Entry._make(stored)
         if entry is None or entry.version != version_of(entry.entity_set):
-            if entry is not None:
-                self._drop(key)
             self.misses += 1
             return None
         self._entries.move_to_end(key)

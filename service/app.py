@@ -353,12 +353,17 @@ class App:
             etag(result.version, result.body),
             key,
         )
-        # Admission: keep an answer once its URL has been asked `cache_min_uses` times (like
-        # nginx's proxy_cache_min_uses). Salesforce repeats its list-view URLs constantly;
-        # one-off queries would only churn memory. Counted per URL, not per data version, so a
-        # popular URL is kept again at once after a change. The answer is sent from the entry
-        # either way, with its ETag.
-        if self.admission is None or self.admission.admit(key):
+        # Admission (like nginx's proxy_cache_min_uses): keep an answer once its URL has been
+        # asked `cache_min_uses` times under this data version, or at once when the URL's
+        # entry from an earlier version is still there. Salesforce repeats its list-view URLs
+        # constantly, and they are kept again right after a change; one-off queries, and URLs
+        # asked less often than the data changes, would only churn memory and never be hit.
+        # The answer is sent from the entry either way, with its ETag.
+        if (
+            self.admission is None
+            or key in self.cache
+            or self.admission.admit((key, result.version))
+        ):
             self.cache.put(entry)
         return entry
 

@@ -83,7 +83,10 @@ class ServerConfig(_Strict):
     pool_size: int = Field(10, ge=1, le=200)
     statement_timeout_s: int = Field(30, ge=1, le=3600, description="cancel slower queries (503)")
     cache_min_uses: int = Field(
-        2, ge=1, le=100, description="keep an answer once its URL was asked this often"
+        2,
+        ge=1,
+        le=100,
+        description="keep an answer once its URL was asked this often per data version",
     )
     cache_mb: int = Field(64, ge=0, le=65536, description="response cache per worker; 0 = off")
     # Behind Heroku's router a request that says `X-Forwarded-Proto: http` came in over plain

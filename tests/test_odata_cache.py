@@ -106,6 +106,25 @@ def test_a_kept_url_is_kept_again_right_after_a_change(
     assert hits(app) == before + 1
 
 
+def test_a_url_asked_once_per_version_is_not_kept(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
+    # Asked less often than the data changes, an answer would never be hit: not kept.
+    app = server[1]
+    url = "/sales(12)"
+    entries = len(app.cache)
+    client.get(url)
+    version = app.tracker.version("sales")
+    sql(db, "update sales set amount = 12.12 where id = 12")
+    deadline = time.monotonic() + 5
+    while app.tracker.version("sales") == version and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert client.get(url).json()["amount"] == 12.12  # once under the new version
+    assert len(app.cache) == entries
+    client.get(url)  # twice under this version: kept
+    assert len(app.cache) == entries + 1
+
+
 def test_doorkeeper_admits_a_key_on_its_nth_use() -> None:
     door = Doorkeeper(3, slots=1 << 10)
     assert [door.admit(("a",)) for _ in range(4)] == [False, False, True, True]
