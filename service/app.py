@@ -38,6 +38,7 @@ from odata.errors import (
 )
 from odata.service import ODataService, ServiceConfig
 from odata.versions import VersionTracker
+from service import logs
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
 from service.metrics import Metrics
@@ -183,6 +184,9 @@ class App:
         started = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         request_id = headers.get("x-request-id") or self._next_request_id()
+        # Every record logged while answering carries the id. uvicorn runs each request in a
+        # task of its own, whose context ends with it: nothing to reset.
+        logs.request_id.set(request_id)
         path: str = scope["path"]
         method: str = scope["method"]
         kind = "odata"

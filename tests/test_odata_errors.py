@@ -8,6 +8,9 @@ id that never carries SQL, a stack trace or the database password (in the body o
 from __future__ import annotations
 
 import base64
+import contextlib
+import io
+import json
 import logging
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from service import logs
 from tests.conftest import Databases, _admin, run
 from tests.live import serve
 from tests.odata_schema import SETUP_SQL, TOML
@@ -483,7 +487,15 @@ def test_database_gone_is_a_generic_5xx_with_request_id_and_no_secrets(
 ) -> None:
     url = _with_password(databases.create(SETUP_SQL))
     caplog.set_level(logging.DEBUG)
-    with serve(url, TOML) as (base, _app), httpx.Client(auth=AUTH, timeout=30) as c:
+    lines = io.StringIO()
+    json_log = logs.handler(lines, json_lines=True)  # what `r2sf serve` writes on a dyno
+    logging.getLogger().addHandler(json_log)
+    with (
+        serve(url, TOML) as (base, _app),
+        httpx.Client(auth=AUTH, timeout=30) as c,
+        contextlib.ExitStack() as cleanup,
+    ):
+        cleanup.callback(logging.getLogger().removeHandler, json_log)
         assert c.get(base + "/odata/v4/Category?$top=1").status_code == 200
         _drop(server_url, url)
         paths = [
@@ -503,6 +515,11 @@ def test_database_gone_is_a_generic_5xx_with_request_id_and_no_secrets(
         # $metadata is served from memory: still fine while the database is away.
         assert c.get(base + "/odata/v4/$metadata").status_code == 200
     assert PASSWORD not in caplog.text
+    # Each failure is logged with the request id the client got back, and no secret.
+    records = [json.loads(line) for line in lines.getvalue().splitlines()]
+    failures = [r for r in records if r["level"] == "error"]
+    assert {r.get("request_id") for r in failures} == {f"fault-{len(p)}" for p in paths}
+    assert PASSWORD not in lines.getvalue()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
