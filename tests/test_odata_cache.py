@@ -93,8 +93,8 @@ def test_one_off_requests_are_not_kept(client: httpx.Client, server: tuple[str, 
 def test_a_kept_url_is_kept_again_right_after_a_change(
     client: httpx.Client, db: str, server: tuple[str, Any]
 ) -> None:
-    # Admission counts uses per URL, not per data version: after a change, the first answer
-    # to a popular URL is stored at once, so the next request is a hit.
+    # A URL kept under the previous version is kept again with the first answer after a
+    # change (its stale entry says it is popular), so the next request is a hit.
     app = server[1]
     url = "/sales(11)"
     client.get(url)
