@@ -18,6 +18,7 @@ import os
 import platform
 import random
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -519,6 +520,12 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     if len(runs) > 1:
         chosen["rounds_rps"] = [None if r.get("error") else r.get("rps") for r in runs]
+        # CPU per request moves much less than req/s on a shared machine: its own median over
+        # the rounds, not the figure of the run that happened to have the median req/s.
+        cpus = [r["cpu_ms_per_req"] for r in runs if r.get("cpu_ms_per_req") is not None]
+        chosen["rounds_cpu_ms_per_req"] = cpus
+        if cpus:
+            chosen["cpu_ms_per_req"] = statistics.median(cpus)
     return chosen
 
 
