@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -53,6 +53,13 @@ def client(server: tuple[str, Any]) -> Iterator[httpx.Client]:
 
 def hits(app: Any) -> int:
     return int(app.cache.hits)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.perf_counter() + timeout
+    while not condition():
+        assert time.perf_counter() < deadline, f"{what} after {timeout} s"
+        time.sleep(0.01)
 
 
 def poll(client: httpx.Client, url: str, expect: Any, timeout: float = 5.0) -> float:
@@ -116,9 +123,7 @@ def test_a_url_asked_once_per_version_is_not_kept(
     client.get(url)
     version = app.tracker.version("sales")
     sql(db, "update sales set amount = 12.12 where id = 12")
-    deadline = time.monotonic() + 5
-    while app.tracker.version("sales") == version and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: app.tracker.version("sales") != version, 5, "no new version")
     assert client.get(url).json()["amount"] == 12.12  # once under the new version
     assert len(app.cache) == entries
     client.get(url)  # twice under this version: kept
@@ -191,10 +196,11 @@ def test_if_none_match_answers_304_until_the_data_changes(client: httpx.Client, 
     tag = client.get(url).headers["etag"]
     assert client.get(url, headers={"If-None-Match": tag}).status_code == 304
     sql(db, "update sales set region = 'MX' where id = 1")
-    deadline = time.perf_counter() + 2
-    while client.get(url, headers={"If-None-Match": tag}).status_code == 304:
-        assert time.perf_counter() < deadline, "the ETag did not change after an update"
-        time.sleep(0.01)
+    wait_until(
+        lambda: client.get(url, headers={"If-None-Match": tag}).status_code != 304,
+        2,
+        "the ETag did not change after an update",
+    )
     assert client.get(url).headers["etag"] != tag
 
 
@@ -264,10 +270,7 @@ def test_lost_listen_connection_serves_uncached_and_recovers(
     sql(db, "update sales set region = 'DEAF' where id = 13")
     if not app.tracker.listening:
         assert client.get("/sales(13)").json()["region"] == "DEAF"
-    deadline = time.perf_counter() + 10
-    while not app.tracker.listening:
-        assert time.perf_counter() < deadline, "the LISTEN connection was not restored"
-        time.sleep(0.05)
+    wait_until(lambda: app.tracker.listening, 10, "the LISTEN connection was not restored")
     sql(db, "update sales set region = 'BACK' where id = 13")
     poll(client, "/sales(13)", lambda b: b["region"] == "BACK", timeout=1.0)
 
