@@ -37,6 +37,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="fail",
         help="rows whose values do not fit the target: fail the run or skip them",
     )
+    sync.add_argument(
+        "--force",
+        action="store_true",
+        help="write even when a job would change more rows than its max_changes",
+    )
+    sync.add_argument(
+        "--adopt",
+        action="store_true",
+        help="Heroku Connect jobs: take over existing rows whose external ID the warehouse"
+        " returns (after renaming a job or moving from another loader)",
+    )
     sync.set_defaults(handler=sync_command)
 
     sched = commands.add_parser("scheduler", help="clock process: run jobs on their schedules")
@@ -70,24 +81,27 @@ def sync_command(args: argparse.Namespace) -> int:
     if not chosen:
         print(f"r2sf sync: no jobs configured in {where} ([[sync.jobs]])", file=sys.stderr)
         return EXIT_FAILED
-    return asyncio.run(
-        _sync_all(
-            chosen, settings.database_url, url, args.full_refresh, args.dry_run, args.on_error
-        )
-    )
+    options = {
+        "full_refresh": args.full_refresh,
+        "dry_run": args.dry_run,
+        "on_error": args.on_error,
+        "force": args.force,
+        "adopt": args.adopt,
+    }
+    return asyncio.run(_sync_all(chosen, settings.database_url, url, options))
 
 
-async def _sync_all(
-    jobs: list[Job], target: str, source: str, full: bool, dry: bool, on_error: str
-) -> int:
+async def _sync_all(jobs: list[Job], target: str, source: str, options: dict[str, Any]) -> int:
     from sync.engine import run_job
 
     rep = Reporter()
     codes = []
+    dry = options["dry_run"]
     for job in jobs:
         try:
-            result = await run_job(job, target_url=target, source_url=source, full_refresh=full,
-                                   dry_run=dry, on_error=on_error, reporter=rep)  # fmt: skip
+            result = await run_job(
+                job, target_url=target, source_url=source, reporter=rep, **options
+            )
         except SyncError as exc:
             print(f"r2sf sync: {exc}", file=sys.stderr)
             codes.append(exc.exit_code)
@@ -97,6 +111,16 @@ async def _sync_all(
             _print_dry_run(result)
         for reason in result.skipped_reasons:
             print(f"r2sf sync: job '{job.name}': skipped {reason}", file=sys.stderr)
+        if result.not_owned:
+            print(
+                f"r2sf sync: job '{job.name}': left {result.not_owned} row(s) alone whose"
+                f" external ID belongs to a {result.target} record this job did not write"
+                " (created in Salesforce or typed by hand), e.g. "
+                + "; ".join(result.samples.get("not_owned", []))
+                + ". To take them over: r2sf sync --adopt "
+                + job.name,
+                file=sys.stderr,
+            )
     if EXIT_FAILED in codes:
         return EXIT_FAILED
     return max(codes, default=EXIT_OK)
@@ -109,8 +133,17 @@ def _print_dry_run(result: Any) -> None:
         f" (read {result.rows_read}, skip {result.skipped}) in {result.target}"
     )
     for kind, keys in result.samples.items():
-        if keys:
+        if keys and kind != "not_owned":
             print(f"  {kind}: {'; '.join(keys)}")
+    hc = result.heroku_connect
+    if result.not_owned:
+        keys = "; ".join(result.samples.get("not_owned", []))
+        print(f"  not owned (left alone): {result.not_owned}, e.g. {keys}")
+    if hc.get("push"):
+        print(f"  Heroku Connect would push {result.written} rows to Salesforce: {hc['push']}")
+    budget = result.change_budget
+    if budget is not None and result.written > budget:
+        print(f"  more than max_changes = {budget}: a run stops before writing (--force)")
 
 
 def scheduler_command(args: argparse.Namespace) -> int:

@@ -29,6 +29,10 @@ HEROKU_CONNECT_SYSTEM_COLUMNS = frozenset(
     {"id", "sfid", "systemmodstamp", "createddate", "isdeleted", "_hc_lastop", "_hc_err"}
 )
 
+# Rows a Heroku Connect job may write in one run unless told otherwise: about 15 minutes of
+# Heroku Connect pushing at 55-65 records/s.
+HC_MAX_CHANGES = 50_000
+
 DEFAULT_BATCH_SIZE = 10_000
 # Single-node Redshift clusters refuse a FETCH of more than 1,000 rows.
 DEFAULT_FETCH_SIZE = 1_000
@@ -49,11 +53,24 @@ class Incremental(_Strict):
 
 class HerokuConnect(_Strict):
     external_id: str = Field(description="the mapping's unique External ID column in the target")
+    scale: dict[str, int] = Field(
+        default_factory=dict,
+        description="decimal places Salesforce keeps for a double precision column",
+    )
 
     @field_validator("external_id")
     @classmethod
     def _column(cls, v: str) -> str:
         return _column_name(v)
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, v: dict[str, int]) -> dict[str, int]:
+        for column, places in v.items():
+            _column_name(column)
+            if not 0 <= places <= 18:
+                raise ValueError(f"scale of '{column}' must be the field's decimal places, 0 to 18")
+        return v
 
 
 class MaxDeletes(_Strict):
@@ -82,6 +99,9 @@ class Job(_Strict):
     deletes: Literal["hard", "soft", "ignore"] = "ignore"
     soft_delete_column: str | None = None
     max_deletes: MaxDeletes = Field(default_factory=lambda: MaxDeletes(percent=10))
+    # Rows one run may write (inserts + updates + deletes); None: HC_MAX_CHANGES for Heroku
+    # Connect jobs, no limit otherwise.
+    max_changes: int | None = Field(None, ge=0)
     incremental: Incremental | None = None
     columns: dict[str, str] = Field(default_factory=dict)
     heroku_connect: HerokuConnect | None = None
@@ -161,6 +181,13 @@ class Job(_Strict):
         return self
 
     @property
+    def change_budget(self) -> int | None:
+        """Rows one run may write, or None for no limit."""
+        if self.max_changes is not None:
+            return self.max_changes
+        return HC_MAX_CHANGES if self.heroku_connect is not None else None
+
+    @property
     def source_sql(self) -> str:
         """The statement whose rows this job copies."""
         if self.query is not None:
@@ -230,6 +257,8 @@ _FIXES = {
     "target": "write the target as schema.table, e.g. public.category",
     "table": "write the source table as schema.table, e.g. public.category",
     "key": 'list the key columns, e.g. key = ["catid"]',
+    "max_changes": "write a row count, e.g. max_changes = 50000",
+    "scale": "write decimal places per column, e.g. scale = { amount__c = 2 }",
 }
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from service.config import redact_url
-from sync import load, state
+from sync import heroku_connect, load, state
 from sync.config import Job, quote_ident
 from sync.errors import LockHeld, SourceError, SyncError, TargetError, TransientError
 from sync.progress import Reporter
@@ -42,6 +42,9 @@ class RunResult:
     skipped: int
     target_rows: int
     seconds: float
+    not_owned: int = 0  # Heroku Connect: warehouse rows whose record the job does not own
+    adopted: int = 0  # Heroku Connect: existing rows this run took ownership of
+    change_budget: int | None = None  # the job's max_changes in effect
     run_id: int | None = None
     samples: dict[str, list[str]] = field(default_factory=dict)
     skipped_reasons: list[str] = field(default_factory=list)
@@ -66,6 +69,9 @@ class RunResult:
             "target_rows": self.target_rows,
             "seconds": round(self.seconds, 3),
         }
+        if self.not_owned or self.adopted:
+            out["not_owned"] = self.not_owned
+            out["adopted"] = self.adopted
         if self.watermark is not None:
             out["watermark"] = self.watermark
         for k, v in self.heroku_connect.items():
@@ -112,8 +118,14 @@ async def run_job(
     dry_run: bool = False,
     on_error: str = "fail",
     reporter: Reporter | None = None,
+    force: bool = False,
+    adopt: bool = False,
 ) -> RunResult:
-    """Run one job; raises a `SyncError` (nothing written) when it cannot complete."""
+    """Run one job; raises a `SyncError` (nothing written) when it cannot complete.
+
+    `force` lets a run write more rows than the job's `max_changes`; `adopt` makes a Heroku
+    Connect job take ownership of existing rows whose external ID the warehouse returns.
+    """
     rep = reporter or Reporter()
     started = datetime.now(UTC)
     t0 = time.monotonic()
@@ -142,8 +154,8 @@ async def run_job(
                 f"another run holds its lock ({holder}); wait for it to finish, or stop that"
                 " process",
             )
-        result = await _run_locked(conn, job, source_url, target_url, full_refresh, dry_run,
-                                   on_error, rep)  # fmt: skip
+        opts = _Options(full_refresh, dry_run, on_error, force, adopt)
+        result = await _run_locked(conn, job, source_url, target_url, opts, rep)
         result.seconds = time.monotonic() - t0
         rep.log("done", **result.summary())
         return result
@@ -166,17 +178,20 @@ async def run_job(
     raise err
 
 
+@dataclass(frozen=True)
+class _Options:
+    full_refresh: bool
+    dry_run: bool
+    on_error: str
+    force: bool
+    adopt: bool
+
+
 async def _run_locked(
-    conn: Any,
-    job: Job,
-    source_url: str,
-    target_url: str,
-    full_refresh: bool,
-    dry_run: bool,
-    on_error: str,
-    rep: Reporter,
+    conn: Any, job: Job, source_url: str, target_url: str, opts: _Options, rep: Reporter
 ) -> RunResult:
     started = datetime.now(UTC)
+    full_refresh, dry_run = opts.full_refresh, opts.dry_run
     if not dry_run:
         await state.migrate(conn)
     watermark = None
@@ -226,15 +241,18 @@ async def _run_locked(
             await source.close()
         counts.source_rows = counts.read
         rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
-        result = await _merge(conn, job, plan, counts, full_refresh, dry_run, deletes, on_error,
-                              started, loaded)  # fmt: skip
+        result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded)
     except BaseException:
         await tx.rollback()
         raise
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
-    if job.heroku_connect is not None and not dry_run:
-        result.heroku_connect = await load.heroku_connect_report(conn, target)
+    if job.heroku_connect is not None:
+        result.heroku_connect = await heroku_connect.report(
+            conn, target.schema, target.table, job.heroku_connect.external_id
+        )
+        if result.written:
+            result.heroku_connect["push"] = heroku_connect.push_estimate(result.written)
     await state.unlock(conn, job.name)
     return result
 
@@ -261,26 +279,33 @@ async def _merge(
     job: Job,
     plan: load.Plan,
     counts: load.Counts,
-    full_refresh: bool,
-    dry_run: bool,
+    opts: _Options,
     deletes: bool,
-    on_error: str,
     started: datetime,
     loaded: bool,
 ) -> RunResult:
     """Check, count and write the staged rows (or account for rows loaded directly)."""
+    full_refresh, dry_run = opts.full_refresh, opts.dry_run
+    adopted = 0
     if loaded:
         counts.inserted = counts.target_rows = counts.read
     else:
-        await load.check_values(conn, plan, on_error, counts)
+        await load.check_values(conn, plan, opts.on_error, counts)
+        if plan.external_id is not None:
+            adopted = await heroku_connect.prepare(
+                conn, job, plan.target.sql, load.STAGING, plan.key_join(), opts.adopt
+            )
         n_deletes = await load.count_changes(conn, plan, deletes, counts, samples=dry_run)
         if deletes:
             load.guard_deletes(plan, n_deletes, counts.target_rows)
+        if not (opts.force or dry_run):
+            load.guard_changes(plan, counts)
     result = RunResult(
         job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh,
         rows_read=counts.read, inserted=0, updated=0, unchanged=0, deleted=0,
         skipped=counts.skipped, target_rows=0, seconds=0.0,
-        skipped_reasons=counts.skipped_reasons,
+        skipped_reasons=counts.skipped_reasons, adopted=adopted,
+        change_budget=job.change_budget,
     )  # fmt: skip
     if dry_run:
         _fill(result, counts)
@@ -316,3 +341,5 @@ def _fill(result: RunResult, counts: load.Counts) -> None:
     result.unchanged = counts.unchanged
     result.deleted = counts.deleted
     result.target_rows = counts.target_rows
+    result.not_owned = counts.not_owned
+    result.samples = counts.samples

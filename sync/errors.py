@@ -6,6 +6,7 @@
     ├── TargetError           the target table or its mapping cannot take the rows
     ├── ValueDoesNotFit       a value is too long / out of range for its target column
     ├── TooManyDeletes        the mass-delete guard refused the run
+    ├── TooManyChanges        the run would write more rows than its change budget
     └── TransientError        a connection failed or dropped; worth retrying
 
 Messages name the job and what to do; they never contain passwords or SQL.
@@ -43,6 +44,12 @@ class ValueDoesNotFit(SyncError):
 
 class TooManyDeletes(SyncError):
     code = "too_many_deletes"
+
+
+class TooManyChanges(SyncError):
+    """More inserts + updates + deletes than `max_changes`; `r2sf sync --force` goes ahead."""
+
+    code = "too_many_changes"
 
 
 class TransientError(SyncError):

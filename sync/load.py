@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from sync import heroku_connect as hc
 from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS, Job, quote_ident
-from sync.errors import SourceError, TargetError, TooManyDeletes, ValueDoesNotFit
+from sync.errors import SourceError, TargetError, TooManyChanges, TooManyDeletes, ValueDoesNotFit
 from sync.source import Source, SourceColumn
 
 STAGING = "r2sf_staging"
@@ -71,7 +72,11 @@ class Target:
     schema: str
     table: str
     columns: dict[str, TargetColumn]
-    unique_keys: list[set[str]]
+    unique_indexes: list[tuple[str, set[str]]]  # (index name, columns)
+
+    @property
+    def unique_keys(self) -> list[set[str]]:
+        return [cols for _, cols in self.unique_indexes]
 
     @property
     def sql(self) -> str:
@@ -91,6 +96,8 @@ class Pair:
     staging_type: str
     target: TargetColumn
     staging_typmod: int = -1
+    salesforce: bool = False  # a Heroku Connect column: compared and written as Salesforce stores
+    scale: int | None = None  # the field's decimal places when the column's type does not say
 
     @property
     def same_type(self) -> bool:
@@ -105,6 +112,20 @@ class Pair:
         ref = f"{alias}.{quote_ident(self.source)}"
         return f"CAST({ref} AS {self.target.type_sql})" if self.needs_cast else ref
 
+    def stored(self, alias: str = "s") -> str:
+        """The staged value as the target keeps it (as Salesforce stores it, for Heroku Connect)."""
+        return self._normal(self.value(alias))
+
+    def stored_target(self, alias: str = "t") -> str:
+        """The target's current value, normalised the same way for comparison."""
+        return self._normal(f"{alias}.{quote_ident(self.target.name)}")
+
+    def _normal(self, expr: str) -> str:
+        if not self.salesforce:
+            return expr
+        t = self.target
+        return hc.stored_value(expr, t.type_oid, t.type_sql, self.scale)
+
 
 @dataclass
 class Plan:
@@ -114,6 +135,15 @@ class Plan:
     keys: list[Pair]
     soft_column: str | None
     has_skipped: bool = False  # rows dropped by --on-error skip live in SKIPPED
+
+    @property
+    def external_id(self) -> str | None:
+        """The Heroku Connect external ID column: rows are then limited to the owned ones."""
+        return self.keys[0].target.name if self.job.heroku_connect is not None else None
+
+    def owned(self, alias: str = "t") -> str:
+        """SQL: target row `alias` may be updated or deleted by this job."""
+        return "true" if self.external_id is None else hc.owned(alias, self.external_id)
 
     @property
     def values(self) -> list[Pair]:
@@ -146,6 +176,7 @@ class Counts:
     unchanged: int = 0
     deleted: int = 0
     skipped: int = 0
+    not_owned: int = 0  # warehouse rows whose external ID belongs to a row the job does not own
     source_rows: int = 0
     target_rows: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
@@ -156,7 +187,7 @@ class Counts:
             k: getattr(self, k)
             for k in (
                 "read", "inserted", "updated", "unchanged", "deleted", "skipped",
-                "source_rows", "target_rows",
+                "not_owned", "source_rows", "target_rows",
             )
         }  # fmt: skip
 
@@ -187,13 +218,14 @@ async def read_target(conn: Any, schema: str, table: str) -> Target | None:
         for r in rows
     }
     keys = await conn.fetch(
-        "SELECT array(SELECT a.attname FROM unnest(i.indkey) k"
+        "SELECT i.indexrelid::regclass::text AS name, array(SELECT a.attname FROM unnest(i.indkey) k"
         " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k) AS cols"
         " FROM pg_index i WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL"
         " AND i.indexprs IS NULL",
         oid,
     )
-    return Target(schema, table, cols, [set(r["cols"]) for r in keys])
+    indexes = [(r["name"].rpartition(".")[2].strip('"'), set(r["cols"])) for r in keys]
+    return Target(schema, table, cols, indexes)
 
 
 async def staging_types(conn: Any, columns: Sequence[SourceColumn]) -> dict[str, str]:
@@ -225,7 +257,7 @@ def _map_source_column(job: Job, name: str, target: Target | None) -> str:
 
 def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], target: Target) -> Plan:
     """Match source columns to target columns and check the target can take the rows."""
-    hc = job.heroku_connect is not None
+    is_hc = job.heroku_connect is not None
     pairs: list[Pair] = []
     missing: list[str] = []
     for col in columns:
@@ -234,13 +266,14 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], targe
         if tcol is None:
             missing.append(col.name if dst == col.name else f"{col.name} (as {dst})")
             continue
-        if hc and dst in HEROKU_CONNECT_SYSTEM_COLUMNS:
+        if is_hc and dst in HEROKU_CONNECT_SYSTEM_COLUMNS:
             raise TargetError(
                 job.name,
                 f"source column '{col.name}' maps to Heroku Connect system column '{dst}',"
                 " which the sync never writes; drop it from the query or rename it",
             )
-        pairs.append(Pair(col.name, col.type_oid, types[col.name], tcol, col.typmod))
+        scale = job.heroku_connect.scale.get(dst) if job.heroku_connect else None
+        pairs.append(Pair(col.name, col.type_oid, types[col.name], tcol, col.typmod, is_hc, scale))
     if missing:
         raise TargetError(
             job.name,
@@ -256,18 +289,10 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], targe
         )
     keys = [by_source[k] for k in job.key]
     key_set = {k.target.name for k in keys}
-    if key_set not in target.unique_keys:
+    if job.heroku_connect is not None:
+        _check_heroku_connect(job, target, pairs, keys[0])
+    elif key_set not in target.unique_keys:
         cols = ", ".join(quote_ident(k) for k in sorted(key_set))
-        if hc:
-            fix = (
-                "mark the External ID field Unique in Salesforce and in the Heroku Connect"
-                f" mapping (or CREATE UNIQUE INDEX ON {target.sql} ({cols}))"
-            )
-            raise TargetError(
-                job.name,
-                f"external id {target.name}.{next(iter(key_set))} is not unique, so upserts could"
-                f" create duplicates; {fix}",
-            )
         raise TargetError(
             job.name,
             f"{target.name} has no primary key or unique index on ({', '.join(sorted(key_set))});"
@@ -285,6 +310,23 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], targe
             f" ADD COLUMN {quote_ident(soft)} boolean NOT NULL DEFAULT false",
         )
     return Plan(job, target, pairs, keys, soft)
+
+
+def _check_heroku_connect(job: Job, target: Target, pairs: list[Pair], key: Pair) -> None:
+    assert job.heroku_connect is not None
+    problem = hc.unique_identifier_problem(target.table, key.target.name, target.unique_indexes)
+    if problem:
+        raise TargetError(job.name, f"upserts could create duplicates in Salesforce: {problem}")
+    written = {p.target.name: p for p in pairs}
+    for column in job.heroku_connect.scale:
+        pair = written.get(column)
+        if pair is None or pair.target.type_oid not in (700, 701, 1700):
+            what = "a number column the job writes" if pair is None else pair.target.type_sql
+            raise TargetError(
+                job.name,
+                f"heroku_connect.scale names '{column}', but {target.name}.{column} is not"
+                f" {what}; list only the job's double precision or numeric columns",
+            )
 
 
 async def create_target(
@@ -351,8 +393,8 @@ async def can_load_directly(conn: Any, p: Plan, source: Source, created: bool) -
     functions convert and check exactly as the staging path's casts would (a value that does
     not fit fails the COPY, and the caller falls back to staging to report it).
     """
-    if p.soft_column is not None:
-        return False
+    if p.soft_column is not None or p.external_id is not None:
+        return False  # Heroku Connect jobs stage, so the budget and ownership apply first
     if any(pr.staging_oid != pr.target.type_oid for pr in p.pairs):
         return False
     if created:
@@ -520,14 +562,16 @@ def _clip(v: str, n: int = 60) -> str:
 # ---------------------------------------------------------------------------- merge
 
 
-def _distinct(p: Plan) -> str:
-    def pair_sides(pr: Pair) -> tuple[str, str]:
-        t, s = f"t.{quote_ident(pr.target.name)}", pr.value("s")
-        if pr.target.type_oid in _NO_EQUALITY:
-            return f"{t}::text", f"({s})::text"
-        return t, s
+def _sides(pr: Pair) -> tuple[str, str]:
+    """(target value, staged value) as compared: as stored, and as text without an `=`."""
+    t, s = pr.stored_target("t"), pr.stored("s")
+    if pr.target.type_oid in _NO_EQUALITY:
+        return f"({t})::text", f"({s})::text"
+    return t, s
 
-    sides = [pair_sides(pr) for pr in p.values]
+
+def _distinct(p: Plan) -> str:
+    sides = [_sides(pr) for pr in p.values]
     if p.soft_column:
         sides.append((f"t.{quote_ident(p.soft_column)}", "false"))
     left = ", ".join(a for a, _ in sides)
@@ -535,12 +579,17 @@ def _distinct(p: Plan) -> str:
     return f"ROW({left}) IS DISTINCT FROM ROW({right})"
 
 
+def _not_skipped(p: Plan) -> str:
+    if not p.has_skipped:
+        return "true"
+    join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
+    return f"NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
+
+
 def _missing(p: Plan) -> str:
-    """Target rows whose key the source no longer returns (skipped rows are not missing)."""
+    """Target rows the job owns whose key the source no longer returns (nor skipped)."""
     cond = f"NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE {p.key_join()})"
-    if p.has_skipped:
-        join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
-        cond += f" AND NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
+    cond += f" AND {_not_skipped(p)} AND {p.owned('t')}"
     if p.soft_column:
         cond += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
     return cond
@@ -554,50 +603,55 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
     """Count (and sample) what a merge would do, in one join; returns the number of deletes.
 
     The merge then runs only the statements that have something to write, so an unchanged
-    rerun joins staging and target once instead of once per statement.
+    rerun joins staging and target once instead of once per statement. For a Heroku Connect
+    job, `target_rows` counts the rows it owns, and rows it does not own are never updated or
+    deleted (`not_owned` counts warehouse rows whose external ID such a row holds).
     """
     t = p.target.sql
+    owned = p.owned("t")
     changed = _distinct(p) if (p.values or p.soft_column) else "false"
     gone = "false"
     if deletes:
-        gone = "s.ctid IS NULL"
-        if p.has_skipped:
-            join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
-            gone += f" AND NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
+        gone = f"s.ctid IS NULL AND {_not_skipped(p)} AND {owned}"
         if p.soft_column:
             gone += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
+    both = "t.ctid IS NOT NULL AND s.ctid IS NOT NULL"
     row = await conn.fetchrow(
-        "SELECT count(t.ctid) AS target_rows,"
+        f"SELECT count(t.ctid) FILTER (WHERE {owned}) AS target_rows,"
         " count(*) FILTER (WHERE t.ctid IS NULL) AS inserts,"
-        f" count(*) FILTER (WHERE t.ctid IS NOT NULL AND s.ctid IS NOT NULL AND {changed})"
-        " AS updates,"
+        f" count(*) FILTER (WHERE {both} AND {owned} AND {changed}) AS updates,"
+        f" count(*) FILTER (WHERE {both} AND NOT {owned}) AS not_owned,"
         f" count(*) FILTER (WHERE {gone}) AS deletes"
         f" FROM {t} t FULL JOIN {STAGING} s ON {p.key_join()}"
     )
     counts.target_rows = row["target_rows"]
     counts.inserted = row["inserts"]
     counts.updated = row["updates"]
+    counts.not_owned = row["not_owned"]
     n_deletes: int = row["deletes"]
     counts.deleted = n_deletes
-    counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+    counts.unchanged = (
+        counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
+    )
+    joined = f"FROM {t} t JOIN {STAGING} s ON {p.key_join()}"
+    if counts.not_owned:
+        counts.samples["not_owned"] = await _sample(
+            conn, f"SELECT {p.key_text('s')} {joined} WHERE NOT {owned}"
+        )
     if not samples:
         return n_deletes
-    counts.samples = {
-        "insert": await _sample(
-            conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
-        ),
-        "update": await _sample(
-            conn,
-            f"SELECT {p.key_text('s')} FROM {t} t JOIN {STAGING} s ON {p.key_join()}"
-            f" WHERE {_distinct(p)}"
-            if (p.values or p.soft_column)
-            else "",
-        ),
-        "delete": await _sample(
-            conn,
-            f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else "",
-        ),
-    }
+    counts.samples["insert"] = await _sample(
+        conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
+    )
+    counts.samples["update"] = await _sample(
+        conn,
+        f"SELECT {p.key_text('s')} {joined} WHERE {owned} AND {_distinct(p)}"
+        if (p.values or p.soft_column)
+        else "",
+    )
+    counts.samples["delete"] = await _sample(
+        conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else ""
+    )
     return n_deletes
 
 
@@ -618,62 +672,80 @@ def guard_deletes(p: Plan, n_deletes: int, target_rows: int) -> None:
         )
 
 
+def guard_changes(p: Plan, counts: Counts) -> None:
+    """Refuse a run that would write more rows than the job's change budget (`max_changes`)."""
+    budget = p.job.change_budget
+    writes = counts.inserted + counts.updated + counts.deleted
+    if budget is None or writes <= budget:
+        return
+    what = (
+        f"would write {writes:,} rows to {p.target.name} ({counts.inserted:,} inserts,"
+        f" {counts.updated:,} updates, {counts.deleted:,} deletes), more than"
+        f" max_changes = {budget:,}; nothing was written."
+    )
+    if p.external_id is not None:
+        what += (
+            f" Heroku Connect pushes {hc.PUSH_RATE[0]}-{hc.PUSH_RATE[1]} records/s to"
+            f" Salesforce, so these take {hc.push_estimate(writes)} and use as many API calls."
+        )
+    raise TooManyChanges(
+        p.job.name,
+        what + " If that is intended, rerun with --force (or raise max_changes)",
+    )
+
+
 async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Counts) -> None:
-    """Write the changes `count_changes` found; the caller holds the transaction."""
+    """Write the changes `count_changes` found; the caller holds the transaction.
+
+    One statement per kind (update, insert, delete). For Heroku Connect jobs an UPDATE assigns
+    a changed value only to the columns that changed (Heroku Connect pushes every column whose
+    value differs), inserts and deletes keep the job's ownership in `r2sf.hc_owned`.
+    """
     t = p.target.sql
+    ext = p.external_id
     if counts.updated:
-        sets = [f"{quote_ident(pr.target.name)} = {pr.value('s')}" for pr in p.values]
+        sets = [_assignment(pr, ext is not None) for pr in p.values]
         if p.soft_column:
             sets.append(f"{quote_ident(p.soft_column)} = false")
         status = await conn.execute(
             f"UPDATE {t} t SET {', '.join(sets)} FROM {STAGING} s"
-            f" WHERE {p.key_join()} AND {_distinct(p)}"
+            f" WHERE {p.key_join()} AND {p.owned('t')} AND {_distinct(p)}"
         )
         counts.updated = int(status.split()[-1])
     if counts.inserted:
         cols = [quote_ident(pr.target.name) for pr in p.pairs]
-        vals = [pr.value("s") for pr in p.pairs]
+        vals = [pr.stored("s") for pr in p.pairs]
         if p.soft_column:
             cols.append(quote_ident(p.soft_column))
             vals.append("false")
-        status = await conn.execute(
+        sql = (
             f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
             f" WHERE {_new_rows(p)}"
         )
-        counts.inserted = int(status.split()[-1])
+        if ext is None:
+            counts.inserted = int((await conn.execute(sql)).split()[-1])
+        else:
+            counts.inserted = await conn.fetchval(hc.record_inserts(sql, ext), p.job.name)
     counts.deleted = 0
     if deletes and n_deletes:
         if p.soft_column:
             sql = f"UPDATE {t} t SET {quote_ident(p.soft_column)} = true WHERE {_missing(p)}"
+            counts.deleted = int((await conn.execute(sql)).split()[-1])
+        elif ext is None:
+            sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
+            counts.deleted = int((await conn.execute(sql)).split()[-1])
         else:
             sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
-        counts.deleted = int((await conn.execute(sql)).split()[-1])
-    counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+            counts.deleted = await conn.fetchval(hc.record_deletes(sql, ext), p.job.name)
+    counts.unchanged = (
+        counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
+    )
     counts.target_rows += counts.inserted - (0 if p.soft_column else counts.deleted)
 
 
-async def heroku_connect_report(conn: Any, target: Target) -> dict[str, Any]:
-    """Rows Heroku Connect failed to push, and its trigger-log backlog for this table."""
-    out: dict[str, Any] = {}
-    if "_hc_lastop" in target.columns:
-        row = await conn.fetchrow(
-            f"SELECT count(*) AS n, min(_hc_err) AS err FROM {target.sql}"
-            " WHERE _hc_lastop = 'FAILED'"
-            if "_hc_err" in target.columns
-            else f"SELECT count(*) AS n, NULL AS err FROM {target.sql} WHERE _hc_lastop = 'FAILED'"
-        )
-        out["failed"] = row["n"]
-        if row["err"]:
-            out["failed_example"] = _clip(row["err"], 200)
-    log = await read_target(conn, target.schema, "_trigger_log")
-    if log is not None:
-        where = ["true"]
-        args: list[str] = []
-        if "table_name" in log.columns:
-            where.append("table_name = $1")
-            args.append(target.table)
-        if "state" in log.columns:
-            where.append("state IN ('NEW', 'PENDING')")
-        sql = f"SELECT count(*) FROM {log.sql} WHERE " + " AND ".join(where)
-        out["trigger_log_backlog"] = await conn.fetchval(sql, *args)
-    return out
+def _assignment(pr: Pair, changed_only: bool) -> str:
+    col = quote_ident(pr.target.name)
+    if not changed_only:
+        return f"{col} = {pr.value('s')}"
+    t, s = _sides(pr)
+    return f"{col} = CASE WHEN {t} IS DISTINCT FROM {s} THEN {pr.stored('s')} ELSE t.{col} END"

@@ -47,6 +47,18 @@ MIGRATIONS: list[str] = [
         updated_at timestamptz NOT NULL DEFAULT now()
     );
     """,
+    # 2: what each Heroku Connect job owns (sync/heroku_connect.py). Jobs that already ran
+    # before ownership was kept adopt the rows their warehouse query returns on their next run.
+    """
+    CREATE TABLE r2sf.hc_owned (
+        job text NOT NULL,
+        external_id text NOT NULL,
+        PRIMARY KEY (job, external_id)
+    );
+    CREATE TABLE r2sf.hc_adopt_pending (job text PRIMARY KEY);
+    INSERT INTO r2sf.hc_adopt_pending SELECT DISTINCT job FROM r2sf.sync_runs WHERE status = 'ok';
+    ALTER TABLE r2sf.sync_runs ADD COLUMN rows_not_owned bigint;
+    """,
 ]
 
 
@@ -160,8 +172,8 @@ async def record_run(
         """
         INSERT INTO r2sf.sync_runs (job, started_at, finished_at, status, full_refresh, error,
             rows_read, rows_inserted, rows_updated, rows_unchanged, rows_deleted, rows_skipped,
-            source_rows, target_rows)
-        VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+            source_rows, target_rows, rows_not_owned)
+        VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
         RETURNING id
         """,
         job,
@@ -177,6 +189,7 @@ async def record_run(
         counts.get("skipped"),
         counts.get("source_rows"),
         counts.get("target_rows"),
+        counts.get("not_owned"),
     )
     return run_id
 

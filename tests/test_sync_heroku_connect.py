@@ -1,174 +1,394 @@
-"""Heroku Connect targets (spec §9): upserts on the unique External ID, system columns never
-written, only real changes reach the trigger log, failures and backlog reported."""
+"""Heroku Connect targets: the job touches only rows it owns, compares values as Salesforce stores
+them, writes only changed columns, stays within its change budget and reports Connect's backlog.
+
+Every test runs against the Heroku Connect stand-in in tests/heroku_connect.py (mapped tables,
+trigger log, write-back), built from Heroku's documentation.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from sync.errors import TargetError
+from sync.config import HC_MAX_CHANGES, Job
+from sync.errors import TargetError, TooManyChanges, TooManyDeletes
+from tests import heroku_connect as hcx
 from tests.conftest import Databases
 from tests.test_sync_support import Pair, q, unique, x
 
-# A hand-built stand-in for a Heroku Connect mapped table: the same system columns, a unique
-# External ID, and a trigger that logs every write the way Heroku Connect's does.
-HC_SETUP = """
-CREATE SCHEMA salesforce;
-CREATE TABLE salesforce._trigger_log (
-    id bigserial PRIMARY KEY, txid bigint, created_at timestamptz DEFAULT now(),
-    state varchar(8) DEFAULT 'NEW', action varchar(7), table_name varchar(128),
-    record_id integer, sfid varchar(18), old jsonb, "values" jsonb
-);
-CREATE FUNCTION salesforce.log_write() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO salesforce._trigger_log (txid, action, table_name, record_id, old, "values")
-    VALUES (txid_current(), TG_OP, TG_TABLE_NAME,
-            CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END,
-            CASE WHEN TG_OP = 'INSERT' THEN NULL ELSE to_jsonb(OLD) END,
-            CASE WHEN TG_OP = 'DELETE' THEN NULL ELSE to_jsonb(NEW) END);
-    RETURN NULL;
-END $$;
-"""
-
-
-def hc_table(url: str, name: str, unique_external_id: bool = True) -> str:
-    table = f"salesforce.{name}__c"
-    uniq = "UNIQUE" if unique_external_id else ""
-    x(
-        url,
-        f"""
-        CREATE TABLE {table} (
-            id serial PRIMARY KEY, sfid varchar(18), systemmodstamp timestamp,
-            createddate timestamp, isdeleted boolean, _hc_lastop varchar(32), _hc_err text,
-            catid__c double precision {uniq}, catgroup__c varchar(10), name varchar(80)
-        );
-        CREATE INDEX ON {table} (systemmodstamp);
-        CREATE TRIGGER log_writes AFTER INSERT OR UPDATE OR DELETE ON {table}
-            FOR EACH ROW EXECUTE FUNCTION salesforce.log_write();
-        """,
-    )
-    return table
+FIELDS = (*hcx.DEFAULT_FIELDS, ("gone__c", "boolean"))
 
 
 @pytest.fixture(scope="module")
 def pair(databases: Databases) -> Iterator[Pair]:
-    yield Pair(databases.create(), databases.create(HC_SETUP))
+    yield Pair(databases.create(), databases.create(hcx.SCHEMA_SQL))
 
 
-def source(pair: Pair, rows: int = 30) -> str:
-    name = unique("category")
+def warehouse(pair: Pair, rows: int = 5) -> str:
+    """A warehouse table `ext` k1..kN whose columns map onto the mapped table's fields."""
+    name = unique("summary")
     x(
         pair.source,
-        f"CREATE TABLE {name} (catid smallint PRIMARY KEY, catgroup varchar(10), catname text);"
-        f" INSERT INTO {name} SELECT g, 'grp' || g % 3, 'name ' || g"
+        f"CREATE TABLE {name} (ext text PRIMARY KEY, name text, amount numeric(12, 3),"
+        " active boolean, closed timestamp, note text, region text);"
+        f" INSERT INTO {name} SELECT 'k' || g, 'Account ' || g, g * 10.125, g % 2 = 0,"
+        " timestamp '2024-03-01 10:00:00.123456' + g * interval '1 day', 'note ' || g, 'West'"
         f" FROM generate_series(1, {rows}) g",
     )
     return name
 
 
-def job_for(pair: Pair, src: str, table: str, **kw: object) -> object:
-    fields: dict[str, object] = {
+def mapped(pair: Pair, **kw: Any) -> str:
+    table = unique("summary") + "__c"
+    x(pair.target, hcx.mapped_table_sql(table, kw.pop("fields", FIELDS), **kw))
+    return table
+
+
+def job(pair: Pair, src: str, table: str, **kw: Any) -> Job:
+    hc: dict[str, Any] = {"external_id": "external_id__c", "scale": {"amount__c": 2}}
+    hc.update(kw.pop("hc", {}))
+    fields: dict[str, Any] = {
         "name": src,
-        "query": f"select catid, catgroup, catname from {src}",
-        "target": table,
-        "key": ["catid"],
-        "columns": {"catname": "name"},
-        "heroku_connect": {"external_id": "catid__c"},
+        "query": f"select ext, name, amount, active, closed, note, region from {src}",
+        "target": f"salesforce.{table}",
+        "key": ["ext"],
+        "heroku_connect": hc,
     }
     fields.update(kw)
     return pair.job(**fields)
 
 
-def log_count(pair: Pair, table: str) -> int:
-    name = table.split(".")[1]
-    return q(
-        pair.target, "SELECT count(*) FROM salesforce._trigger_log WHERE table_name = $1", name
-    )[0][0]
+def rows_by_sfid(pair: Pair, table: str) -> dict[str, tuple[Any, ...]]:
+    return {
+        r["sfid"]: tuple(r)
+        for r in q(pair.target, f"SELECT * FROM salesforce.{table} WHERE sfid IS NOT NULL")
+    }
 
 
-def test_upserts_on_the_external_id_and_never_writes_system_columns(pair: Pair) -> None:
-    src = source(pair)
-    table = hc_table(pair.target, src)
-    job = job_for(pair, src, table)
-    first = pair.sync(job)  # type: ignore[arg-type]
-    assert first.inserted == 30
-    # What Heroku Connect does after pushing to Salesforce: fill its own columns.
+def externals(pair: Pair, table: str) -> list[Any]:
+    return [
+        r[0] for r in q(pair.target, f"SELECT external_id__c FROM salesforce.{table} ORDER BY 1")
+    ]
+
+
+# -- ownership -----------------------------------------------------------------------------
+
+
+SF_CREATED = [
+    {"name": "Created in Salesforce 1"},
+    {"name": "Created in Salesforce 2", "note__c": "keep me"},
+    {"name": "Typed by hand", "external_id__c": "typed-1"},
+]
+
+
+@pytest.mark.parametrize("deletes", ["hard", "soft", "ignore"])
+def test_records_created_in_salesforce_survive_every_delete_policy_and_full_refresh(
+    pair: Pair, deletes: str
+) -> None:
+    src = warehouse(pair)
+    table = mapped(pair)
+    extra: dict[str, Any] = {"deletes": deletes, "max_deletes": "100%"}
+    if deletes == "soft":
+        extra["soft_delete_column"] = "gone__c"
+    j = job(pair, src, table, **extra)
+    assert pair.sync(j).inserted == 5
+    hcx.write_back(pair.target, table)
+    hcx.create_in_salesforce(pair.target, table, SF_CREATED)
+    theirs = {
+        sfid: row
+        for sfid, row in rows_by_sfid(pair, table).items()
+        if row[8] is None or row[8] == "typed-1"  # external_id__c
+    }
+    assert len(theirs) == 3
+    x(pair.source, f"DELETE FROM {src} WHERE ext <> 'k1'")
+
+    dry = pair.sync(j, full_refresh=True, dry_run=True)
+    expected_deletes = 0 if deletes == "ignore" else 4
+    assert dry.deleted == expected_deletes
+    assert all(k.startswith("ext=k") for k in dry.samples.get("delete", []))
+    result = pair.sync(j, full_refresh=True)
+    assert (result.deleted, result.not_owned) == (expected_deletes, 0)
+    # The three records the job never wrote are exactly as they were.
+    after = rows_by_sfid(pair, table)
+    assert {sfid: after[sfid] for sfid in theirs} == theirs
+    if deletes == "hard":
+        assert externals(pair, table) == ["k1", "typed-1", None, None]
+    else:
+        assert len(externals(pair, table)) == 8
+    if deletes == "soft":
+        flagged = q(pair.target, f"SELECT external_id__c FROM salesforce.{table} WHERE gone__c")
+        assert sorted(r[0] for r in flagged) == ["k2", "k3", "k4", "k5"]
+
+
+def test_a_table_of_salesforce_records_is_never_wiped_whatever_the_guard(pair: Pair) -> None:
+    src = warehouse(pair, 0)
+    table = mapped(pair)
+    hcx.create_in_salesforce(pair.target, table, SF_CREATED)
+    before = rows_by_sfid(pair, table)
+    log_before = hcx.last_log_id(pair.target)
+    j = job(pair, src, table, deletes="hard", max_deletes="100%")
+    result = pair.sync(j, full_refresh=True)
+    assert (result.deleted, result.target_rows) == (0, 0)
+    assert rows_by_sfid(pair, table) == before
+    assert hcx.log_entries(pair.target, table, log_before) == []
+
+
+def test_an_external_id_typed_by_hand_is_left_alone_until_adopted(pair: Pair) -> None:
+    src = warehouse(pair)
+    table = mapped(pair)
+    hcx.create_in_salesforce(
+        pair.target, table, [{"name": "Typed by a user", "external_id__c": "k3"}]
+    )
+    (typed,) = [r for r in rows_by_sfid(pair, table).values() if r[8] == "k3"]
+    j = job(pair, src, table, deletes="hard", max_deletes="100%")
+    result = pair.sync(j)
+    assert (result.inserted, result.updated, result.not_owned) == (4, 0, 1)
+    assert result.samples["not_owned"] == ["ext=k3"]
+    assert q(pair.target, f"SELECT name FROM salesforce.{table} WHERE external_id__c = 'k3'")[0][
+        0
+    ] == ("Typed by a user")
+    # Gone from the warehouse: still not the job's to delete.
+    x(pair.source, f"DELETE FROM {src} WHERE ext = 'k3'")
+    assert pair.sync(j, full_refresh=True).deleted == 0
+    assert [tuple(r) for r in rows_by_sfid(pair, table).values() if r[8] == "k3"] == [typed]
+    # Back in the warehouse and adopted on request: from now on it is the job's row.
+    x(pair.source, f"INSERT INTO {src} (ext, name) VALUES ('k3', 'From the warehouse')")
+    adopted = pair.sync(j, adopt=True)
+    assert (adopted.adopted, adopted.updated, adopted.not_owned) == (1, 1, 0)
+    assert q(pair.target, f"SELECT name FROM salesforce.{table} WHERE external_id__c = 'k3'")[0][
+        0
+    ] == ("From the warehouse")
+    x(pair.source, f"DELETE FROM {src} WHERE ext = 'k3'")
+    assert pair.sync(j, full_refresh=True).deleted == 1
+
+
+def test_jobs_that_ran_before_ownership_was_kept_adopt_their_rows_once(pair: Pair) -> None:
+    src = warehouse(pair)
+    table = mapped(pair)
+    j = job(pair, src, table)
+    pair.sync(j)
+    # The state migration 2 leaves for a job that already ran: no owned IDs, adoption pending.
+    x(pair.target, "DELETE FROM r2sf.hc_owned WHERE job = $1", j.name)
+    x(pair.target, "INSERT INTO r2sf.hc_adopt_pending VALUES ($1)", j.name)
+    x(pair.source, f"UPDATE {src} SET name = 'changed' WHERE ext = 'k2'")
+    result = pair.sync(j)
+    assert (result.adopted, result.updated, result.not_owned) == (5, 1, 0)
+    assert q(pair.target, "SELECT count(*) FROM r2sf.hc_adopt_pending")[0][0] == 0
+    assert pair.sync(j).adopted == 0
+
+
+def test_a_row_whose_push_failed_is_kept_reported_and_not_rewritten(pair: Pair) -> None:
+    src = warehouse(pair)
+    table = mapped(pair)
+    j = job(pair, src, table, deletes="hard", max_deletes="100%")
+    pair.sync(j)
+    hcx.write_back(pair.target, table, fail={"k2": "REQUIRED_FIELD_MISSING: Owner"})
+    # A row some other process wrote into the mapped table, whose push failed too.
     x(
         pair.target,
-        f"UPDATE {table} SET sfid = 'a0' || id, _hc_lastop = 'SYNCED', isdeleted = false,"
-        " systemmodstamp = '2024-01-01', createddate = '2024-01-01'",
+        f"INSERT INTO salesforce.{table} (name) VALUES ('written by another app');"
+        " BEGIN; SET LOCAL r2sf_test.connect = 'on';"  # Connect records the failed push
+        f" UPDATE salesforce.{table} SET _hc_lastop = 'FAILED', _hc_err = 'INVALID_FIELD'"
+        " WHERE external_id__c IS NULL; COMMIT",
     )
-    system_before = q(
-        pair.target,
-        f"SELECT catid__c, id, sfid, systemmodstamp, createddate, isdeleted, _hc_lastop, _hc_err"
-        f" FROM {table} ORDER BY catid__c",
-    )
-    log_before = log_count(pair, table)
-    x(pair.source, f"UPDATE {src} SET catname = 'renamed' WHERE catid IN (4, 5)")
-    second = pair.sync(job)  # type: ignore[arg-type]
-    assert (second.inserted, second.updated) == (0, 2)
-    # Exactly the two changed rows reached the trigger log, as updates.
-    rows = q(
-        pair.target,
-        "SELECT action, (\"values\"->>'catid__c')::float FROM salesforce._trigger_log"
-        " WHERE table_name = $1 AND id > $2 ORDER BY 2",
-        table.split(".")[1],
-        # ids are serial: everything logged after the first run's rows
-        q(pair.target, "SELECT max(id) FROM salesforce._trigger_log")[0][0] - 2,
-    )
-    assert [tuple(r) for r in rows] == [("UPDATE", 4.0), ("UPDATE", 5.0)]
-    assert log_count(pair, table) == log_before + 2
-    system_after = q(
-        pair.target,
-        f"SELECT catid__c, id, sfid, systemmodstamp, createddate, isdeleted, _hc_lastop, _hc_err"
-        f" FROM {table} ORDER BY catid__c",
-    )
-    assert [tuple(r) for r in system_after] == [tuple(r) for r in system_before]
-    assert q(pair.target, f"SELECT name FROM {table} WHERE catid__c = 4")[0][0] == "renamed"
-    # An unchanged rerun logs nothing for Heroku Connect to replay.
-    pair.sync(job)  # type: ignore[arg-type]
-    assert log_count(pair, table) == log_before + 2
+    log_before = hcx.last_log_id(pair.target)
+    result = pair.sync(j, full_refresh=True)
+    assert (result.written, result.deleted) == (0, 0)
+    assert hcx.log_entries(pair.target, table, log_before) == []
+    assert result.heroku_connect["failed"] == 2
+    assert "k2: REQUIRED_FIELD_MISSING: Owner" in result.heroku_connect["failures"]
+    # The failed row is the job's: a real change reaches it, and only it.
+    x(pair.source, f"UPDATE {src} SET name = 'fixed' WHERE ext = 'k2'")
+    assert pair.sync(j).updated == 1
+    assert [e["action"] for e in hcx.log_entries(pair.target, table, log_before)] == ["UPDATE"]
 
 
-def test_a_non_unique_external_id_is_refused_with_the_fix(pair: Pair) -> None:
-    src = source(pair, 3)
-    table = hc_table(pair.target, src, unique_external_id=False)
+# -- values as Salesforce stores them ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("bulk", [False, True], ids=["soap", "bulk"])
+def test_a_rerun_after_write_back_writes_nothing(pair: Pair, bulk: bool) -> None:
+    src = warehouse(pair, 6)
+    # Values Salesforce normalises: NULL and '' text, padding, microseconds, a third decimal
+    # on a Currency(16, 2) field, a NULL checkbox.
+    x(
+        pair.source,
+        f"UPDATE {src} SET note = NULL WHERE ext = 'k1';"
+        f" UPDATE {src} SET note = '' WHERE ext = 'k2';"
+        f" UPDATE {src} SET note = '  padded  ', region = 'East ' WHERE ext = 'k3';"
+        f" UPDATE {src} SET active = NULL, amount = 0.005 WHERE ext = 'k4';"
+        f" UPDATE {src} SET closed = NULL, name = '' WHERE ext = 'k5'",
+    )
+    table = mapped(pair)
+    j = job(pair, src, table)
+    assert pair.sync(j).inserted == 6
+    written = {r[8]: tuple(r) for r in q(pair.target, f"SELECT * FROM salesforce.{table}")}
+    hcx.write_back(pair.target, table, salesforce=hcx.Salesforce({"amount__c": 2}, bulk=bulk))
+    if not bulk:  # what the job wrote is what Salesforce keeps: the write-back changes nothing
+        after = {r[8]: tuple(r) for r in q(pair.target, f"SELECT * FROM salesforce.{table}")}
+        job_columns = slice(7, 14)  # name .. region__c
+        assert {k: v[job_columns] for k, v in after.items()} == {
+            k: v[job_columns] for k, v in written.items()
+        }
+    log_before = hcx.last_log_id(pair.target)
+    result = pair.sync(j)
+    assert (result.inserted, result.updated, result.unchanged) == (0, 0, 6)
+    assert hcx.log_entries(pair.target, table, log_before) == []
+
+
+def test_an_update_of_one_column_logs_only_that_column(pair: Pair) -> None:
+    src = warehouse(pair)
+    x(pair.source, f"UPDATE {src} SET note = NULL")
+    table = mapped(pair)
+    j = job(pair, src, table)
+    pair.sync(j)
+    # A Bulk API read leaves '' where Salesforce has no value: equal to NULL, never rewritten.
+    hcx.write_back(pair.target, table, salesforce=hcx.Salesforce({"amount__c": 2}, bulk=True))
+    assert q(pair.target, f"SELECT count(*) FROM salesforce.{table} WHERE note__c = ''")[0][0] == 5
+    log_before = hcx.last_log_id(pair.target)
+    x(pair.source, f"UPDATE {src} SET amount = 99.5 WHERE ext = 'k4'")
+    assert pair.sync(j).updated == 1
+    (entry,) = hcx.log_entries(pair.target, table, log_before)
+    assert entry["action"] == "UPDATE"
+    assert entry["values"] == '{"amount__c": 99.5}'
+
+
+def test_values_are_written_as_salesforce_stores_them(pair: Pair) -> None:
+    src = warehouse(pair, 1)
+    x(
+        pair.source,
+        f"UPDATE {src} SET note = '  x  ', amount = 1.005, active = NULL,"
+        " closed = '2024-01-01 00:00:00.999999'",
+    )
+    table = mapped(pair)
+    pair.sync(job(pair, src, table))
+    row = q(
+        pair.target,
+        f"SELECT note__c, amount__c, active__c, closed__c::text FROM salesforce.{table}",
+    )[0]
+    assert tuple(row) == ("x", 1.01, False, "2024-01-01 00:00:00.999")
+
+
+def test_scale_must_name_a_number_column_the_job_writes(pair: Pair) -> None:
+    src = warehouse(pair, 1)
+    table = mapped(pair)
     with pytest.raises(TargetError) as err:
-        pair.sync(job_for(pair, src, table))  # type: ignore[arg-type]
-    assert "not unique" in str(err.value) and "External ID" in str(err.value)
-    assert q(pair.target, f"SELECT count(*) FROM {table}")[0][0] == 0
+        pair.sync(job(pair, src, table, hc={"scale": {"note__c": 2}}))
+    assert "heroku_connect.scale" in err.value.message and "note__c" in err.value.message
+
+
+# -- bounded, visible writes -------------------------------------------------------------------
+
+
+def test_the_budget_stops_a_large_first_load_with_nothing_written(pair: Pair) -> None:
+    src = warehouse(pair, 25)
+    table = mapped(pair)
+    j = job(pair, src, table, max_changes=10)
+    with pytest.raises(TooManyChanges) as err:
+        pair.sync(j)
+    message = err.value.message
+    assert "25 rows" in message and "max_changes = 10" in message
+    assert "55-65 records/s" in message and "--force" in message
+    assert q(pair.target, f"SELECT count(*) FROM salesforce.{table}")[0][0] == 0
+    assert hcx.log_entries(pair.target, table) == []
+    assert pair.sync(j, force=True).inserted == 25
+    assert len(hcx.log_entries(pair.target, table)) == 25
+
+
+def test_push_estimates_read_as_minutes_or_hours() -> None:
+    from sync.heroku_connect import push_estimate
+
+    assert push_estimate(25) == "under a minute"
+    assert push_estimate(50_000) == "about 13-15 min"  # 50,000 / 65 s .. 50,000 / 55 s
+    assert push_estimate(5_000_000) == "about 21.4-25.3 h"
+
+
+def test_heroku_connect_jobs_have_a_change_budget_by_default() -> None:
+    base = {"name": "j", "table": "public.t", "target": "salesforce.t__c", "key": ["k"]}
+    hc_job = Job.model_validate({**base, "heroku_connect": {"external_id": "k__c"}})
+    assert hc_job.change_budget == HC_MAX_CHANGES == 50_000
+    assert Job.model_validate(base).change_budget is None
+    assert Job.model_validate({**base, "max_changes": 7}).change_budget == 7
+
+
+def test_the_delete_guard_counts_only_the_jobs_own_rows(pair: Pair) -> None:
+    src = warehouse(pair, 10)
+    table = mapped(pair)
+    j = job(pair, src, table, deletes="hard")  # max_deletes 10% of the job's 10 rows: 1
+    pair.sync(j)
+    hcx.create_in_salesforce(pair.target, table, [{"name": f"sf {i}"} for i in range(100)])
+    x(pair.source, f"DELETE FROM {src} WHERE ext IN ('k1', 'k2')")
+    with pytest.raises(TooManyDeletes) as err:
+        pair.sync(j)
+    assert "would delete 2 of 10 rows" in err.value.message
+
+
+def test_without_the_unique_identifier_the_run_says_what_to_do_in_the_dashboard(
+    pair: Pair,
+) -> None:
+    src = warehouse(pair, 3)
+    table = mapped(pair, unique_identifier=None)
+    # An index made by hand is not what Heroku Connect upserts on.
+    x(pair.target, f"CREATE UNIQUE INDEX ON salesforce.{table} (external_id__c)")
+    with pytest.raises(TargetError) as err:
+        pair.sync(job(pair, src, table))
+    message = err.value.message
+    assert "Unique Identifier" in message and "dashboard" in message
+    assert f"hcu_idx_{table}_external_id__c" in message
+    assert q(pair.target, f"SELECT count(*) FROM salesforce.{table}")[0][0] == 0
+
+
+def test_system_columns_are_never_written(pair: Pair) -> None:
+    src = warehouse(pair)
+    table = mapped(pair)
+    j = job(pair, src, table)
+    pair.sync(j)
+    hcx.write_back(pair.target, table)
+    system = (
+        f"SELECT external_id__c, id, sfid, systemmodstamp, createddate, isdeleted, _hc_lastop,"
+        f" _hc_err FROM salesforce.{table} ORDER BY external_id__c"
+    )
+    before = [tuple(r) for r in q(pair.target, system)]
+    x(pair.source, f"UPDATE {src} SET name = 'renamed' WHERE ext IN ('k4', 'k5')")
+    assert pair.sync(j).updated == 2
+    after = {r[0]: tuple(r) for r in q(pair.target, system)}
+    for row in before:
+        if row[0] in ("k4", "k5"):  # Connect's own trigger marks a changed row PENDING
+            assert after[row[0]][:6] == row[:6] and after[row[0]][6] == "PENDING"
+        else:
+            assert after[row[0]] == row
 
 
 def test_mapping_a_source_column_onto_a_system_column_is_refused(pair: Pair) -> None:
-    src = source(pair, 3)
-    table = hc_table(pair.target, src)
-    job = job_for(pair, src, table, query=f"select catid, catgroup, catname as sfid from {src}")
+    src = warehouse(pair, 3)
+    table = mapped(pair)
+    j = job(pair, src, table, query=f"select ext, name, note as sfid from {src}")
     with pytest.raises(TargetError) as err:
-        pair.sync(job)  # type: ignore[arg-type]
-    assert "sfid" in str(err.value) and "never writes" in str(err.value)
-
-
-def test_failed_rows_and_trigger_log_backlog_are_reported(pair: Pair) -> None:
-    src = source(pair, 5)
-    table = hc_table(pair.target, src)
-    job = job_for(pair, src, table)
-    pair.sync(job)  # type: ignore[arg-type]
-    x(
-        pair.target,
-        f"UPDATE {table} SET _hc_lastop = 'FAILED', _hc_err = 'REQUIRED_FIELD_MISSING'"
-        " WHERE catid__c = 2",
-    )
-    result = pair.sync(job)  # type: ignore[arg-type]
-    assert result.heroku_connect["failed"] == 1
-    assert "REQUIRED_FIELD_MISSING" in result.heroku_connect["failed_example"]
-    # 5 inserts + the manual update above, all still 'NEW' for Heroku Connect.
-    assert result.heroku_connect["trigger_log_backlog"] == 6
+        pair.sync(j)
+    assert "sfid" in err.value.message and "never writes" in err.value.message
 
 
 def test_heroku_connect_target_must_exist(pair: Pair) -> None:
-    src = source(pair, 3)
-    job = job_for(pair, src, f"salesforce.{src}_missing__c")
+    src = warehouse(pair, 3)
     with pytest.raises(TargetError) as err:
-        pair.sync(job)  # type: ignore[arg-type]
-    assert "does not exist" in str(err.value)
+        pair.sync(job(pair, src, "missing__c"))
+    assert "does not exist" in err.value.message
+
+
+def test_backlog_failures_and_drain_time_are_reported(pair: Pair) -> None:
+    src = warehouse(pair, 5)
+    table = mapped(pair)
+    j = job(pair, src, table)
+    first = pair.sync(j)
+    # Nothing pushed yet: five inserts wait in the trigger log.
+    assert first.heroku_connect["backlog"] == 5
+    assert first.heroku_connect["drain"] == "under a minute"
+    hcx.write_back(pair.target, table, fail={"k2": "REQUIRED_FIELD_MISSING: Owner"})
+    x(pair.source, f"UPDATE {src} SET name = 'new' WHERE ext <> 'k2'")
+    second = pair.sync(j)
+    assert second.updated == 4
+    assert second.heroku_connect["backlog"] == 4
+    assert second.heroku_connect["failed"] == 1
+    assert second.heroku_connect["failures"] == ["k2: REQUIRED_FIELD_MISSING: Owner"]
