@@ -65,7 +65,8 @@ class JobStatus:
     schedule: str | None
     next_run: datetime | None
     runs: list[Run]  # newest first
-    hc_failed: int | None = None  # rows with _hc_lastop = 'FAILED' in a Heroku Connect target
+    # Heroku Connect targets: backlog, drain, failed, failures (sync.heroku_connect.report)
+    heroku_connect: dict[str, Any] | None = None
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -107,20 +108,16 @@ async def read_runs(conn: Any, since: datetime, per_job: int) -> dict[str, list[
     return out
 
 
-async def _hc_failed(conn: Any, target: str) -> int | None:
-    schema, table = target.split(".", 1)
-    has = await conn.fetchval(
-        "select 1 from information_schema.columns"
-        " where table_schema = $1 and table_name = $2 and column_name = '_hc_lastop'",
-        schema,
-        table,
+async def _heroku_connect(conn: Any, job: Any) -> dict[str, Any] | None:
+    from sync.heroku_connect import report
+
+    schema, table = job.target.split(".", 1)
+    exists = await conn.fetchval(
+        "select to_regclass($1) is not null", f"{ident(schema)}.{ident(table)}"
     )
-    if not has:
+    if not exists:
         return None
-    n: int = await conn.fetchval(
-        f"select count(*) from {ident(schema)}.{ident(table)} where _hc_lastop = 'FAILED'"
-    )
-    return n
+    return await report(conn, schema, table, job.heroku_connect.external_id)
 
 
 def _jobs(settings: Settings) -> list[Any]:
@@ -142,7 +139,7 @@ async def job_statuses(
     runs = await read_runs(conn, since, per_job)
     out = []
     for job in _jobs(settings):
-        hc = await _hc_failed(conn, job.target) if job.heroku_connect is not None else None
+        hc = await _heroku_connect(conn, job) if job.heroku_connect is not None else None
         nxt = next_run(job.schedule, now) if job.schedule else None
         out.append(JobStatus(job.name, job.target, job.schedule, nxt, runs.pop(job.name, []), hc))
     for name, old in sorted(runs.items()):
@@ -223,12 +220,28 @@ def print_status(statuses: Sequence[JobStatus], out: TextIO) -> None:
         else:
             head += "  (no longer configured)"
         print(head, file=out)
-        if s.hc_failed is not None:
-            print(f"  Heroku Connect: {s.hc_failed:,} row(s) with _hc_lastop = 'FAILED'", file=out)
+        if s.heroku_connect is not None:
+            print(f"  Heroku Connect: {_hc_summary(s.heroku_connect)}", file=out)
+            for failure in s.heroku_connect.get("failures", []):
+                print(f"    FAILED {failure}", file=out)
         if not s.runs:
             print("  no runs recorded yet", file=out)
         for r in s.runs:
             print(_run_line(r), file=out)
+
+
+def _hc_summary(hc: dict[str, Any]) -> str:
+    """`3 change(s) waiting to be pushed (under a minute), 2 row(s) FAILED`."""
+    parts = []
+    if "backlog" in hc:
+        parts.append(
+            f"{hc['backlog']:,} change(s) waiting to be pushed ({hc['drain']})"
+            if hc["backlog"]
+            else "nothing waiting to be pushed"
+        )
+    if "failed" in hc:
+        parts.append(f"{hc['failed']:,} row(s) FAILED (_hc_lastop)")
+    return ", ".join(parts) or "not a Heroku Connect table"
 
 
 def migrate_command(args: argparse.Namespace) -> int:
@@ -430,11 +443,14 @@ def render_page(
             if j.schedule
             else ""
         )
-        hc = (
-            f' · <span class="failed">Heroku Connect: {j.hc_failed:,} failed row(s)</span>'
-            if j.hc_failed
-            else ""
-        )
+        hc = ""
+        if j.heroku_connect is not None:
+            cls = "failed" if j.heroku_connect.get("failed") else "muted"
+            hc = f'<br><span class="{cls}">Heroku Connect: {_e(_hc_summary(j.heroku_connect))}</span>'
+            hc += "".join(
+                f'<br><span class="failed">FAILED {_e(f)}</span>'
+                for f in j.heroku_connect.get("failures", [])
+            )
         target = f" → {_e(j.target)}" if j.target else ""
         out.append(
             f'<div class="job"><strong>{_e(j.name)}</strong>{target}<br>'

@@ -23,6 +23,7 @@ import pytest
 from croniter import croniter
 
 from sync import state
+from tests import heroku_connect as hcx
 from tests.live import serve
 
 R2SF = str(Path(sys.executable).parent / "r2sf")
@@ -53,11 +54,21 @@ insert into public.category_c select g, 'c' || g from generate_series(1, 42) g;
 create table public.big (id int primary key);
 insert into public.big select generate_series(1, 150000);
 analyze public.big;
-create schema salesforce;
-create table salesforce.account (id serial primary key, accno__c text unique, _hc_lastop text,
-                                 _hc_err text);
-insert into salesforce.account (accno__c, _hc_lastop) values
-    ('a1', 'SYNCED'), ('a2', 'FAILED'), ('a3', 'FAILED'), ('a4', 'PENDING');
+"""
+# A Heroku Connect mapping (tests/heroku_connect.py): four rows written by the app, two of which
+# Connect failed to push; the other two still wait in the trigger log.
+SCHEMA += hcx.SCHEMA_SQL + hcx.mapped_table_sql(
+    "account", (("accno__c", "varchar(20)"),), unique_identifier="accno__c"
+)
+SCHEMA += """;
+insert into salesforce.account (accno__c) values ('a1'), ('a2'), ('a3'), ('a4');
+begin;
+set local r2sf_test.connect = 'on';
+update salesforce.account set _hc_lastop = 'FAILED', _hc_err = 'REQUIRED_FIELD_MISSING: ' || accno__c
+    where accno__c in ('a2', 'a3');
+update salesforce._trigger_log set state = 'FAILED'
+    where record_id in (select id from salesforce.account where _hc_lastop = 'FAILED');
+commit;
 """
 
 ERROR = "value too long for column <catname> in job 'category'\nkey catid=7: 'x' * 300 > 20 & fails"
@@ -144,7 +155,12 @@ def test_status_counts_heroku_connect_failures_and_keeps_unconfigured_jobs(
 ) -> None:
     out = run_cli(tmp_path, db, "status").stdout
     accounts = out.split("job accounts", 1)[1].split("\njob ", 1)[0]
-    assert "Heroku Connect: 2 row(s) with _hc_lastop = 'FAILED'" in accounts
+    assert (
+        "Heroku Connect: 2 change(s) waiting to be pushed (under a minute),"
+        " 2 row(s) FAILED (_hc_lastop)" in accounts
+    )
+    assert "FAILED a2: REQUIRED_FIELD_MISSING: a2" in accounts
+    assert "FAILED a3: REQUIRED_FIELD_MISSING: a3" in accounts
     assert "no runs recorded yet" in accounts
     assert re.search(r"job retired .*no longer configured", out)
 
@@ -205,7 +221,11 @@ def test_status_page_shows_sets_counts_urls_runs_charts_and_the_last_error(db: s
     assert "<strong>retired</strong>" in text
     accounts = text.split("<strong>accounts</strong>", 1)[1].split('<div class="job">', 1)[0]
     assert "no runs" in accounts and "<svg" not in accounts
-    assert "Heroku Connect: 2 failed row(s)" in accounts
+    assert (
+        "Heroku Connect: 2 change(s) waiting to be pushed (under a minute),"
+        " 2 row(s) FAILED (_hc_lastop)" in accounts
+    )
+    assert "FAILED a2: REQUIRED_FIELD_MISSING: a2" in accounts
     # The last error in full, escaped, with its second line.
     assert "value too long for column &lt;catname&gt;" in text
     assert "&#x27;x&#x27; * 300 &gt; 20 &amp; fails" in text
