@@ -8,6 +8,7 @@ trigger log, write-back), built from Heroku's documentation.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -392,3 +393,34 @@ def test_backlog_failures_and_drain_time_are_reported(pair: Pair) -> None:
     assert second.heroku_connect["backlog"] == 4
     assert second.heroku_connect["failed"] == 1
     assert second.heroku_connect["failures"] == ["k2: REQUIRED_FIELD_MISSING: Owner"]
+
+
+def test_r2sf_sync_explains_the_budget_and_the_rows_it_leaves_alone(
+    pair: Pair, tmp_path: Path
+) -> None:
+    from tests.test_sync_cli import r2sf
+
+    src = warehouse(pair, 12)
+    table = mapped(pair)
+    hcx.create_in_salesforce(
+        pair.target, table, [{"name": "Typed by a user", "external_id__c": "k7"}]
+    )
+    config = tmp_path / "r2sf.toml"
+    config.write_text(
+        f'[[sync.jobs]]\nname = "summary"\ntable = "public.{src}"\n'
+        f'target = "salesforce.{table}"\nkey = ["ext"]\nmax_changes = 10\n'
+        'heroku_connect = { external_id = "external_id__c", scale = { amount__c = 2 } }\n'
+    )
+    dry = r2sf(pair, config, "sync", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "would insert 11" in dry.stdout
+    assert "not owned (left alone): 1, e.g. ext=k7" in dry.stdout
+    assert "more than max_changes = 10" in dry.stdout
+    refused = r2sf(pair, config, "sync")
+    assert refused.returncode == 1
+    assert "would write 11 rows" in refused.stderr and "--force" in refused.stderr
+    assert q(pair.target, f"SELECT count(*) FROM salesforce.{table}")[0][0] == 1
+    forced = r2sf(pair, config, "sync", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "left 1 row(s) alone" in forced.stderr and "--adopt summary" in forced.stderr
+    assert q(pair.target, f"SELECT count(*) FROM salesforce.{table}")[0][0] == 12
