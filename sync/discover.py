@@ -115,17 +115,21 @@ async def read_tables(url: str, schema: str, only: Sequence[str]) -> list[Table]
     return [tables[n] for n in sorted(tables)]
 
 
-async def salesforce_tables(target_url: str) -> dict[str, list[str]]:
+async def salesforce_tables(target_url: str) -> dict[str, dict[str, str]]:
+    """Mapped table -> {column: data type} in the target's `salesforce` schema."""
     rows = await fetch_all(
         target_url,
-        "SELECT table_name, column_name FROM information_schema.columns"
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
         " WHERE table_schema = {p} ORDER BY table_name, ordinal_position",
         "salesforce",
     )
-    out: dict[str, list[str]] = {}
-    for t, c in rows:
-        out.setdefault(t, []).append(c)
+    out: dict[str, dict[str, str]] = {}
+    for t, c, ty in rows:
+        out.setdefault(t, {})[c] = ty
     return out
+
+
+_NUMERIC_SCALE = re.compile(r"(?:numeric|decimal)\(\s*\d+\s*,\s*(\d+)\s*\)", re.I)
 
 
 def _s(v: str) -> str:
@@ -136,7 +140,7 @@ def _k(v: str) -> str:
     return v if _BARE_KEY.fullmatch(v) else _s(v)
 
 
-def job_toml(schema: str, t: Table, sf: dict[str, list[str]] | None) -> str:
+def job_toml(schema: str, t: Table, sf: dict[str, dict[str, str]] | None) -> str:
     lines = ["[[sync.jobs]]", f"name = {_s(t.name)}"]
     types = ", ".join(f"{c} {ty}" for c, ty in t.columns)
     target = f"public.{t.name}"
@@ -163,7 +167,20 @@ def job_toml(schema: str, t: Table, sf: dict[str, list[str]] | None) -> str:
                 extra.append(f"# not in {target}, left out: {', '.join(unmatched)}")
             key_dst = mapping.get(t.key[0], t.key[0].lower() + "__c")
             renames = {s: d for s, d in mapping.items() if s != d}
-            extra.append(f"heroku_connect = {{ external_id = {_s(key_dst)} }}")
+            # A decimal written to a double precision field: Salesforce keeps the field's
+            # scale, which the mapped column's type does not record (docs/operators.md §7).
+            source_types = dict(t.columns)
+            scales = {
+                d: m.group(1)
+                for s, d in mapping.items()
+                if sf[match].get(d) == "double precision"
+                and (m := _NUMERIC_SCALE.fullmatch(source_types[s].strip()))
+            }
+            hc, note = f"external_id = {_s(key_dst)}", ""
+            if scales:
+                hc += ", scale = { " + ", ".join(f"{_k(d)} = {n}" for d, n in scales.items()) + " }"
+                note = "  # scale: check the fields' decimal places in Salesforce"
+            extra.append(f"heroku_connect = {{ {hc} }}{note}")
             if renames:
                 inner = ", ".join(f"{_k(s)} = {_s(d)}" for s, d in renames.items())
                 extra.append(f"columns = {{ {inner} }}")

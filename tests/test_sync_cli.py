@@ -405,12 +405,14 @@ def test_discover_heroku_connect_maps_columns_to_the_salesforce_table(
     x(
         pair.source,
         f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.category"
-        " (catid smallint PRIMARY KEY, catgroup varchar(10), catname varchar(10), extra int)",
+        " (catid smallint PRIMARY KEY, catgroup varchar(10), catname varchar(10), extra int,"
+        " price numeric(10, 2), weight numeric(8, 3), total numeric(12, 2))",
     )
     target = databases.create(
         "CREATE SCHEMA salesforce; CREATE TABLE salesforce.category__c (id serial PRIMARY KEY,"
         " sfid varchar(18), _hc_lastop varchar(32), catid__c double precision UNIQUE,"
-        " catgroup__c varchar(10), name varchar(80), catname__c varchar(10))"
+        " catgroup__c varchar(10), name varchar(80), catname__c varchar(10),"
+        " price__c double precision, weight__c double precision, total__c numeric(14, 2))"
     )
     code, out, err = in_process(
         capsys, monkeypatch, {"DATABASE_URL": target}, "--config", str(write_config(tmp_path, "")),
@@ -420,5 +422,14 @@ def test_discover_heroku_connect_maps_columns_to_the_salesforce_table(
     (job,) = load_jobs(FileConfig.model_validate(tomllib.loads(out)))
     assert job.target == "salesforce.category__c"
     assert job.heroku_connect is not None and job.heroku_connect.external_id == "catid__c"
-    assert job.columns == {"catid": "catid__c", "catgroup": "catgroup__c", "catname": "catname__c"}
+    assert job.columns == {
+        "catid": "catid__c",
+        "catgroup": "catgroup__c",
+        "catname": "catname__c",
+        "price": "price__c",
+        "weight": "weight__c",
+        "total": "total__c",
+    }
+    # Decimals into double precision fields: the source's scale, to be checked in Salesforce.
+    assert job.heroku_connect.scale == {"price__c": 2, "weight__c": 3}
     assert "extra" not in (job.query or "") and "left out: extra" in out
