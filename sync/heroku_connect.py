@@ -4,7 +4,7 @@ Every row written to a mapped table becomes a Salesforce API write and every row
 deletes a Salesforce record, so a Heroku Connect job (`heroku_connect = { external_id = … }`):
 
 - only updates or deletes rows it **owns**: rows whose external ID it inserted (or adopted),
-  kept per job in `r2sf.hc_owned`, never in the mapped table (Heroku Connect manages its
+  kept per job and mapping (target table and external ID column) in `r2sf.hc_owned`, never in the mapped table (Heroku Connect manages its
   schema). Records created in Salesforce (NULL external ID), IDs typed by hand and rows of
   other jobs are never touched, counted or sampled as deletes; a warehouse row whose external ID
   is taken by a row it does not own is left alone and reported as "not owned".
@@ -57,6 +57,16 @@ def stored_value(expr: str, type_oid: int, type_sql: str, scale: int | None) -> 
     return expr
 
 
+def owner(job: Job) -> tuple[str, str]:
+    """The key of a job's owned IDs: (job name, `schema.table.external_id`).
+
+    With the mapping in the key, a job pointed at another table or column starts owning
+    nothing there, instead of claiming rows that happen to share an ID.
+    """
+    assert job.heroku_connect is not None
+    return job.name, f"{job.target}.{job.heroku_connect.external_id}"
+
+
 def owned(alias: str, external_id: str) -> str:
     """SQL that is true when target row `alias` belongs to the job (NULL for a NULL ID)."""
     # IN, not EXISTS: PostgreSQL hashes the owned IDs once instead of probing per row.
@@ -80,7 +90,9 @@ async def prepare(
     kept = await conn.fetchval("SELECT to_regclass('r2sf.hc_owned') IS NOT NULL")
     if kept:
         await conn.execute(
-            f"INSERT INTO {OWNED} SELECT external_id FROM r2sf.hc_owned WHERE job = $1", job.name
+            f"INSERT INTO {OWNED} SELECT external_id FROM r2sf.hc_owned"
+            " WHERE job = $1 AND mapping = $2",
+            *owner(job),
         )
         pending = await conn.fetchval(
             "DELETE FROM r2sf.hc_adopt_pending WHERE job = $1 RETURNING true", job.name
@@ -101,9 +113,9 @@ async def prepare(
         )
         if kept:
             await conn.execute(
-                f"INSERT INTO r2sf.hc_owned (job, external_id) SELECT $1, external_id"
-                f" FROM {OWNED} ON CONFLICT DO NOTHING",
-                job.name,
+                f"INSERT INTO r2sf.hc_owned (job, mapping, external_id)"
+                f" SELECT $1, $2, external_id FROM {OWNED} ON CONFLICT DO NOTHING",
+                *owner(job),
             )
     await conn.execute(f"ANALYZE {OWNED}")
     return int(adopted)
@@ -112,23 +124,25 @@ async def prepare(
 def record_inserts(insert_sql: str, external_id: str) -> str:
     """Wrap an INSERT into the target so the external IDs it wrote become owned.
 
-    The statement takes the job name as $1 and returns the rows inserted.
+    The statement takes `owner(job)` as $1, $2 and returns the rows inserted.
     """
     ext = quote_ident(external_id)
     return (
         f"WITH written AS ({insert_sql} RETURNING CAST({ext} AS text) AS id),"
-        " kept AS (INSERT INTO r2sf.hc_owned (job, external_id) SELECT $1, id FROM written"
+        " kept AS (INSERT INTO r2sf.hc_owned (job, mapping, external_id)"
+        " SELECT $1, $2, id FROM written"
         " ON CONFLICT DO NOTHING) SELECT count(*) FROM written"
     )
 
 
 def record_deletes(delete_sql: str, external_id: str) -> str:
-    """Wrap a DELETE from the target so the IDs it removed are no longer owned ($1: job)."""
+    """Wrap a DELETE from the target so the IDs it removed are no longer owned ($1, $2: owner)."""
     ext = quote_ident(external_id)
     return (
         f"WITH gone AS ({delete_sql} RETURNING CAST({ext} AS text) AS id),"
         " released AS (DELETE FROM r2sf.hc_owned h USING gone"
-        " WHERE h.job = $1 AND h.external_id = gone.id) SELECT count(*) FROM gone"
+        " WHERE h.job = $1 AND h.mapping = $2 AND h.external_id = gone.id)"
+        " SELECT count(*) FROM gone"
     )
 
 

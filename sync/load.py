@@ -725,7 +725,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
         if ext is None:
             counts.inserted = int((await conn.execute(sql)).split()[-1])
         else:
-            counts.inserted = await conn.fetchval(hc.record_inserts(sql, ext), p.job.name)
+            counts.inserted = await conn.fetchval(hc.record_inserts(sql, ext), *hc.owner(p.job))
     counts.deleted = 0
     if deletes and n_deletes:
         if p.soft_column:
@@ -736,7 +736,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
             counts.deleted = int((await conn.execute(sql)).split()[-1])
         else:
             sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
-            counts.deleted = await conn.fetchval(hc.record_deletes(sql, ext), p.job.name)
+            counts.deleted = await conn.fetchval(hc.record_deletes(sql, ext), *hc.owner(p.job))
     counts.unchanged = (
         counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
     )

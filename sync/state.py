@@ -52,8 +52,9 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE r2sf.hc_owned (
         job text NOT NULL,
+        mapping text NOT NULL,  -- target table and external ID column: schema.table.column
         external_id text NOT NULL,
-        PRIMARY KEY (job, external_id)
+        PRIMARY KEY (job, mapping, external_id)
     );
     CREATE TABLE r2sf.hc_adopt_pending (job text PRIMARY KEY);
     INSERT INTO r2sf.hc_adopt_pending SELECT DISTINCT job FROM r2sf.sync_runs WHERE status = 'ok';

@@ -180,6 +180,24 @@ def test_jobs_that_ran_before_ownership_was_kept_adopt_their_rows_once(pair: Pai
     assert pair.sync(j).adopted == 0
 
 
+def test_a_job_pointed_at_another_table_owns_nothing_there(pair: Pair) -> None:
+    src = warehouse(pair, 3)
+    first, second = mapped(pair), mapped(pair)
+    assert pair.sync(job(pair, src, first)).inserted == 3
+    hcx.create_in_salesforce(
+        pair.target,
+        second,
+        [{"name": "typed", "external_id__c": "k1"}, {"name": "typed", "external_id__c": "k9"}],
+    )
+    moved = job(pair, src, second, deletes="hard", max_deletes="100%")
+    result = pair.sync(moved, full_refresh=True)
+    assert (result.inserted, result.updated, result.deleted, result.not_owned) == (2, 0, 0, 1)
+    names = q(pair.target, f"SELECT external_id__c, name FROM salesforce.{second} ORDER BY 1")
+    assert [tuple(r) for r in names] == [
+        ("k1", "typed"), ("k2", "Account 2"), ("k3", "Account 3"), ("k9", "typed"),
+    ]  # fmt: skip
+
+
 def test_a_row_whose_push_failed_is_kept_reported_and_not_rewritten(pair: Pair) -> None:
     src = warehouse(pair)
     table = mapped(pair)
