@@ -24,6 +24,12 @@ CONTAINER = "Default"
 MAX_DECIMAL_PRECISION = 18  # Salesforce Number fields hold at most 18 digits (spec §5)
 UNCONSTRAINED_DECIMAL_SCALE = 6  # numeric without a declared scale (e.g. sum(x)) is shown as (18,6)
 
+# A table with these columns is a Heroku Connect mapped table ("Heroku Connect Database Tables",
+# devcenter.heroku.com): its serial `id` is renumbered when Connect reloads the table, so it is
+# never the entity key; `sfid`, the Salesforce record id, is.
+HEROKU_CONNECT_MARKERS = frozenset({"sfid", "_hc_lastop", "_hc_err"})
+HEROKU_CONNECT_KEY = ("sfid",)
+
 # Schemas that are never exposed, whatever `expose` says.
 _SYSTEM_SCHEMAS = ("pg_catalog", "information_schema", "pg_toast", "r2sf")
 
@@ -161,6 +167,7 @@ async def load_model(
     primary = {r["oid"]: tuple(r["columns"]) for r in await conn.fetch(_PRIMARY_KEYS_SQL, oids)}
 
     built: list[tuple[str, str, str, bool, list[Property], tuple[str, ...], SetOptions | None]] = []
+    _oid = {f"{r['schema']}.{r['table']}": r["oid"] for r in relations}
     for rel in relations:
         qualified = f"{rel['schema']}.{rel['table']}"
         opt = options.get(qualified)
@@ -177,12 +184,20 @@ async def load_model(
         props = _properties(qualified, columns.get(rel["oid"], []), key_columns, unsupported_types)
         if props is None:
             continue
+        if key_columns == HEROKU_CONNECT_KEY and primary.get(rel["oid"]) != key_columns:
+            log.info(
+                "%s is a Heroku Connect mapped table: its entity key is sfid, not the serial id"
+                " Heroku Connect renumbers on reload; rows not yet in Salesforce (no sfid) are"
+                " not exposed until Heroku Connect has pushed them",
+                qualified,
+            )
         built.append((rel["schema"], rel["table"], qualified, is_view, props, key_columns, opt))
 
     set_names = _set_names([(b[2], b[1], b[6]) for b in built])
     entity_sets = []
     for schema, table, qualified, is_view, props, key_columns, opt in built:
         by_column = {p.column: p for p in props}
+        not_null = {c["column"] for c in columns.get(_oid[qualified], []) if c["notnull"]}
         entity_type = EntityType(
             name=set_names[qualified],
             properties=tuple(props),
@@ -196,6 +211,7 @@ async def load_model(
                 entity_type=entity_type,
                 is_view=is_view,
                 writable=not is_view and not (opt is not None and opt.read_only),
+                nullable_key=not set(key_columns) <= not_null,
             )
         )
     entity_sets.sort(key=lambda s: s.name)
@@ -219,6 +235,8 @@ def _key_columns(
                 f"its columns are {', '.join(column_names)}"
             )
         return opt.key
+    if set(column_names) >= HEROKU_CONNECT_MARKERS:
+        return HEROKU_CONNECT_KEY
     if primary:
         return primary
     if kind in ("v", "m", "f") and "id" in column_names:

@@ -48,6 +48,9 @@ class EntitySet:
     entity_type: EntityType
     is_view: bool = False
     writable: bool = True
+    # A key column may hold NULL (a configured key, or a Heroku Connect table's sfid): such rows
+    # cannot be addressed, so collections and counts leave them out.
+    nullable_key: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -395,8 +395,15 @@ def output_value(prop: Property, fmt: OutputFormat) -> str:
     return col
 
 
-def _where(compiler: _Compiler, where: TExpr | None) -> str:
-    return compiler.cond(where, True) if where is not None else "true"
+def _where(compiler: _Compiler, entity_set: EntitySet, where: TExpr | None) -> str:
+    cond = compiler.cond(where, True) if where is not None else "true"
+    if entity_set.nullable_key:  # a row without a key is not an entity
+        by_name = {p.name: p for p in entity_set.entity_type.properties}
+        keys = " AND ".join(
+            f"t.{ident(by_name[k].column)} IS NOT NULL" for k in entity_set.entity_type.key
+        )
+        cond = f"{keys} AND {cond}"
+    return cond
 
 
 def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = True) -> Statement:
@@ -406,7 +413,7 @@ def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = Tr
     c = _Compiler(p)
     rel = relation(plan.entity_set)
     outputs = c.outputs(plan.entity_set, plan.select, fmt)
-    where = _where(c, plan.where)
+    where = _where(c, plan.entity_set, plan.where)
     counted = plan.count and with_count
     count = f"(SELECT count(*) FROM {rel} AS t WHERE {where})" if counted else "NULL::int8"
     conditions = where
@@ -440,7 +447,7 @@ def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = Tr
 
 def count(plan: CountPlan) -> Statement:
     p = _Params()
-    where = _where(_Compiler(p), plan.where)
+    where = _where(_Compiler(p), plan.entity_set, plan.where)
     return Statement(
         f"SELECT count(*) FROM {relation(plan.entity_set)} AS t WHERE {where}", tuple(p.values)
     )

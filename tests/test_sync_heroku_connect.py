@@ -442,3 +442,39 @@ def test_r2sf_sync_explains_the_budget_and_the_rows_it_leaves_alone(
     assert forced.returncode == 0, forced.stderr
     assert "left 1 row(s) alone" in forced.stderr and "--adopt summary" in forced.stderr
     assert q(pair.target, f"SELECT count(*) FROM salesforce.{table}")[0][0] == 12
+
+
+def test_odata_over_a_mapped_table_keys_on_sfid_and_leaves_out_rows_not_yet_pushed(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    import httpx
+
+    from tests.live import serve
+
+    src = warehouse(pair, 4)
+    table = mapped(pair)
+    pair.sync(job(pair, src, table))
+    hcx.write_back(pair.target, table)  # k1..k4 now have an sfid
+    x(pair.source, f"INSERT INTO {src} (ext, name) VALUES ('k5', 'not pushed yet')")
+    pair.sync(job(pair, src, table))  # k5: PENDING, no sfid
+    # Heroku Connect reloads the table: every serial id changes, the sfids stay.
+    x(pair.target, f"UPDATE salesforce.{table} SET id = id + 1000")
+    sfid = q(pair.target, f"SELECT sfid FROM salesforce.{table} WHERE external_id__c = 'k2'")[0][0]
+    toml = f'[odata]\nexpose = ["salesforce.{table}"]\n'
+    with (
+        caplog.at_level("INFO", logger="r2sf.odata.catalog"),
+        serve(pair.target, toml) as (base, _app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as client,
+    ):
+        metadata = client.get("/$metadata").text
+        (entity_set,) = [s["name"] for s in client.get("/").json()["value"]]
+        rows = client.get(
+            f"/{entity_set}", params={"$count": "true", "$select": "sfid,name"}
+        ).json()
+        one = client.get(f"/{entity_set}('{sfid}')", params={"$select": "name"})
+    assert '<PropertyRef Name="sfid"/>' in metadata
+    assert rows["@odata.count"] == 4
+    assert sorted(r["name"] for r in rows["value"]) == [f"Account {i}" for i in range(1, 5)]
+    assert all(r["sfid"] for r in rows["value"])
+    assert one.status_code == 200 and one.json()["name"] == "Account 2"
+    assert any("Heroku Connect mapped table" in r.getMessage() for r in caplog.records)
