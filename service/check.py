@@ -355,7 +355,8 @@ async def _warn_numbers(conn: Any, model: Model, found: Findings) -> None:
 
 
 # Estimated rows (a partitioned table's are its leaf partitions'; -1 when never analysed) and
-# every valid, non-partial btree index as its key columns (NULL for an expression).
+# every valid, non-partial btree index as its key columns (NULL for an expression) with the
+# sort options of the first (pg_index.indoption bits: 1 DESC, 2 NULLS FIRST).
 _SIZE_SQL = """
 select c.relkind::text as kind,
        case when c.relkind = 'p' then (
@@ -365,7 +366,7 @@ select c.relkind::text as kind,
 from pg_class c where c.oid = to_regclass($1)
 """
 _BTREE_SQL = """
-select array(
+select i.indoption[0] as first_option, array(
     select a.attname::text
     from unnest(i.indkey::int2[]) with ordinality k(attnum, n)
     left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
@@ -378,6 +379,8 @@ where i.indrelid = to_regclass($1) and am.amname = 'btree' and i.indisvalid
   and i.indpred is null
 """
 
+_DESC_NULLS_LAST, _ASC_NULLS_FIRST = 1, 2
+
 
 async def _warn_indexes(conn: Any, model: Model, found: Findings) -> None:
     """Large sets whose list-view properties no btree index starts with: every sort or filter
@@ -389,7 +392,15 @@ async def _warn_indexes(conn: Any, model: Model, found: Findings) -> None:
             continue  # views and foreign tables: their base tables carry the indexes
         if size["rows"] <= INDEX_WARNING_ROWS:
             continue
-        indexes = [list(r["columns"]) for r in await conn.fetch(_BTREE_SQL, table)]
+        found_indexes = await conn.fetch(_BTREE_SQL, table)
+        indexes = [list(r["columns"]) for r in found_indexes]
+        # OData sorts nulls first ascending and last descending; an index serves that order
+        # (either way round) only if its first column is ASC NULLS FIRST or DESC NULLS LAST.
+        odata_order = {
+            r["columns"][0]
+            for r in found_indexes
+            if r["columns"] and r["first_option"] in (_ASC_NULLS_FIRST, _DESC_NULLS_LAST)
+        }
         leading = {cols[0] for cols in indexes if cols}
         etype = s.entity_type
         key = [p.column for p in etype.key_properties]
@@ -401,22 +412,34 @@ async def _warn_indexes(conn: Any, model: Model, found: Findings) -> None:
             missing.append(f"the key ({', '.join(etype.key)})")
             columns = ", ".join(ident(c) for c in key)
             statements.append(f"CREATE UNIQUE INDEX{concurrently} ON {table} ({columns});")
+        nulls_last: list[str] = []
         for p in etype.properties:
-            if p.column in leading or p.name in etype.key:  # the key has its own line above
+            if p.name in etype.key:  # the key has its own line above
                 continue
             if p.edm_type not in _LIST_VIEW_TYPES or (p.max_length or 0) > 255:
                 continue
+            if p.column in (odata_order if p.nullable else leading):
+                continue
+            if p.column in leading:
+                nulls_last.append(p.name)
             missing.append(p.name)
-            statements.append(f"CREATE INDEX{concurrently} ON {table} ({ident(p.column)});")
+            order = " NULLS FIRST" if p.nullable else ""
+            statements.append(f"CREATE INDEX{concurrently} ON {table} ({ident(p.column)}{order});")
         if not missing:
             continue
         shown = ", ".join(missing[:_NAMES_SHOWN])
         if len(missing) > _NAMES_SHOWN:
             shown += f" and {len(missing) - _NAMES_SHOWN} more"
+        why = ""
+        if nulls_last:
+            why = (
+                f" (the indexes on {', '.join(nulls_last)} serve filters but not sorts: they put"
+                " nulls last ascending, OData puts them first)"
+            )
         found.warnings.append(
             f"{s.name} ({s.schema}.{s.table}, about {int(size['rows']):,} rows): no index for"
-            f" sorting or filtering on {shown}; a Salesforce list view that sorts or filters on"
-            " one of them reads the whole table (suggested indexes below)"
+            f" list views to sort or filter on {shown}{why}; each such sort or filter reads the"
+            " whole table (suggested indexes below)"
         )
         found.indexes.append(f"-- {s.name}")
         found.indexes.extend(statements)
