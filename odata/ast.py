@@ -36,7 +36,9 @@ class Literal:
 
     Integer literals get the smallest of Edm.Byte/SByte/Int16/Int32/Int64 that holds them (the
     parser may simply pick Int32 or Int64); decimals without an exponent are Edm.Decimal, with an
-    exponent Edm.Double; `INF`, `-INF`, `NaN` are Edm.Double floats.
+    exponent Edm.Double; `INF`, `-INF`, `NaN` are Edm.Double floats. An OData 2.0 type suffix
+    names the type: `100L` Edm.Int64, `2.5D` Edm.Double, `1.5F` Edm.Single (a float holding the
+    nearest binary32 value), `10.0M` Edm.Decimal.
     """
 
     value: LiteralValue

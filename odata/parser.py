@@ -25,6 +25,7 @@ import datetime as dt
 import decimal
 import difflib
 import re
+import struct
 import typing
 import uuid
 from typing import NoReturn
@@ -122,7 +123,7 @@ _TOKEN_RE = re.compile(
   | (?P<guid>[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}(?![\w.-]))
   | (?P<date>-?\d{4,}-\d\d-\d\d(?:[Tt][\d:.]*(?:[Zz]|[+-][\d:]*)?)?)
   | (?P<time>\d\d:[\d:.]*)
-  | (?P<num>\+?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)
+  | (?P<num>\+?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?:[LlDdFfMm](?![\w.]))?)
   | (?P<ident>[^\W\d]\w*(?:\.[^\W\d]\w*)*)
   | (?P<dollar>\$[^\W\d]\w*)
   | (?P<at>@[^\W\d]\w*(?:\.[^\W\d]\w*)*(?:\#[^\W\d]\w*)?)
@@ -131,6 +132,9 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
+
+
+_WORD_RE = re.compile(r"\+?[\w.]+")
 
 
 class _Tok:
@@ -182,7 +186,9 @@ def _tokenize(text: str, target: str) -> list[_Tok]:
             _fail(target, pos, f"unexpected character {ch!r}")
         end = m.end()
         if kind == "num" and end < n and (text[end].isalnum() or text[end] in "_."):
-            _fail(target, end, f"malformed number {text[pos : end + 1]!r}")
+            word = _WORD_RE.match(text, pos)
+            shown = word.group() if word else text[pos : end + 1]
+            _fail(target, end, f"malformed number {shown[:30]!r}")
         toks.append(_Tok(kind, m.group(), pos, end))
     # Two end markers, so that looking one token ahead never runs off the list.
     eof = _Tok(_EOF_KIND, "", n, n)
@@ -288,11 +294,21 @@ def _time_literal(target: str, tok: _Tok) -> Literal:
     return Literal(dt.time(hour, minute, second, _micros(frac)), "Edm.TimeOfDay")
 
 
+# OData 2.0 wrote a type suffix after numbers (`100000L`, `2.5D`, `1.5F`, `10.0M`) and some v4
+# clients still do by default (the SAP Cloud SDK's serializers). The v4 ABNF has no suffixes,
+# but no OASIS test case forbids them: they are read as the v4 literal of the type they name.
+_NUMBER_SUFFIXES = {"l": "Edm.Int64", "d": "Edm.Double", "f": "Edm.Single", "m": "Edm.Decimal"}
+_SINGLE = struct.Struct("<f")
+
+
 def _number_literal(target: str, text: str, pos: int, negative: bool) -> Literal:
     if len(text) > _MAX_NUMBER_CHARS:
         _fail(target, pos, f"number literal longer than {_MAX_NUMBER_CHARS} characters")
     if negative:
         text = "-" + text
+    suffix = text[-1].lower()
+    if suffix in _NUMBER_SUFFIXES:
+        return _suffixed_number(target, text[:-1], pos, _NUMBER_SUFFIXES[suffix], text[-1])
     if "e" in text or "E" in text:
         value = float(text)
         if value in (float("inf"), float("-inf")):
@@ -306,6 +322,39 @@ def _number_literal(target: str, text: str, pos: int, negative: bool) -> Literal
     if _INT64[0] <= number <= _INT64[1]:
         return Literal(number, "Edm.Int64")
     return Literal(decimal.Decimal(number), "Edm.Decimal")
+
+
+def _suffixed_number(target: str, body: str, pos: int, edm: str, suffix: str) -> Literal:
+    if edm == "Edm.Int64":
+        if not body.lstrip("-").isdigit():
+            _fail(
+                target,
+                pos,
+                f"malformed number {body + suffix!r}: the {suffix} suffix (Edm.Int64) needs a "
+                f"whole number; write {body} without it",
+            )
+        whole = int(body)
+        if not _INT64[0] <= whole <= _INT64[1]:
+            _fail(target, pos, f"number {body + suffix!r} is out of range for Edm.Int64")
+        return Literal(whole, edm)
+    if edm == "Edm.Decimal":
+        number = decimal.Decimal(body)
+        exponent = number.as_tuple().exponent
+        if not number:
+            return Literal(decimal.Decimal(0), edm)
+        # PostgreSQL's numeric holds 131072 digits before the point and 16383 after it.
+        if number.adjusted() >= 131072 or not isinstance(exponent, int) or exponent < -16383:
+            _fail(target, pos, f"number {body + suffix!r} is out of range for Edm.Decimal")
+        return Literal(number, edm)
+    value = float(body)
+    try:
+        if edm == "Edm.Single":  # the nearest binary32 value, as the client's float was
+            value = _SINGLE.unpack(_SINGLE.pack(value))[0]
+    except OverflowError:
+        value = float("inf")
+    if value in (float("inf"), float("-inf")):
+        _fail(target, pos, f"number {body + suffix!r} is out of range for {edm}")
+    return Literal(value, edm)
 
 
 def _string_value(tok: _Tok) -> str:
@@ -806,14 +855,43 @@ def parse_select(text: str) -> tuple[SelectItem, ...]:
     return tuple(items)
 
 
+# `$search` (URL Conventions 4.01 §5.1.7, ABNF `searchExpr`). `AND`, `OR` and `NOT` are
+# operators only where they can be: the prose says AND/OR *separate* two expressions and NOT
+# *prefaces* one (oasis-tcs/odata-specs#690, and the OASIS test cases `$search=OR`,
+# `NOT NOT`, `AND OR NOT`). So:
+# - `AND`/`OR` are operators only between an operand and something that can start one (a word,
+#   a phrase, `(`); anywhere else (alone, at the start, after an operator, before `)` or the
+#   end) they are search words: `$search=OR` finds Oregon, `a OR` is `a` AND the word `OR`.
+# - `NOT` is an operator only where an operand is expected and something that can start one
+#   follows; `NOT` alone, at the end or before `)` is a word.
+# - Where two readings remain, the leftmost keyword is the operator (`a AND OR b` searches for
+#   `a`, `OR` and `b`; `NOT OR b` for rows without `OR` that have `b`). Quoted phrases (`"OR"`) and lower-case `and`/`or`/`not` are always words.
+# A word is any run of characters other than blanks, parentheses and `"` (the ABNF also
+# excludes a literal `;`, which only matters for nested `$expand(...)` options: by the time the
+# query string is decoded here, `a%3Bb` and `a;b` are the same text).
 _SEARCH_TOKEN_RE = re.compile(
-    r'(?P<ws>[ \t]+)|(?P<sym>[()])|(?P<phrase>"[^"]*")|(?P<word>[^\s()";]+)'
+    r'(?P<ws>[ \t]+)|(?P<sym>[()])|(?P<phrase>"[^"]*")|(?P<word>[^\s()"]+)'
 )
+# ABNF `searchExpr-incomplete`: the whole value as an OData string literal, for type-ahead.
+_SEARCH_QUOTED_RE = re.compile(r"'((?:[^']|'')*)'")
 
 
 def parse_search(text: str) -> SearchExpr:
     """Parse `$search`: words, "phrases", NOT > AND (also implicit) > OR, parentheses."""
-    return _SearchParser(text).parse()
+    quoted = _SEARCH_QUOTED_RE.fullmatch(text.strip(" \t"))
+    if quoted is None:
+        return _SearchParser(text).parse()
+    # A complete expression inside the quotes means what it says; what an incomplete one
+    # (`'"blu'`) should match, URL Conventions does not define (oasis-tcs/odata-specs#531).
+    inner = quoted.group(1).replace("''", "'")
+    try:
+        return _SearchParser(inner).parse()
+    except QuerySyntaxError:
+        raise NotImplementedFeature(
+            "$search: incomplete search expressions in single quotes are not supported; "
+            'send complete words or "phrases"',
+            target="$search",
+        ) from None
 
 
 class _SearchParser:
@@ -842,27 +920,33 @@ class _SearchParser:
             if kind != "ws":
                 toks.append(_Tok(kind, m.group(), pos, m.end()))
             pos = m.end()
-        toks.append(_Tok(_EOF_KIND, "", len(text), len(text)))
-        self.toks = toks
+        # Two end markers, so that looking one token ahead never runs off the list.
+        eof = _Tok(_EOF_KIND, "", len(text), len(text))
+        self.toks = [*toks, eof, eof]
         self.i = 0
         self.depth = 0
 
     def parse(self) -> SearchExpr:
         expr = self.or_expr()
-        tok = self.toks[self.i]
+        tok = self.peek()
         if tok.kind != _EOF_KIND:
             _fail(self.target, tok.pos, f"unexpected {_describe(tok)}")
         return expr
 
-    def peek(self) -> _Tok:
-        return self.toks[self.i]
+    def peek(self, ahead: int = 0) -> _Tok:
+        return self.toks[min(self.i + ahead, len(self.toks) - 1)]
 
-    def is_op(self, tok: _Tok, op: str) -> bool:
-        return tok.kind == "word" and tok.text == op
+    def starts_operand(self, tok: _Tok) -> bool:
+        return tok.kind in ("word", "phrase") or tok.text == "("
+
+    def operator(self, op: str) -> bool:
+        """Whether the next token is the keyword `op` used as an operator (see above)."""
+        tok = self.peek()
+        return tok.kind == "word" and tok.text == op and self.starts_operand(self.peek(1))
 
     def or_expr(self) -> SearchExpr:
         left = self.and_expr()
-        while self.is_op(self.peek(), "OR"):
+        while self.operator("OR"):
             self.i += 1
             left = SearchBinary("or", left, self.and_expr())
         return left
@@ -870,16 +954,16 @@ class _SearchParser:
     def and_expr(self) -> SearchExpr:
         left = self.not_expr()
         while True:
-            tok = self.peek()
-            if self.is_op(tok, "AND"):
+            if self.operator("AND"):
                 self.i += 1
-            elif tok.kind == _EOF_KIND or tok.text == ")" or self.is_op(tok, "OR"):
+            elif self.operator("OR") or not self.starts_operand(self.peek()):
                 return left
+            # Otherwise two operands side by side: an implicit AND.
             left = SearchBinary("and", left, self.not_expr())
 
     def not_expr(self) -> SearchExpr:
         tok = self.peek()
-        if self.is_op(tok, "NOT"):
+        if self.operator("NOT"):
             self.i += 1
             self.enter(tok.pos)
             operand = self.not_expr()
@@ -894,12 +978,12 @@ class _SearchParser:
 
     def term(self) -> SearchExpr:
         tok = self.peek()
-        self.i = min(self.i + 1, len(self.toks) - 1)
+        if tok.kind == _EOF_KIND:
+            _fail(self.target, tok.pos, "search term expected, found end of input")
+        self.i += 1
         if tok.kind == "phrase":
             return SearchTerm(tok.text[1:-1], phrase=True)
-        if tok.kind == "word":
-            if tok.text in ("AND", "OR", "NOT"):
-                _fail(self.target, tok.pos, f"{tok.text} must stand between search terms")
+        if tok.kind == "word":  # `AND`/`OR`/`NOT` included: here they are words
             return SearchTerm(tok.text)
         if tok.text == "(":
             self.enter(tok.pos)
@@ -915,8 +999,6 @@ class _SearchParser:
             self.i += 1
             self.depth -= 1
             return inner
-        if tok.kind == _EOF_KIND:
-            _fail(self.target, tok.pos, "search term expected, found end of input")
         _fail(self.target, tok.pos, f"search term expected, found {_describe(tok)}")
 
 

@@ -2,7 +2,8 @@
 
 Prints one line per connection (ok, or which failure: DNS, refused, timeout, auth, SSL...), then
 every entity set with its key and each property's Edm type and the Salesforce field type it
-becomes (spec §5), then warnings about what will hurt in Salesforce. Reads only: it never
+becomes (spec §5), then warnings about what will hurt in Salesforce, and the CREATE INDEX
+statements large sets need for list-view sorts and filters. Reads only: it never
 writes to either database, and never prints a password.
 """
 
@@ -31,6 +32,18 @@ MAX_SAFE_INTEGER = 2**53  # Salesforce Number fields are doubles beyond this (sp
 MAX_NUMBER_DIGITS = 18
 
 _NUMBER_DIGITS = {"Edm.Byte": 3, "Edm.SByte": 3, "Edm.Int16": 5, "Edm.Int32": 10, "Edm.Int64": 18}
+
+# Sets estimated (pg_class.reltuples) above this many rows are checked for the indexes that
+# list views need: below it, reading the whole table is quick enough.
+INDEX_WARNING_ROWS = 100_000
+# What Salesforce list views sort and filter on: text, number and date fields. Text longer than
+# 255 becomes a Long Text Area, which Salesforce can neither sort nor filter on (and long values
+# may not fit a btree entry at all).
+_LIST_VIEW_TYPES = frozenset(
+    {*_NUMBER_DIGITS, "Edm.Decimal", "Edm.Single", "Edm.Double", "Edm.String", "Edm.Date",
+     "Edm.DateTimeOffset"}
+)  # fmt: skip
+_NAMES_SHOWN = 10  # property names listed per set in a warning; the statements list them all
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -108,6 +121,7 @@ def explain_connect_error(exc: BaseException) -> str:
 class Findings:
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    indexes: list[str] = field(default_factory=list)  # suggested CREATE INDEX lines
 
 
 async def _connect_postgres(url: str) -> asyncpg.Connection:
@@ -211,6 +225,7 @@ async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findin
     _warn_names(model, configured_names, found)
     await _warn_not_exposed(conn, model, list(o.expose) + [x.table for x in o.sets], found)
     await _warn_numbers(conn, model, found)
+    await _warn_indexes(conn, model, found)
     if len(model.entity_sets) > MAX_EXTERNAL_OBJECTS:
         found.warnings.append(
             f"{len(model.entity_sets)} entity sets: a Salesforce org holds at most"
@@ -339,6 +354,97 @@ async def _warn_numbers(conn: Any, model: Model, found: Findings) -> None:
                 )
 
 
+# Estimated rows (a partitioned table's are its leaf partitions'; -1 when never analysed) and
+# every valid, non-partial btree index as its key columns (NULL for an expression) with the
+# sort options of the first (pg_index.indoption bits: 1 DESC, 2 NULLS FIRST).
+_SIZE_SQL = """
+select c.relkind::text as kind,
+       case when c.relkind = 'p' then (
+           select coalesce(sum(p.reltuples) filter (where p.reltuples >= 0), -1)
+           from pg_partition_tree(c.oid) t join pg_class p on p.oid = t.relid where t.isleaf)
+       else c.reltuples end as rows
+from pg_class c where c.oid = to_regclass($1)
+"""
+_BTREE_SQL = """
+select i.indoption[0] as first_option, array(
+    select a.attname::text
+    from unnest(i.indkey::int2[]) with ordinality k(attnum, n)
+    left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+    where k.n <= i.indnkeyatts order by k.n
+) as columns
+from pg_index i
+join pg_class ic on ic.oid = i.indexrelid
+join pg_am am on am.oid = ic.relam
+where i.indrelid = to_regclass($1) and am.amname = 'btree' and i.indisvalid
+  and i.indpred is null
+"""
+
+_DESC_NULLS_LAST, _ASC_NULLS_FIRST = 1, 2
+
+
+async def _warn_indexes(conn: Any, model: Model, found: Findings) -> None:
+    """Large sets whose list-view properties no btree index starts with: every sort or filter
+    on them reads the whole table. Suggests one CREATE INDEX per property."""
+    for s in model.entity_sets:
+        table = f"{ident(s.schema)}.{ident(s.table)}"
+        size = await conn.fetchrow(_SIZE_SQL, table)
+        if size is None or size["kind"] not in ("r", "p", "m"):
+            continue  # views and foreign tables: their base tables carry the indexes
+        if size["rows"] <= INDEX_WARNING_ROWS:
+            continue
+        found_indexes = await conn.fetch(_BTREE_SQL, table)
+        indexes = [list(r["columns"]) for r in found_indexes]
+        # OData sorts nulls first ascending and last descending; an index serves that order
+        # (either way round) only if its first column is ASC NULLS FIRST or DESC NULLS LAST.
+        odata_order = {
+            r["columns"][0]
+            for r in found_indexes
+            if r["columns"] and r["first_option"] in (_ASC_NULLS_FIRST, _DESC_NULLS_LAST)
+        }
+        leading = {cols[0] for cols in indexes if cols}
+        etype = s.entity_type
+        key = [p.column for p in etype.key_properties]
+        key_indexed = any(set(cols[: len(key)]) == set(key) for cols in indexes)
+        missing: list[str] = []
+        statements: list[str] = []
+        concurrently = "" if size["kind"] == "p" else " CONCURRENTLY"  # not on partitioned tables
+        if not key_indexed:
+            missing.append(f"the key ({', '.join(etype.key)})")
+            columns = ", ".join(ident(c) for c in key)
+            statements.append(f"CREATE UNIQUE INDEX{concurrently} ON {table} ({columns});")
+        nulls_last: list[str] = []
+        for p in etype.properties:
+            if p.name in etype.key:  # the key has its own line above
+                continue
+            if p.edm_type not in _LIST_VIEW_TYPES or (p.max_length or 0) > 255:
+                continue
+            if p.column in (odata_order if p.nullable else leading):
+                continue
+            if p.column in leading:
+                nulls_last.append(p.name)
+            missing.append(p.name)
+            order = " NULLS FIRST" if p.nullable else ""
+            statements.append(f"CREATE INDEX{concurrently} ON {table} ({ident(p.column)}{order});")
+        if not missing:
+            continue
+        shown = ", ".join(missing[:_NAMES_SHOWN])
+        if len(missing) > _NAMES_SHOWN:
+            shown += f" and {len(missing) - _NAMES_SHOWN} more"
+        why = ""
+        if nulls_last:
+            why = (
+                f" (the indexes on {', '.join(nulls_last)} serve filters but not sorts: they put"
+                " nulls last ascending, OData puts them first)"
+            )
+        found.warnings.append(
+            f"{s.name} ({s.schema}.{s.table}, about {int(size['rows']):,} rows): no index for"
+            f" list views to sort or filter on {shown}{why}; each such sort or filter reads the"
+            " whole table (suggested indexes below)"
+        )
+        found.indexes.append(f"-- {s.name}")
+        found.indexes.extend(statements)
+
+
 def check_command(args: argparse.Namespace) -> int:
     out = sys.stdout
     # The catalogue logs relations it skips; this command reports them itself, with the fix.
@@ -354,6 +460,14 @@ def check_command(args: argparse.Namespace) -> int:
         print(f"\nwarnings ({len(found.warnings)}):", file=out)
         for w in found.warnings:
             print(f"  - {w}", file=out)
+    if found.indexes:
+        print(
+            "\nsuggested indexes (create those for the columns your users sort or filter on;"
+            " CONCURRENTLY keeps the table readable and writable meanwhile):",
+            file=out,
+        )
+        for line in found.indexes:
+            print(f"  {line}", file=out)
     if found.errors:
         print(f"\nerrors ({len(found.errors)}):", file=out)
         for e in found.errors:

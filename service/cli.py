@@ -18,11 +18,25 @@ Handler = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="r2sf", description="Redshift summaries to Salesforce")
-    parser.add_argument("--config", help="path to r2sf.toml (default: $R2SF_CONFIG or ./r2sf.toml)")
+    add_global_options(parser, default=None)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in _registrars():
         register(commands)
+    # Global options also go after the command (`r2sf serve --config r2sf.toml`), for every
+    # command however it was registered. There they default to nothing, so a value given before
+    # the command survives, and one given after it wins.
+    for command in commands.choices.values():
+        add_global_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def add_global_options(parser: argparse.ArgumentParser, *, default: object) -> None:
+    """The options every command reads, accepted before and after the command name."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        help="path to r2sf.toml (default: $R2SF_CONFIG or ./r2sf.toml)",
+    )
 
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]

@@ -129,7 +129,13 @@ RULES: dict[str, tuple[Callable[[str], Any], bool]] = {
     "guid": (_typed("Edm.Guid"), True),
     "null": (_typed("null"), True),
     "stringLiteral": (_typed("Edm.String"), True),
+    # Only the cases that are one `$search` option (see ONLY_INPUTS): the keyword cases
+    # (`$search=OR`, `NOT NOT`, `AND OR NOT`) and the single-quoted forms live there.
+    "queryOptions": (_option("search", parse_search), True),
 }
+# Rules whose cases are run only when the input matches: the rest of `queryOptions` is the
+# request layer's job (option names, `&` splitting), not a parser's.
+ONLY_INPUTS: dict[str, re.Pattern[str]] = {"queryOptions": re.compile(r"\$?search=")}
 
 # Case key: "Name [Input]" (names alone repeat). Every case of a rule above that is not run.
 SKIPPED: dict[str, str] = {
@@ -152,6 +158,17 @@ SKIPPED: dict[str, str] = {
     "Enumeration value - multiple flag values [Solid,Yellow,+42]": (
         "payload-only rule; enumeration types are not supported (and need the model)"
     ),
+    "5.1.7 Search - simple term with unencoded hash [$search=#1]": (
+        "URL-level: an unencoded '#' starts the fragment, which clients never send to the server"
+    ),
+    "5.1.7 Search - simple term with unencoded ampersand [$search=more&more]": (
+        "URL-level: the request layer splits the query string at '&' before $search is parsed"
+    ),
+    "5.1.7 Search - simple term with unencoded semicolon [$search=a;b]": (
+        "deliberate deviation: a literal ';' is refused by the ABNF only so that nested $expand "
+        "options can be split; once decoded it is the same text as the valid $search=a%3Bb, "
+        "which must be accepted, and $expand is not supported"
+    ),
 }
 
 
@@ -163,7 +180,8 @@ def _load_cases() -> list[dict[str, str]]:
     data = yaml.load(text, Loader=yaml.BaseLoader)
     cases = []
     for case in data["TestCases"]:
-        if case["Rule"] in RULES:
+        only = ONLY_INPUTS.get(case["Rule"])
+        if case["Rule"] in RULES and (only is None or only.match(case["Input"])):
             cases.append(
                 {k: v.replace("\ue000", "\t") for k, v in case.items() if isinstance(v, str)}
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -181,3 +182,130 @@ def test_salesforce_field_type_follows_the_spec_table(
 ) -> None:
     p = Property("P", "p", edm, max_length=max_length, precision=precision, scale=scale)
     assert salesforce_field_type(p) == expected
+
+
+# 120,000 rows (INDEX_WARNING_ROWS is 100,000), analysed so that pg_class.reltuples knows.
+BIG_SCHEMA = """
+create table public.orders (
+    id bigint primary key,
+    "Region" varchar(20),
+    amount numeric(12,2),
+    qty int not null default 1,
+    placed date,
+    customer varchar(80) not null default 'c',
+    seller varchar(40),
+    scored int,
+    note varchar(1000),
+    paid boolean,
+    status varchar(10),
+    code varchar(10),
+    city varchar(40),
+    zip varchar(10),
+    "Shipped At" timestamptz,
+    c1 int, c2 int, c3 int, c4 int, c5 int, c6 int, c7 int, c8 int
+);
+-- Nullable columns need ASC NULLS FIRST or DESC NULLS LAST to serve OData's sort order.
+create index on public.orders (placed nulls first, "Region");  -- placed leads, "Region" not
+create index on public.orders (customer);                 -- not null: any order serves
+create index on public.orders (seller);                   -- nulls last: filters only
+create index on public.orders (scored desc nulls last);   -- OData's descending order
+create index on public.orders (status) where status is not null;  -- partial: not for all
+create index on public.orders using hash (code);          -- hash: no sorting, no ranges
+create index on public.orders (lower(city));              -- an expression, not the column
+create index on public.orders (paid) include (zip);       -- included, not a key column
+insert into public.orders (id, placed) select g, date '2024-01-01' + g % 365
+from generate_series(1, 120000) g;
+analyze public.orders;
+
+create materialized view public.order_regions as select id, "Region" from public.orders;
+analyze public.order_regions;
+
+create table public.events (id int, at date, kind varchar(10), primary key (id, at))
+    partition by range (at);
+create table public.events_2023 partition of public.events
+    for values from ('2023-01-01') to ('2024-01-01');
+create table public.events_2024 partition of public.events
+    for values from ('2024-01-01') to ('2025-01-01');
+insert into public.events select g, date '2023-01-01' + g % 700, 'k' from generate_series(1, 110000) g;
+analyze public.events;
+
+create table public.small (id int primary key, label varchar(20));
+insert into public.small select g, 'x' from generate_series(1, 1000) g;
+analyze public.small;
+"""
+BIG_TOML = """
+[odata]
+expose = ["public.*"]
+[[odata.sets]]
+table = "public.order_regions"
+key = ["id"]
+"""
+
+
+def index_warning(out: str, entity_set: str) -> str:
+    found = [w for w in out.splitlines() if w.startswith(f"  - {entity_set} (public.")]
+    assert len(found) <= 1, out
+    return found[0] if found else ""
+
+
+def suggested(out: str) -> list[str]:
+    if "\nsuggested indexes" not in out:
+        return []
+    block = out.split("\nsuggested indexes", 1)[1].split("\n\n", 1)[0]
+    return [line.strip() for line in block.splitlines()[1:]]
+
+
+def test_check_suggests_indexes_for_unindexed_list_view_columns_of_large_sets(
+    tmp_path: Path, databases: object
+) -> None:
+    url = databases.create(BIG_SCHEMA)  # type: ignore[attr-defined]
+    code, out = r2sf_check(tmp_path, url, BIG_TOML)
+    assert code == 0, out
+
+    orders = index_warning(out, "orders")
+    assert "about 120,000 rows" in orders, out
+    # In column order: the unindexed text, number and date columns, ten by name.
+    expected = ["Region", "amount", "qty", "seller", "status", "code", "city", "zip",
+                "Shipped_At", "c1"]  # fmt: skip
+    assert f"on {', '.join(expected)} and 7 more (the indexes on seller serve filters" in orders
+    for supported_or_not_sortable in ("id", "placed", "customer", "scored", "note", "paid"):
+        assert not re.search(rf"\b{supported_or_not_sortable}\b", orders), orders
+    statements = suggested(out)
+    orders_statements = [s for s in statements if '"public"."orders"' in s]
+    assert len(orders_statements) == 17  # one per property, all of them
+    assert 'CREATE INDEX CONCURRENTLY ON "public"."orders" ("Region" NULLS FIRST);' in statements
+    assert 'CREATE INDEX CONCURRENTLY ON "public"."orders" ("qty");' in statements  # not null
+    assert (
+        'CREATE INDEX CONCURRENTLY ON "public"."orders" ("Shipped At" NULLS FIRST);' in statements
+    )
+
+    # A materialized view exposed with a configured key has no index at all.
+    regions = index_warning(out, "order_regions")
+    assert "sort or filter on the key (id), Region;" in regions, out
+    assert 'CREATE UNIQUE INDEX CONCURRENTLY ON "public"."order_regions" ("id");' in statements
+
+    # A partitioned table: rows counted over its partitions; no CONCURRENTLY (refused there).
+    events = index_warning(out, "events")
+    assert "about 110,000 rows" in events and "sort or filter on kind;" in events, out
+    assert 'CREATE INDEX ON "public"."events" ("kind" NULLS FIRST);' in statements
+
+    assert index_warning(out, "small") == ""  # 1,000 rows: no warning whatever its indexes
+
+    # The statements are valid SQL and are what the warning asks for: once run, none is left.
+    for statement in statements:
+        if not statement.startswith("--"):
+            x_sql(url, statement)
+    code, out = r2sf_check(tmp_path, url, BIG_TOML)
+    assert code == 0, out
+    assert suggested(out) == [] and "no index for list views" not in out, out
+
+
+def x_sql(url: str, statement: str) -> None:
+    async def go() -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    asyncio.run(go())

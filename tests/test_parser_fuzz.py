@@ -112,7 +112,7 @@ def test_deep_and_unbalanced_nesting_raises_only_odata_errors(
 @settings(deadline=None, max_examples=200)
 @given(
     st.from_regex(
-        r"-?[0-9]{1,400}(\.[0-9]{0,50})?([eE][+-]?[0-9]{1,6})?"
+        r"-?[0-9]{1,400}(\.[0-9]{0,50})?([eE][+-]?[0-9]{1,6})?[LlDdFfMm]?"
         r"|-?[0-9]{1,6}-[0-9]{1,3}-[0-9]{1,3}(T[0-9:.]{0,20}(Z|[+-][0-9:]{0,6})?)?"
         r"|[0-9]{1,3}:[0-9:.]{0,20}"
         r"|(duration|binary)'[-A-Za-z0-9.=_]{0,30}'",
