@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from odata.model import EntitySet, EntityType, Model, Property
+from odata.model import Constraint, EntitySet, EntityType, Generation, Model, Property
 from odata.naming import assign_names, is_safe
 
 log = logging.getLogger("r2sf.odata.catalog")
@@ -89,13 +89,22 @@ order by n.nspname, c.relname
 
 _COLUMNS_SQL = """
 select a.attrelid as oid, a.attname as column, a.attnum as num,
-       b.typname as type, t.typtype::text as typtype,
+       b.typname as type, bn.nspname as type_schema, t.typtype::text as typtype,
        case when t.typtype = 'd' then t.typtypmod else a.atttypmod end as typmod,
-       a.attnotnull as notnull
+       a.attnotnull as notnull,
+       -- 's' (stored; 'v' virtual from PostgreSQL 18) for `GENERATED ALWAYS AS (...)`
+       a.attgenerated::text <> '' as generated,
+       a.attidentity::text as identity,  -- 'a' ALWAYS, 'd' BY DEFAULT
+       coalesce(pg_get_expr(d.adbin, d.adrelid) like 'nextval(%', false) as serial,
+       case when b.typtype = 'e' then array(
+           select e.enumlabel::text from pg_enum e where e.enumtypid = b.oid
+           order by e.enumsortorder) end as enum_values
 from pg_attribute a
 join pg_type t on t.oid = a.atttypid
 -- a domain is exposed as its base type
 join pg_type b on b.oid = case when t.typtype = 'd' then t.typbasetype else t.oid end
+join pg_namespace bn on bn.oid = b.typnamespace
+left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
 where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
 order by a.attrelid, a.attnum
 """
@@ -108,6 +117,60 @@ join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
 where i.indisprimary and i.indrelid = any($1::oid[])
 group by i.indrelid
 """
+
+
+# The rules PostgreSQL names when a write breaks one, per exposed relation: table constraints,
+# unique indexes (also those without a constraint, and the ones of each partition, which carry
+# the partition's own names) and the CHECKs of the domains its columns use.
+_CONSTRAINTS_SQL = """
+with recursive tree(root, oid) as (
+    select r, r from unnest($1::oid[]) as r
+    union all
+    select tree.root, i.inhrelid from tree join pg_inherits i on i.inhparent = tree.oid
+)
+select con.conrelid as oid, con.conname::text as name, con.contype::text as kind,
+       array(select a.attname::text from unnest(con.conkey) with ordinality as k(num, ord)
+             join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.num
+             order by k.ord) as columns,
+       fn.nspname::text as ref_schema, fc.relname::text as ref_table, null::text as domain
+from pg_constraint con
+left join pg_class fc on fc.oid = con.confrelid
+left join pg_namespace fn on fn.oid = fc.relnamespace
+where con.conrelid = any($1::oid[]) and con.contype in ('p', 'u', 'c', 'f', 'x')
+union all
+select tree.root, ic.relname::text, case when i.indisprimary then 'p' else 'u' end,
+       array(select a.attname::text from unnest(i.indkey) with ordinality as k(num, ord)
+             join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+             order by k.ord)
+       -- the columns an expression (`lower(email)`) uses are recorded as its dependencies
+       || array(select a.attname::text from pg_depend d
+                join pg_attribute a on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+                where d.classid = 'pg_class'::regclass and d.objid = i.indexrelid
+                  and d.refclassid = 'pg_class'::regclass and d.refobjsubid > 0
+                  and d.refobjsubid <> all(i.indkey::int2[])
+                order by a.attnum),
+       null, null, null
+from tree
+join pg_index i on i.indrelid = tree.oid and i.indisunique
+join pg_class ic on ic.oid = i.indexrelid
+where not exists (select 1 from pg_constraint c where c.conindid = i.indexrelid
+                  and c.conrelid = tree.root)
+union all
+select a.attrelid, con.conname::text, 'd', array[a.attname::text], null, null, t.typname::text
+from pg_attribute a
+join pg_type t on t.oid = a.atttypid and t.typtype = 'd'
+join pg_constraint con on con.contypid = t.oid and con.contype = 'c'
+where a.attrelid = any($1::oid[]) and a.attnum > 0 and not a.attisdropped
+"""
+
+_CONSTRAINT_KINDS: dict[str, Any] = {
+    "p": "primary key",
+    "u": "unique",
+    "c": "check",
+    "f": "foreign key",
+    "x": "exclusion",
+    "d": "domain",
+}
 
 
 def matches(patterns: Sequence[str], schema: str, table: str) -> bool:
@@ -165,9 +228,13 @@ async def load_model(
     for c in await conn.fetch(_COLUMNS_SQL, oids):
         columns.setdefault(c["oid"], []).append(c)
     primary = {r["oid"]: tuple(r["columns"]) for r in await conn.fetch(_PRIMARY_KEYS_SQL, oids)}
+    rules: dict[int, list[Any]] = {}
+    for r in await conn.fetch(_CONSTRAINTS_SQL, oids):
+        rules.setdefault(r["oid"], []).append(r)
 
-    built: list[tuple[str, str, str, bool, list[Property], tuple[str, ...], SetOptions | None]] = []
-    _oid = {f"{r['schema']}.{r['table']}": r["oid"] for r in relations}
+    built: list[
+        tuple[str, str, str, bool, list[Property], tuple[str, ...], SetOptions | None, int]
+    ] = []
     for rel in relations:
         qualified = f"{rel['schema']}.{rel['table']}"
         opt = options.get(qualified)
@@ -191,13 +258,15 @@ async def load_model(
                 " not exposed until Heroku Connect has pushed them",
                 qualified,
             )
-        built.append((rel["schema"], rel["table"], qualified, is_view, props, key_columns, opt))
+        built.append(
+            (rel["schema"], rel["table"], qualified, is_view, props, key_columns, opt, rel["oid"])
+        )
 
     set_names = _set_names([(b[2], b[1], b[6]) for b in built])
     entity_sets = []
-    for schema, table, qualified, is_view, props, key_columns, opt in built:
+    for schema, table, qualified, is_view, props, key_columns, opt, oid in built:
         by_column = {p.column: p for p in props}
-        not_null = {c["column"] for c in columns.get(_oid[qualified], []) if c["notnull"]}
+        not_null = {c["column"] for c in columns.get(oid, []) if c["notnull"]}
         entity_type = EntityType(
             name=set_names[qualified],
             properties=tuple(props),
@@ -212,6 +281,7 @@ async def load_model(
                 is_view=is_view,
                 writable=not is_view and not (opt is not None and opt.read_only),
                 nullable_key=not set(key_columns) <= not_null,
+                constraints=_constraints(rules.get(oid, []), by_column, set_names),
             )
         )
     entity_sets.sort(key=lambda s: s.name)
@@ -286,9 +356,43 @@ def _properties(
             precision=precision,
             scale=scale,
             db_type=c["type"],
+            type_schema=c["type_schema"],
+            generation=_generation(c),
+            enum_values=tuple(c["enum_values"] or ()),
         )
         for c, edm, max_length, precision, scale in kept
     ]
+
+
+def _constraints(
+    rows: list[Any], by_column: dict[str, Property], set_names: dict[str, str]
+) -> tuple[Constraint, ...]:
+    """The relation's rules in OData terms: physical column names become property names."""
+    out = []
+    for r in rows:
+        columns = r["columns"] or []
+        props = tuple(by_column[c].name for c in columns if c in by_column)
+        if len(props) != len(columns):
+            props = ()  # a column the model leaves out: the rule cannot be stated in OData terms
+        target = f"{r['ref_schema']}.{r['ref_table']}" if r["ref_table"] else None
+        out.append(
+            Constraint(
+                name=r["name"],
+                kind=_CONSTRAINT_KINDS[r["kind"]],
+                properties=props,
+                references=set_names.get(target) if target else None,
+                domain=r["domain"],
+            )
+        )
+    return tuple(out)
+
+
+def _generation(c: Any) -> Generation:
+    if c["generated"] or c["identity"] == "a":
+        return "computed"
+    if c["identity"] == "d" or c["serial"]:
+        return "default"
+    return "client"
 
 
 def _set_names(entries: list[tuple[str, str, SetOptions | None]]) -> dict[str, str]:

@@ -10,7 +10,8 @@ never carry SQL, stack traces or secrets.
     │   ├── InvalidQueryOption      an unknown, repeated or out-of-range option
     │   ├── UnknownProperty         a name that is not in the entity type (with a suggestion)
     │   ├── TypeMismatch            operands or arguments of incompatible types
-    │   └── InvalidBody             a request body that is not a valid entity
+    │   ├── InvalidBody             a request body that is not a valid entity
+    │   └── ConstraintViolation     a written value that breaks a CHECK rule of the table
     ├── Unauthorized (401)          with `WWW-Authenticate: Basic`
     ├── Forbidden (403)
     ├── NotFound (404)
@@ -73,6 +74,10 @@ class TypeMismatch(BadRequest):
 
 class InvalidBody(BadRequest):
     code = "InvalidBody"
+
+
+class ConstraintViolation(BadRequest):
+    code = "ConstraintViolation"
 
 
 class Unauthorized(ODataError):

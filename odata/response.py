@@ -74,12 +74,16 @@ def collection(
     return Response(200, ("{" + ",".join(parts) + "}").encode(), json_type(fmt))
 
 
-def entity(fmt: Format, context: str, body: str) -> Response:
+def entity(fmt: Format, context: str, body: str, etag: str | None = None) -> Response:
+    """A single entity; with an `etag`, also its `ETag` header and `@odata.etag` (JSON Format
+    §3.1.1: minimal metadata carries the ETag of an entity)."""
+    headers = {"ETag": etag} if etag is not None else {}
     if fmt.metadata == "none" or body == "{}":
-        return Response(200, body.encode(), json_type(fmt))
-    return Response(
-        200, ("{" + _annotation("context", context) + "," + body[1:]).encode(), json_type(fmt)
-    )
+        return Response(200, body.encode(), json_type(fmt), headers)
+    parts = [_annotation("context", context)]
+    if etag is not None:
+        parts.append(_annotation("etag", etag))
+    return Response(200, ("{" + ",".join(parts) + "," + body[1:]).encode(), json_type(fmt), headers)
 
 
 def property_value(fmt: Format, context: str, value_json: str) -> Response:

@@ -14,15 +14,16 @@ from typing import Any, Literal
 
 import asyncpg
 
-from odata import csdl, response, sql, write
+from odata import csdl, etags, response, sql, violations, write
 from odata.cache import CountCache, Lru
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
-    Conflict,
     EntityNotFound,
+    InvalidBody,
     MethodNotAllowed,
     ODataError,
+    PreconditionFailed,
     ResourceNotFound,
     ServiceError,
     ServiceUnavailable,
@@ -203,28 +204,91 @@ class ODataService:
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if method == "POST":
             vals = write.values(entity_set, self._body(headers, body))
-            created = await self._fetchval(write.insert(entity_set, vals, out))
-            link = f"{root}{entity_set.name}({_key_of(entity_set, created)})"
-            location = {"Location": link, "OData-EntityId": link}
+            created = await self._write_row(
+                entity_set, "create", entity_set.name, write.insert(entity_set, vals, out), vals
+            )
+            assert created is not None
+            entity_json, opaque = created
+            link = f"{root}{entity_set.name}({_key_of(entity_set, entity_json)})"
+            written = {"Location": link, "OData-EntityId": link, "ETag": etags.weak(opaque)}
             if "return=minimal" in headers.get("prefer", ""):
                 return response.Response(
-                    204, b"", None, {**location, "Preference-Applied": "return=minimal"}
+                    204, b"", None, {**written, "Preference-Applied": "return=minimal"}
                 )
             context = response.context_url(root, entity_set.name, None, "/$entity")
-            result = response.entity(fmt, context, created)
+            result = response.entity(fmt, context, entity_json, etags.weak(opaque))
             result.status = 201
-            result.headers.update(location)
+            result.headers.update(written)
             return result
         assert resource.key is not None
         key = resolve_key(entity_set, resource.key)
+        entity = f"{entity_set.name}({resource_key_text(key)})"
+        precondition = etags.Precondition.from_headers(headers)
         if method == "DELETE":
-            statement = write.delete(entity_set, key)
+            vals = write.Values(())
+            kind = "delete"
+            statement = write.delete(entity_set, key, precondition)
         else:
             vals = write.values(entity_set, self._body(headers, body))
-            statement = write.update(entity_set, key, vals, replace=method == "PUT")
-        if await self._fetchval(statement) is None:
-            raise EntityNotFound(f"{entity_set.name}({resource_key_text(key)}) does not exist")
-        return response.Response(204, b"", None)
+            kind = "replace" if method == "PUT" else "update"
+            statement = write.update(
+                entity_set, key, vals, replace=method == "PUT", precondition=precondition
+            )
+        outcome = await self._write_row(entity_set, kind, entity, statement, vals)
+        done, exists = outcome if outcome is not None else (None, False)
+        if not exists:
+            raise EntityNotFound(f"{entity} does not exist")
+        if not done:
+            if precondition.present:
+                raise PreconditionFailed(
+                    f"{entity} has changed: its current ETag does not satisfy "
+                    "If-Match / If-None-Match; read it again",
+                    target="If-Match" if precondition.if_match is not None else "If-None-Match",
+                )
+            raise EntityNotFound(f"{entity} does not exist")  # deleted while we waited for it
+        tag = {} if kind == "delete" else {"ETag": etags.weak(done)}
+        return response.Response(204, b"", None, tag)
+
+    async def _write_row(
+        self,
+        entity_set: EntitySet,
+        kind: str,
+        entity: str,
+        statement: sql.Statement,
+        vals: write.Values,
+    ) -> Any:
+        """Run a write; a refusal by the database becomes the error that names the property."""
+        async with self.pool.acquire() as conn:
+            return await _guard(self._attempt(conn, entity_set, kind, entity, statement, vals))
+
+    async def _attempt(
+        self,
+        conn: asyncpg.Connection,
+        entity_set: EntitySet,
+        kind: str,
+        entity: str,
+        statement: sql.Statement,
+        vals: write.Values,
+    ) -> Any:
+        try:
+            return await conn.fetchrow(statement.sql, *statement.params)
+        except asyncpg.DataError:
+            # A value PostgreSQL's input rules refuse; its error does not say whose it is.
+            for prop, probe in write.probes(vals):
+                try:
+                    await conn.fetchval(probe.sql, *probe.params)
+                except asyncpg.DataError:
+                    raise write.bad_value(prop) from None
+            names = ", ".join(prop.name for prop, value in vals.items if value is not None)
+            raise InvalidBody(
+                f"{entity}: the database cannot store these values"
+                + (f" (check {names})" if names else "")
+            ) from None
+        except asyncpg.PostgresError as exc:
+            refusal = violations.explain(self.published.model, entity_set, kind, entity, exc)
+            if refusal is None:
+                raise
+            raise refusal from None
 
     def _entity_set(self, name: str) -> EntitySet:
         found = self.published.model.entity_set(name)
@@ -269,11 +333,12 @@ class ODataService:
     ) -> response.Response:
         keys = resource_key_text(p.key)
         if p.prop is None:
-            body = await self._fetchval(sql.entity(p, out))
-            if body is None:
+            found = await self._fetchrow(sql.entity(p, out))
+            if found is None:
                 raise EntityNotFound(f"{p.entity_set.name}({keys}) does not exist")
+            body, opaque = found
             context = response.context_url(root, p.entity_set.name, p.select_context, "/$entity")
-            return response.entity(request.format, context, body)
+            return response.entity(request.format, context, body, etags.weak(opaque))
         row = await self._fetchrow(sql.property_value(p, out))
         if row is None:
             raise EntityNotFound(f"{p.entity_set.name}({keys}) does not exist")
@@ -339,24 +404,8 @@ async def _guard(awaitable: Any) -> Any:
     except (TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
         log.error("database unavailable: %s", type(exc).__name__)
         raise ServiceUnavailable("the database is unavailable; try again shortly") from None
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        # Class 23: the write conflicts with the data (duplicate key, missing reference, null).
-        status = Conflict if exc.sqlstate in ("23505", "23503") else BadRequest
-        raise status(_integrity_message(exc)) from None
     except ODataError:
         raise
     except asyncpg.PostgresError as exc:
         log.error("database error %s: %s", exc.sqlstate, exc.__class__.__name__)
         raise ServiceError("internal error") from exc
-
-
-def _integrity_message(exc: asyncpg.IntegrityConstraintViolationError) -> str:
-    detail = getattr(exc, "detail", None) or ""
-    column = getattr(exc, "column_name", None)
-    if exc.sqlstate == "23505":
-        return f"an entity with this key or unique value already exists. {detail}".strip()
-    if exc.sqlstate == "23502":
-        return f"{column or 'a required property'} must have a value"
-    if exc.sqlstate == "23503":
-        return f"the entity refers to something that does not exist. {detail}".strip()
-    return f"the entity breaks a rule of the table ({getattr(exc, 'constraint_name', None) or 'check'})"

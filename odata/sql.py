@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from odata import etags
 from odata.catalog import is_native
 from odata.model import EntitySet, Property
 from odata.plan import (
@@ -458,13 +459,14 @@ def _key_condition(c: _Compiler, plan: EntityPlan) -> str:
 
 
 def entity(plan: EntityPlan, fmt: OutputFormat) -> Statement:
-    """One column, the entity as a JSON object text; no row when the key matches nothing."""
+    """Columns: body (the entity as a JSON object text), etag (the opaque part of its ETag, a
+    hash of the row); no row when the key matches nothing."""
     p = _Params()
     c = _Compiler(p)
     outputs = c.outputs(plan.entity_set, plan.select, fmt)
     key = _key_condition(c, plan)
     sql = (
-        f"SELECT to_json(r)::text FROM {relation(plan.entity_set)} AS t "
+        f"SELECT to_json(r)::text, {etags.row_hash('t')} FROM {relation(plan.entity_set)} AS t "
         f"CROSS JOIN LATERAL (SELECT {outputs}) AS r WHERE {key}"
     )
     return Statement(sql, tuple(p.values))

@@ -23,7 +23,7 @@ from typing import Any
 import asyncpg
 from fastapi import FastAPI
 
-from odata import response
+from odata import etags, response
 from odata.cache import Doorkeeper, Entry, ResponseCache, etag
 from odata.catalog import CatalogError, SetOptions
 from odata.errors import (
@@ -354,7 +354,9 @@ class App:
             result.content_type,
             result.entity_set,
             result.version,
-            etag(result.version, result.body),
+            # A single entity carries its own ETag (a hash of its row): it changes when that
+            # entity does, not with every write to the table.
+            result.headers.get("ETag") or etag(result.version, result.body),
             key,
         )
         # Admission (like nginx's proxy_cache_min_uses): keep an answer once its URL has been
@@ -568,6 +570,18 @@ async def _send(
         (b"odata-version", response.ODATA_VERSION.encode()),
         (b"x-request-id", request_id.encode("latin-1", "replace")),
     ]
+    tag = resp.headers.get("ETag")
+    if (
+        tag is not None
+        and resp.status == 200
+        and method in ("GET", "HEAD")
+        and etags.matches(headers.get("if-none-match"), tag)
+    ):
+        out += [(b"etag", tag.encode())]
+        out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": 304, "headers": out})
+        await send({"type": "http.response.body", "body": b""})
+        return
     if resp.content_type:
         out.append((b"content-type", resp.content_type.encode()))
         if (
@@ -601,7 +615,8 @@ async def _send_cached(
         (b"etag", entry.etag.encode()),
     ]
     out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-    if _etag_matches(headers.get("if-none-match"), entry.etag):
+    # If-None-Match uses weak comparison (RFC 9110 §13.1.2).
+    if etags.matches(headers.get("if-none-match"), entry.etag):
         await send({"type": "http.response.start", "status": 304, "headers": out})
         await send({"type": "http.response.body", "body": b""})
         return
@@ -614,16 +629,6 @@ async def _send_cached(
     out.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": entry.status, "headers": out})
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-def _etag_matches(header: str | None, tag: str) -> bool:
-    if not header:
-        return False
-    if header.strip() == "*":
-        return True
-    # If-None-Match uses weak comparison (RFC 9110 §13.1.2).
-    weak = tag.removeprefix("W/")
-    return any(t.strip().removeprefix("W/") == weak for t in header.split(","))
 
 
 def _csrf_token(settings: Settings) -> str:

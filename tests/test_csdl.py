@@ -463,6 +463,62 @@ def test_json_and_xml_declare_the_same_facets() -> None:
             assert from_json == from_xml
 
 
+# --- Core vocabulary annotations -----------------------------------------------------------------
+
+ORDERS = EntityType(
+    "Orders",
+    (
+        P("OrderID", "id", "Edm.Int64", nullable=False, generation="computed"),
+        P("Ticket", "ticket", "Edm.Int32", nullable=False, generation="default"),
+        P("Total", "total", "Edm.Decimal", precision=12, scale=2, generation="computed"),
+        P("Note", "note", "Edm.String", max_length=5),
+    ),
+    key=("OrderID",),
+)
+
+
+def orders_model() -> Model:
+    return Model("R2SF", "Container", (EntitySet("Orders", "public", "orders", ORDERS),))
+
+
+def test_generated_properties_are_annotated_in_schema_valid_xml() -> None:
+    root = parse_xml(orders_model())
+    assert xml_errors(root) == []
+    include = find(root, f"{EDMX}Reference/{EDMX}Include")
+    assert (include.get("Namespace"), include.get("Alias")) == ("Org.OData.Core.V1", "Core")
+    assert find(root, f"{EDMX}Reference").get("Uri", "").endswith("/Org.OData.Core.V1.xml")
+    annotations = {
+        p.get("Name"): [(a.get("Term"), a.get("Bool")) for a in p.findall(f"{EDM}Annotation")]
+        for p in xml_type(root, "Orders").findall(f"{EDM}Property")
+    }
+    assert annotations == {
+        "OrderID": [("Core.Computed", "true")],
+        "Ticket": [("Core.ComputedDefaultValue", "true")],
+        "Total": [("Core.Computed", "true")],
+        "Note": [],
+    }
+
+
+def test_generated_properties_are_annotated_in_schema_valid_json() -> None:
+    document = json.loads(metadata_json(orders_model()))
+    assert json_errors(document) == []
+    assert document["$Reference"] == {
+        "https://oasis-tcs.github.io/odata-vocabularies/vocabularies/Org.OData.Core.V1.json": {
+            "$Include": [{"$Namespace": "Org.OData.Core.V1", "$Alias": "Core"}]
+        }
+    }
+    orders = document["R2SF"]["Orders"]
+    assert orders["OrderID"] == {"$Type": "Edm.Int64", "@Core.Computed": True}
+    assert orders["Ticket"] == {"$Type": "Edm.Int32", "@Core.ComputedDefaultValue": True}
+    assert orders["Total"]["@Core.Computed"] is True
+    assert orders["Note"] == {"$Nullable": True, "$MaxLength": 5}
+
+
+def test_the_vocabulary_is_referenced_only_when_a_property_uses_it() -> None:
+    assert parse_xml(build_model()).find(f"{EDMX}Reference") is None
+    assert "$Reference" not in json.loads(metadata_json(build_model()))
+
+
 # --- service document ---------------------------------------------------------------------------
 
 
@@ -499,7 +555,16 @@ def properties(draw: st.DrawFn, name: str) -> Property:
         max_length = draw(st.none() | st.integers(1, 10_000))
     elif edm_type in ("Edm.DateTimeOffset", "Edm.TimeOfDay"):
         precision = draw(st.none() | st.integers(0, 6))
-    return Property(name, name.lower(), edm_type, draw(st.booleans()), max_length, precision, scale)
+    return Property(
+        name,
+        name.lower(),
+        edm_type,
+        draw(st.booleans()),
+        max_length,
+        precision,
+        scale,
+        generation=draw(st.sampled_from(["client", "computed", "default"])),
+    )
 
 
 @st.composite

@@ -134,24 +134,40 @@ def test_composite_key_write(client: httpx.Client, db: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "code"),
+    ("body", "status", "code", "message"),
     [
-        ({"Nmae": "x"}, 400, "InvalidBody"),
-        ({"Name": 5}, 400, "InvalidBody"),
-        ({"Name": None}, 400, "InvalidBody"),
-        ({"Name": "x" * 21}, 400, "BadRequest"),  # longer than varchar(20)
-        ({"Name": "x", "Budget": 1234567.891}, 400, "BadRequest"),  # numeric(8,2) overflow
-        ({"Name": "x", "Since": "not a date"}, 400, "BadRequest"),
-        ({"Name": "x", "CategoryID": 1}, 409, "Conflict"),  # duplicate key
+        ({"Nmae": "x"}, 400, "InvalidBody", "'Nmae' is not a property of Category"),
+        ({"Name": 5}, 400, "InvalidBody", "Name: must be Edm.String; got number 5"),
+        ({"Name": None}, 400, "InvalidBody", "Name: cannot be null"),
+        ({"Name": "x" * 21}, 400, "InvalidBody", "Name: at most 20 characters (got 21)"),
+        (
+            {"Name": "x", "Budget": 1234567.891},  # numeric(8,2)
+            400,
+            "InvalidBody",
+            "Budget: at most 6 digits before the decimal point (Precision 8, Scale 2)",
+        ),
+        (
+            {"Name": "x", "Since": "not a date"},
+            400,
+            "InvalidBody",
+            "Since: must be a date and time",
+        ),
+        (
+            {"Name": "x", "CategoryID": 1},
+            409,
+            "Conflict",
+            "CategoryID: another Category already has this key",
+        ),
     ],
 )
 def test_bad_writes_are_4xx_and_change_nothing(
-    client: httpx.Client, db: str, body: Any, status: int, code: str
+    client: httpx.Client, db: str, body: Any, status: int, code: str, message: str
 ) -> None:
     before = sql(db, "select count(*) from category")[0][0]
     r = client.post("/Category", json=body)
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
+    assert r.json()["error"]["message"].startswith(message)
     assert sql(db, "select count(*) from category")[0][0] == before
 
 
