@@ -180,11 +180,12 @@ def _number(prop: Property, value: Any, wrong: InvalidBody) -> str:
         number = value
     else:
         raise wrong
-    if edm == "Edm.Decimal":
-        _check_digits(prop, number)
-    else:
+    if edm != "Edm.Decimal":
         _check_float(prop, number)
-    return str(number)
+        return str(number)
+    _check_digits(prop, number)
+    # Positional notation once the digits are known to be bounded: `money` reads no exponent.
+    return format(number, "f") if prop.precision is not None else str(number)
 
 
 def _check_digits(prop: Property, number: decimal.Decimal) -> None:

@@ -39,6 +39,7 @@ create table crm.deal (
     hi int,
     closes date,
     token uuid,
+    fee money,
     must text not null,
     constraint lo_below_hi check (lo < hi)
 );
@@ -158,6 +159,17 @@ def test_by_default_identity_and_serial_take_a_value_when_given(
 def test_enum_of_a_schema_outside_the_search_path_is_written(client: httpx.Client, db: str) -> None:
     key = create(client, stage="won")["id"]
     assert sql(db, "select stage::text from crm.deal where id = $1", key)[0][0] == "won"
+
+
+def test_decimals_in_exponent_notation_are_stored(client: httpx.Client, db: str) -> None:
+    r = client.post(
+        "/Deal",
+        content=b'{"must": "m", "fee": 1.5E+3, "amount": 25E-1}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 201, r.text
+    stored = sql(db, "select fee::numeric, amount from crm.deal where id = $1", r.json()["id"])[0]
+    assert (str(stored[0]), str(stored[1])) == ("1500.00", "2.50")
 
 
 def test_metadata_declares_computed_properties_in_xml_and_json(client: httpx.Client) -> None:
