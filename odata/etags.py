@@ -24,8 +24,9 @@ def row_hash(alias: str = "t") -> str:
 
     The text form of a row is every column's output, so the hash covers columns the model
     leaves out too. It depends on session settings that format values (TimeZone, DateStyle,
-    extra_float_digits), which every connection of the service's pool shares."""
-    return f"md5({alias}::text)"
+    extra_float_digits), which every connection of the service's pool shares. `ROW(t.*)`, not
+    `t`: a bare `t` means the column when the table has one named `t`."""
+    return f"md5(ROW({alias}.*)::text)"
 
 
 def weak(opaque: str) -> str:

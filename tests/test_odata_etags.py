@@ -20,6 +20,8 @@ from tests.test_odata_read import sql
 SETUP = """
 create table item (id int primary key, name text not null, qty int, price numeric(8,2));
 insert into item select i, 'item ' || i, i, i * 1.5 from generate_series(1, 40) as i;
+create table letters (id int primary key, t text, qty int);
+insert into letters values (1, 'same', 1);
 """
 TOML = """
 [odata]
@@ -69,6 +71,14 @@ def test_entity_etag_is_weak_and_stays_put_while_other_entities_change(
     assert tag_of(client, "/item(1)") == before
     assert client.patch("/item(1)", json={"qty": 100}).status_code == 204
     assert tag_of(client, "/item(1)") != before
+
+
+def test_etag_covers_the_whole_row_even_with_a_column_named_like_the_table_alias(
+    client: httpx.Client,
+) -> None:
+    before = tag_of(client, "/letters(1)")
+    assert client.patch("/letters(1)", json={"qty": 2}).status_code == 204
+    assert tag_of(client, "/letters(1)") != before
 
 
 def test_etag_is_the_same_for_every_representation_of_one_state(client: httpx.Client) -> None:
