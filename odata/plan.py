@@ -37,6 +37,13 @@ TEMPORAL = frozenset({"Edm.Date", "Edm.DateTimeOffset"})
 # PostgreSQL's sort time grows with the square of the sort keys (1,000 computed keys over a few
 # thousand rows take a minute); list views sort by one or two columns.
 MAX_SORT_KEYS = 32
+# The largest `$top` answered in one page: Salesforce's client-driven paging asks for up to 2,000
+# rows plus one to see whether there are more, and pages on by `$skip`, so a shorter page with a
+# nextLink would make it skip rows (spec §4). Only the byte budget can cut such a page.
+MAX_CLIENT_TOP = 2001
+# The byte budget of one page's JSON rows when the settings give none: Salesforce refuses
+# responses over 8 MB (spec §7), and the envelope (context, count, nextLink) needs room too.
+MAX_PAGE_BYTES = 6_000_000
 
 
 # --- the typed expression IR ---------------------------------------------------------------
@@ -146,13 +153,14 @@ class CollectionPlan:
     select_context: tuple[str, ...] | None  # the select list as it appears in @odata.context
     where: TExpr | None
     order: tuple[SortKey, ...]  # always ends with the key
-    limit: int  # rows on this page
+    limit: int  # rows on this page at most
     offset: int
     count: bool
     after: tuple[str | None, ...] | None  # keyset position (text form of each sort value)
-    paged: bool  # server-driven: a nextLink follows a full page
-    remaining: int | None  # rows the client still wants after this page ($top); None = all
+    paged: bool  # server-driven: a nextLink (keyset) follows a full page
+    wanted: int | None  # rows the client still wants from this page on ($top); None = all
     shape: str  # fingerprint of filter/order/search, bound into every skiptoken
+    max_bytes: int  # the page ends before its rows' JSON exceeds this (one row at least)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +186,7 @@ QueryPlan = CollectionPlan | CountPlan | EntityPlan
 class Settings:
     page_size: int = 1000
     case_insensitive: bool = True
+    max_page_bytes: int = MAX_PAGE_BYTES
 
 
 def plan(
@@ -271,17 +280,20 @@ def _collection(
     order = _order(entity_set, opts.orderby, checker)
     shape = _shape(opts)
     page = settings.page_size
-    # Paging: (rows on this page, offset, keyset position, server-driven?, rows wanted after it)
+    # A client-driven page ($top up to the larger of MAX_CLIENT_TOP and the page size) is
+    # answered whole, at `$skip`; otherwise pages of `page_size` rows follow one another by
+    # keyset. Either may end early at the byte budget, with a nextLink to the rest.
+    # Paging: (rows on this page, offset, keyset position, server-driven?, rows wanted)
     paging: tuple[int, int, tuple[str | None, ...] | None, bool, int | None]
     if opts.skiptoken is not None:
         position, wanted = decode_token(opts.skiptoken, shape, len(order))
         rows = page if wanted is None else min(page, wanted)
-        paging = (rows, 0, position, True, None if wanted is None else wanted - rows)
-    elif opts.top is not None and opts.top <= page:
-        paging = (opts.top, opts.skip or 0, None, False, None)
+        paging = (rows, 0, position, True, wanted)
+    elif opts.top is not None and opts.top <= max(page, MAX_CLIENT_TOP):
+        paging = (opts.top, opts.skip or 0, None, False, opts.top)
     else:
-        paging = (page, opts.skip or 0, None, True, None if opts.top is None else opts.top - page)
-    limit, offset, after, paged, remaining = paging
+        paging = (page, opts.skip or 0, None, True, opts.top)
+    limit, offset, after, paged, wanted = paging
     return CollectionPlan(
         entity_set=entity_set,
         select=select,
@@ -293,8 +305,9 @@ def _collection(
         count=bool(opts.count),
         after=after,
         paged=paged,
-        remaining=remaining,
+        wanted=wanted,
         shape=shape,
+        max_bytes=settings.max_page_bytes,
     )
 
 

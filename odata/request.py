@@ -276,8 +276,14 @@ def _media_params(media: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), parsed
 
 
-def negotiate(resource: Resource, accept: str | None, format_option: str | None) -> Format:
-    """Pick the response format: `$format` wins over the Accept header."""
+def negotiate(
+    resource: Resource,
+    accept: str | None,
+    format_option: str | None,
+    max_version: tuple[int, int] = (4, 0),
+) -> Format:
+    """Pick the response format: `$format` wins over the Accept header. `max_version` is the
+    client's OData-MaxVersion (see `check_max_version`)."""
     if format_option is not None:
         kind, params = _media_params(format_option)
         if kind in ("json", "application/json"):
@@ -288,11 +294,12 @@ def negotiate(resource: Resource, accept: str | None, format_option: str | None)
             f"$format={format_option[:40]} is not available; use $format=json", target="$format"
         )
     ranges = [_media_params(m) for m in (accept or "").split(",") if m.strip()]
-    kinds = {kind for kind, _ in ranges}
+    quality: dict[str, float] = {}
+    for kind, params in ranges:
+        quality[kind] = max(quality.get(kind, 0.0), _quality(params))
     if resource.kind == "metadata":
-        # CSDL XML unless JSON is asked for and XML is not acceptable (spec §5).
-        xml_ok = bool(kinds & {"application/xml", "*/*", "application/*", "text/xml"})
-        return Format(csdl_json="application/json" in kinds and not xml_ok)
+        return Format(csdl_json=_wants_csdl_json(quality, max_version))
+    kinds = {kind for kind, q in quality.items() if q > 0}
     textual = resource.kind in ("count", "value") and bool(kinds & {"text/plain", "text/*"})
     if ranges and not textual and not kinds & {"application/json", "application/*", "*/*"}:
         raise NotAcceptable(
@@ -300,6 +307,29 @@ def negotiate(resource: Resource, accept: str | None, format_option: str | None)
         )
     params = next((p for kind, p in ranges if kind == "application/json"), {})
     return _json_format(params, csdl=False)
+
+
+_XML_KINDS = ("application/xml", "text/xml", "application/*", "*/*")
+
+
+def _quality(params: dict[str, str]) -> float:
+    """A media range's `q`; 0 means "not acceptable" (RFC 9110 §12.4.2)."""
+    try:
+        return min(max(float(params.get("q", "1")), 0.0), 1.0)
+    except ValueError:
+        return 1.0
+
+
+def _wants_csdl_json(quality: dict[str, float], max_version: tuple[int, int]) -> bool:
+    """CSDL JSON only for a 4.01 client that prefers JSON to XML (XML when they tie).
+
+    CSDL JSON is an OData 4.01 format: a 4.0 client (OData-MaxVersion 4.0, or none) gets CSDL
+    XML whatever its Accept header says (spec §5); it can still ask with `$format=json`.
+    """
+    if max_version < (4, 1):
+        return False
+    xml = max(quality.get(kind, 0.0) for kind in _XML_KINDS)
+    return quality.get("application/json", 0.0) > xml
 
 
 def _json_format(params: dict[str, str], *, csdl: bool) -> Format:
@@ -310,9 +340,11 @@ def _json_format(params: dict[str, str], *, csdl: bool) -> Format:
     return Format(metadata=metadata, ieee754=ieee, csdl_json=csdl)  # type: ignore[arg-type]
 
 
-def check_max_version(header: str | None) -> None:
+def check_max_version(header: str | None) -> tuple[int, int]:
+    """The client's OData-MaxVersion as (major, minor); no header (or an empty one) is taken as
+    4.0, the version Salesforce's OData 4.0 adapter speaks."""
     if header is None or not header.strip():
-        return  # an empty header sets no limit
+        return (4, 0)
     match = _VERSION.fullmatch(header.strip())
     if match is None:
         raise BadRequest(f"OData-MaxVersion '{header[:20]}' is not a version number such as 4.0")
@@ -321,3 +353,4 @@ def check_max_version(header: str | None) -> None:
             f"this is an OData 4.0 service; the request allows at most OData {header.strip()}: "
             "use the OData 4.0 or 4.01 adapter (OData-MaxVersion: 4.0)"
         )
+    return (int(match.group(1)), int(match.group(2) or 0))

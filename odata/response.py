@@ -49,11 +49,15 @@ def context_url(
     return f"{service_root}$metadata#{set_name}{selection}{suffix}"
 
 
-def next_link(service_root: str, set_name: str, raw: dict[str, str], token: str) -> str:
+def next_link(
+    service_root: str, set_name: str, raw: dict[str, str], continuation: dict[str, str]
+) -> str:
+    """The request's filter, search, order, selection and count, and where the next page starts
+    (`skiptoken`, or `skip` and `top`)."""
     kept: list[tuple[str, str]] = [
         (k, raw[k]) for k in ("filter", "search", "orderby", "select", "count") if k in raw
     ]
-    kept.append(("skiptoken", token))
+    kept.extend(continuation.items())
     query = "&".join(f"${k}={quote(v, safe=_QUERY_SAFE)}" for k, v in kept)
     return f"{service_root}{quote(set_name)}?{query}"
 

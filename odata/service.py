@@ -31,6 +31,7 @@ from odata.errors import (
 )
 from odata.model import EntitySet, Model, Property
 from odata.plan import (
+    MAX_PAGE_BYTES,
     CollectionPlan,
     CountPlan,
     EntityPlan,
@@ -64,6 +65,7 @@ class ServiceConfig:
     sets: tuple[SetOptions, ...] = ()
     page_size: int = 1000
     case_insensitive: bool = True
+    max_page_bytes: int = MAX_PAGE_BYTES
     unsupported_types: Literal["string", "omit"] = "string"
 
 
@@ -88,7 +90,9 @@ class ODataService:
         # parsing and planning cost as much CPU as the rest of a request.
         self._plans: Lru[tuple[str | None, ...], tuple[ODataRequest, QueryPlan]] = Lru(2048)
         self.settings = Settings(
-            page_size=config.page_size, case_insensitive=config.case_insensitive
+            page_size=config.page_size,
+            case_insensitive=config.case_insensitive,
+            max_page_bytes=config.max_page_bytes,
         )
         self._published: Published | None = None
 
@@ -127,10 +131,10 @@ class ODataService:
         key = (path, query_string, headers.get("accept"), headers.get("odata-maxversion"))
         planned = self._plans.get(key) if method in READ_METHODS else None
         if planned is None:
-            check_max_version(headers.get("odata-maxversion"))
+            max_version = check_max_version(headers.get("odata-maxversion"))
             resource = parse_path(path)
             options = parse_query(query_string)
-            fmt = negotiate(resource, headers.get("accept"), options.raw.get("format"))
+            fmt = negotiate(resource, headers.get("accept"), options.raw.get("format"), max_version)
             if method == "POST" and headers.get("x-http-method", "").upper() in ("MERGE", "PATCH"):
                 method = "PATCH"  # tunnelled update (spec §6)
             if method == "MERGE":
@@ -316,15 +320,22 @@ class ODataService:
         known = self.counts.get(count_key) if p.count and version is not None else None
         row = await self._fetchrow(sql.collection(p, out, with_count=known is None))
         assert row is not None
-        body, count, last, more = row
+        body, count, rows, last, more = row
         if known is not None:
             count = known
         elif p.count and version is not None:
             self.counts.put(count_key, count)
         link = None
-        if p.paged and more and last is not None and p.remaining != 0:
-            token = encode_token(p.shape, json.loads(last)[0], p.remaining)
-            link = response.next_link(root, p.entity_set.name, request.options.raw, token)
+        wanted = None if p.wanted is None else p.wanted - rows
+        if more and wanted != 0:
+            if p.paged:
+                token = encode_token(p.shape, json.loads(last), wanted)
+                link = response.next_link(root, p.entity_set.name, raw, {"skiptoken": token})
+            else:
+                # A client-driven page the byte budget cut short: the rest of the client's
+                # $top, from where this page ended, so a client is never silently given less.
+                rest = {"skip": str(p.offset + rows), "top": str(wanted)}
+                link = response.next_link(root, p.entity_set.name, raw, rest)
         context = response.context_url(root, p.entity_set.name, p.select_context)
         return response.collection(request.format, context, count, body, link)
 

@@ -408,8 +408,14 @@ def _where(compiler: _Compiler, entity_set: EntitySet, where: TExpr | None) -> s
 
 
 def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = True) -> Statement:
-    """Columns: body (JSON array text), count (or NULL), last (JSON array of the last row's sort
-    values, when a next page exists), more (bool)."""
+    """Columns: body (JSON array text), count (or NULL), rows (on this page), last (JSON array of
+    the last row's sort values, on a server-driven page that has a next one), more (bool: rows
+    exist after this page, within the page's LIMIT + 1).
+
+    The page ends at `limit` rows or before the rows' JSON exceeds `max_bytes`, whichever comes
+    first, with one row at least: a running sum over the LIMITed rows decides which are kept.
+    Rows are turned into JSON only after the LIMIT, so a sort stays a top-N sort.
+    """
     p = _Params()
     c = _Compiler(p)
     rel = relation(plan.entity_set)
@@ -423,25 +429,35 @@ def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = Tr
     order = c.order_by(plan.order)
     limit = p.bind(plan.limit, "int8")
     offset = p.bind(plan.offset, "int8")
+    budget = p.bind(plan.max_bytes, "int8")
     source = f"{rel} AS t CROSS JOIN LATERAL (SELECT {outputs}) AS r"
-    if not plan.paged:
-        sql = (
-            f"SELECT coalesce('[' || string_agg(row_to_json(q.r)::text, ',') || ']', '[]') AS body, "
-            f"{count} AS count, "
-            f"NULL::text AS last, false AS more FROM (SELECT r FROM {source} WHERE {conditions} "
-            f"ORDER BY {order} LIMIT {limit} OFFSET {offset}) AS q"
-        )
-        return Statement(sql, tuple(p.values))
-    keys = ", ".join(f"({c.value(k.expr)})::text" for k in plan.order)
+    # `size`: bytes of the JSON array of the rows so far, commas and brackets included. The kept
+    # rows are a prefix.
+    keep = f"(n = 1 OR size <= {budget}) AND n <= {limit}"
+    size = "sum(octet_length(j)) OVER w + row_number() OVER w + 1"
+    window = f"row_number() OVER w AS n, {size} AS size"
+    if plan.paged:
+        # One row more than the page, to know whether another page follows. An array, not
+        # json_build_array(): functions take at most 100 arguments.
+        keys = ", ".join(f"({c.value(k.expr)})::text" for k in plan.order)
+        page = f"SELECT r, ARRAY[{keys}] AS k FROM {source} WHERE {conditions} "
+        page += f"ORDER BY {order} LIMIT {limit} + 1 OFFSET {offset}"
+        # The last kept row is the one whose successor is not kept (or does not exist).
+        window += f", {size} + 1 + lead(octet_length(j)) OVER w AS next_size"
+        follows = f"coalesce(n < {limit} AND next_size <= {budget}, false)"
+        last = f"array_to_json(max(k) FILTER (WHERE {keep} AND NOT {follows}))::text"
+    else:
+        page = f"SELECT r, NULL::text[] AS k FROM {source} WHERE {conditions} "
+        page += f"ORDER BY {order} LIMIT {limit} OFFSET {offset}"
+        last = "NULL::text"
     sql = (
-        # An array, not json_build_array(): functions take at most 100 arguments.
-        f"WITH page AS (SELECT r, array_to_json(ARRAY[{keys}]) AS k FROM {source} "
-        f"WHERE {conditions} ORDER BY {order} LIMIT {limit} + 1 OFFSET {offset}), "
-        "numbered AS (SELECT r, k, row_number() OVER () AS n FROM page) "
-        f"SELECT coalesce('[' || string_agg(row_to_json(r)::text, ',') FILTER (WHERE n <= {limit}) "
-        "|| ']', '[]') AS body, "
-        f"{count} AS count, (json_agg(k) FILTER (WHERE n = {limit}))::text AS last, "
-        f"count(*) > {limit} AS more FROM numbered"
+        f"SELECT coalesce('[' || string_agg(j, ',') FILTER (WHERE {keep}) || ']', '[]') AS body, "
+        f"{count} AS count, count(*) FILTER (WHERE {keep}) AS rows, {last} AS last, "
+        f"count(*) > count(*) FILTER (WHERE {keep}) AS more "
+        f"FROM (SELECT j, k, {window} "
+        # OFFSET 0 keeps `j` one computed column: inlined, row_to_json would run twice a row.
+        f"FROM (SELECT row_to_json(q.r)::text AS j, q.k FROM ({page}) AS q OFFSET 0) AS s "
+        "WINDOW w AS (ROWS UNBOUNDED PRECEDING)) AS x"
     )
     return Statement(sql, tuple(p.values))
 

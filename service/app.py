@@ -71,6 +71,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         ),
         page_size=o.page_size,
         case_insensitive=o.case_insensitive_match,
+        max_page_bytes=o.max_page_bytes,
         unsupported_types=o.unsupported_types,
     )
 

@@ -54,6 +54,15 @@ class SetConfig(_Strict):
 class ODataConfig(_Strict):
     path: str = "/odata/v4"
     page_size: int = Field(1000, ge=1, le=2000)
+    # Salesforce refuses responses over 8 MB (8,000,000 bytes here, to be safe): the budget is
+    # for the rows' JSON, and the envelope (context, count, a nextLink with a 32 KB filter) fits
+    # in what the upper bound leaves.
+    max_page_bytes: int = Field(
+        6_000_000,
+        ge=1000,
+        le=7_500_000,
+        description="end a page before its rows' JSON exceeds this many bytes",
+    )
     expose: list[str] = Field(default_factory=lambda: ["public.*"])
     sets: list[SetConfig] = Field(default_factory=list)
     case_insensitive_match: bool = True

@@ -87,6 +87,21 @@ def test_repeated_request_is_served_from_the_cache(
     assert first.content == third.content and first.headers["etag"] == third.headers["etag"]
 
 
+def test_metadata_for_4_0_and_4_01_clients_is_never_mixed_up(
+    client: httpx.Client, server: tuple[str, Any]
+) -> None:
+    # The same URL and Accept header, two answers: CSDL JSON for a 4.01 client, CSDL XML for a
+    # 4.0 one. Asked in turn, often enough that anything keyed without OData-MaxVersion would
+    # hand one client the other's answer.
+    accept = {"Accept": "application/json"}
+    for _ in range(4):
+        for version, kind in (("4.01", "application/json"), ("4.0", "application/xml")):
+            r = client.get("/$metadata", headers={**accept, "OData-MaxVersion": version})
+            assert r.status_code == 200
+            assert r.headers["content-type"].startswith(kind), (version, r.headers)
+            assert r.content.startswith(b"{" if kind == "application/json" else b"<?xml")
+
+
 def test_one_off_requests_are_not_kept(client: httpx.Client, server: tuple[str, Any]) -> None:
     app = server[1]
     entries = len(app.cache)

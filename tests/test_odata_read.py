@@ -75,16 +75,45 @@ def test_metadata_is_xml_valid_against_the_oasis_schema(client: httpx.Client) ->
 
 @pytest.mark.parametrize(
     ("url", "headers"),
-    [("/$metadata?$format=json", {}), ("/$metadata", {"Accept": "application/json"})],
+    [
+        ("/$metadata?$format=json", {}),
+        ("/$metadata?$format=application/json", {"OData-MaxVersion": "4.0"}),
+        ("/$metadata", {"Accept": "application/json", "OData-MaxVersion": "4.01"}),
+        ("/$metadata", {"Accept": "application/json, */*;q=0.5", "OData-MaxVersion": "4.01"}),
+    ],
 )
 def test_metadata_as_csdl_json_when_asked(
     client: httpx.Client, url: str, headers: dict[str, str]
 ) -> None:
     r = client.get(url, headers=headers)
     assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
     doc = r.json()
     assert doc["$Version"] == "4.01"
     assert doc["r2sf"]["Sales"]["$Key"] == ["SaleID"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Accept": "application/json"},  # no OData-MaxVersion: a 4.0 client
+        {"Accept": "application/json", "OData-MaxVersion": "4.0"},
+        {"Accept": "application/json;odata.metadata=minimal", "OData-MaxVersion": "4.0"},
+        # 4.01, but XML is as welcome as JSON (or refused JSON): XML, the format every client reads
+        {"Accept": "application/json, application/xml", "OData-MaxVersion": "4.01"},
+        {"Accept": "application/json, */*", "OData-MaxVersion": "4.01"},
+        {"Accept": "application/json;q=0, */*", "OData-MaxVersion": "4.01"},
+    ],
+)
+def test_metadata_is_csdl_xml_unless_a_4_01_client_prefers_json(
+    client: httpx.Client, headers: dict[str, str]
+) -> None:
+    r = client.get("/$metadata", headers=headers)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/xml")
+    root = etree.fromstring(r.content)
+    assert root.tag == "{http://docs.oasis-open.org/odata/ns/edmx}Edmx"
+    assert root.get("Version") == "4.0"
 
 
 def test_metadata_types_follow_the_postgresql_columns(client: httpx.Client) -> None:
@@ -381,6 +410,48 @@ def test_top_above_page_size_is_delivered_over_pages_exactly(client: httpx.Clien
     expected = column(db, 'select "SaleID" from sales order by 1 offset 10 limit 2100')
     assert [r["SaleID"] for r in rows] == expected
     assert [len(p["value"]) for p in pages] == [1000, 1000, 100]
+
+
+@pytest.mark.parametrize("top", [1001, 2000, 2001])
+def test_client_top_up_to_2001_is_one_page_whatever_the_page_size(
+    client: httpx.Client, db: str, top: int
+) -> None:
+    # page_size is 1000: a client-driven $top up to 2,001 is still answered whole (spec §4).
+    body = get(client, f"/Sales?$select=SaleID&$orderby=Region+desc&$skip=300&$top={top}")
+    expected = column(
+        db,
+        'select "SaleID" from sales order by "Region" desc nulls last, "SaleID" offset 300 limit $1',
+        top,
+    )
+    assert [r["SaleID"] for r in body["value"]] == expected
+    assert "@odata.nextLink" not in body
+
+
+def test_salesforce_paging_by_skip_with_top_2001_sees_every_row_once(
+    client: httpx.Client, db: str
+) -> None:
+    # With server-driven paging off, Salesforce asks for 2,000 rows + 1 and moves on by $skip,
+    # never following a nextLink: a short page would make it skip rows.
+    seen: list[str] = []
+    skip = 0
+    while True:
+        body = get(client, f"/Sales?$select=SaleID&$count=true&$skip={skip}&$top=2001")
+        rows = [r["SaleID"] for r in body["value"]]
+        seen.extend(rows[:2000])
+        if len(rows) <= 2000:
+            break
+        skip += 2000
+    assert seen == column(db, 'select "SaleID" from sales order by 1')
+
+
+def test_top_above_2001_is_server_driven_in_pages_of_page_size(
+    client: httpx.Client, db: str
+) -> None:
+    rows, pages = follow(client, "/Sales?$select=SaleID&$top=2002")
+    assert [r["SaleID"] for r in rows] == column(
+        db, 'select "SaleID" from sales order by 1 limit 2002'
+    )
+    assert [len(p["value"]) for p in pages] == [1000, 1000, 2]
 
 
 def test_next_link_respects_forwarded_proto_and_host(client: httpx.Client) -> None:
