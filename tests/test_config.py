@@ -52,6 +52,16 @@ def test_page_size_above_2000_is_refused_with_the_limit(tmp_path: Path) -> None:
     assert "odata.page_size" in message and "2000" in message
 
 
+@pytest.mark.parametrize("value", [8_000_000, 999])
+def test_page_byte_budget_outside_what_salesforce_takes_is_refused(
+    tmp_path: Path, value: int
+) -> None:
+    # Above 7.5 MB the envelope could push an answer past Salesforce's 8 MB limit.
+    message = file_error(tmp_path, f"[odata]\nmax_page_bytes = {value}\n")
+    assert "odata.max_page_bytes" in message
+    assert ("7500000" if value > 7_500_000 else "1000") in message
+
+
 @pytest.mark.parametrize("path", ["odata", "/odata/v4/", "/odata v4", ""])
 def test_bad_service_path_is_refused_with_an_example(tmp_path: Path, path: str) -> None:
     message = file_error(tmp_path, f"[odata]\npath = '{path}'\n")
