@@ -294,12 +294,9 @@ def negotiate(
             f"$format={format_option[:40]} is not available; use $format=json", target="$format"
         )
     ranges = [_media_params(m) for m in (accept or "").split(",") if m.strip()]
-    quality: dict[str, float] = {}
-    for kind, params in ranges:
-        quality[kind] = max(quality.get(kind, 0.0), _quality(params))
     if resource.kind == "metadata":
-        return Format(csdl_json=_wants_csdl_json(quality, max_version))
-    kinds = {kind for kind, q in quality.items() if q > 0}
+        return Format(csdl_json=_wants_csdl_json(ranges, max_version))
+    kinds = {kind for kind, params in ranges if "q" not in params or _quality(params) > 0}
     textual = resource.kind in ("count", "value") and bool(kinds & {"text/plain", "text/*"})
     if ranges and not textual and not kinds & {"application/json", "application/*", "*/*"}:
         raise NotAcceptable(
@@ -320,7 +317,9 @@ def _quality(params: dict[str, str]) -> float:
         return 1.0
 
 
-def _wants_csdl_json(quality: dict[str, float], max_version: tuple[int, int]) -> bool:
+def _wants_csdl_json(
+    ranges: list[tuple[str, dict[str, str]]], max_version: tuple[int, int]
+) -> bool:
     """CSDL JSON only for a 4.01 client that prefers JSON to XML (XML when they tie).
 
     CSDL JSON is an OData 4.01 format: a 4.0 client (OData-MaxVersion 4.0, or none) gets CSDL
@@ -328,6 +327,9 @@ def _wants_csdl_json(quality: dict[str, float], max_version: tuple[int, int]) ->
     """
     if max_version < (4, 1):
         return False
+    quality: dict[str, float] = {}
+    for kind, params in ranges:
+        quality[kind] = max(quality.get(kind, 0.0), _quality(params))
     xml = max(quality.get(kind, 0.0) for kind in _XML_KINDS)
     return quality.get("application/json", 0.0) > xml
 

@@ -321,6 +321,9 @@ class ODataService:
         row = await self._fetchrow(sql.collection(p, out, with_count=known is None))
         assert row is not None
         body, count, rows, last, more = row
+        if body is None:  # over the byte budget: the rows that fit, and a link to the rest
+            row = await self._fetchrow(sql.collection(p, out, with_count=False, cut=True))
+            body, _, rows, last, more = row
         if known is not None:
             count = known
         elif p.count and version is not None:

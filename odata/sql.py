@@ -407,14 +407,19 @@ def _where(compiler: _Compiler, entity_set: EntitySet, where: TExpr | None) -> s
     return cond
 
 
-def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = True) -> Statement:
-    """Columns: body (JSON array text), count (or NULL), rows (on this page), last (JSON array of
-    the last row's sort values, on a server-driven page that has a next one), more (bool: rows
-    exist after this page, within the page's LIMIT + 1).
+def collection(
+    plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = True, cut: bool = False
+) -> Statement:
+    """Columns: body (JSON array text), count (or NULL), rows (on this page, exact when more is
+    true), last (JSON array of the last row's sort values, on a server-driven page that has a
+    next one), more (bool: rows exist after this page, within the page's LIMIT + 1).
 
-    The page ends at `limit` rows or before the rows' JSON exceeds `max_bytes`, whichever comes
-    first, with one row at least: a running sum over the LIMITed rows decides which are kept.
-    Rows are turned into JSON only after the LIMIT, so a sort stays a top-N sort.
+    The page is `limit` rows, or fewer where their JSON would exceed `max_bytes` (one row at
+    least). Checking the finished page costs nothing measurable, while cutting it takes a running
+    sum over the rows (a window, ~40 % more for a small page): so the statement without `cut`
+    answers body NULL for a page over the budget, and the one with `cut` keeps the rows that fit.
+    Rows are turned into JSON only after the LIMIT, so a sort stays a top-N sort and `$skip` rows
+    cost no JSON.
     """
     p = _Params()
     c = _Compiler(p)
@@ -429,35 +434,54 @@ def collection(plan: CollectionPlan, fmt: OutputFormat, *, with_count: bool = Tr
     order = c.order_by(plan.order)
     limit = p.bind(plan.limit, "int8")
     offset = p.bind(plan.offset, "int8")
-    budget = p.bind(plan.max_bytes, "int8")
     source = f"{rel} AS t CROSS JOIN LATERAL (SELECT {outputs}) AS r"
-    # `size`: bytes of the JSON array of the rows so far, commas and brackets included. The kept
-    # rows are a prefix.
-    keep = f"(n = 1 OR size <= {budget}) AND n <= {limit}"
-    size = "sum(octet_length(j)) OVER w + row_number() OVER w + 1"
-    window = f"row_number() OVER w AS n, {size} AS size"
     if plan.paged:
-        # One row more than the page, to know whether another page follows. An array, not
-        # json_build_array(): functions take at most 100 arguments.
+        # One row more than the page, to know whether another page follows, and each row's sort
+        # values, to continue after the last. An array, not json_build_array(): functions take
+        # at most 100 arguments.
         keys = ", ".join(f"({c.value(k.expr)})::text" for k in plan.order)
-        page = f"SELECT r, ARRAY[{keys}] AS k FROM {source} WHERE {conditions} "
-        page += f"ORDER BY {order} LIMIT {limit} + 1 OFFSET {offset}"
-        # The last kept row is the one whose successor is not kept (or does not exist).
-        window += f", {size} + 1 + lead(octet_length(j)) OVER w AS next_size"
-        follows = f"coalesce(n < {limit} AND next_size <= {budget}, false)"
-        last = f"array_to_json(max(k) FILTER (WHERE {keep} AND NOT {follows}))::text"
+        columns, rows = f"r, ARRAY[{keys}] AS k", f"{limit} + 1"
     else:
-        page = f"SELECT r, NULL::text[] AS k FROM {source} WHERE {conditions} "
-        page += f"ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        last = "NULL::text"
+        columns, rows = "r", limit
+    page = f"SELECT {columns} FROM {source} WHERE {conditions} ORDER BY {order} "
+    page += f"LIMIT {rows} OFFSET {offset}"
+    if not cut:
+        # The aggregate appears twice but is computed once (PostgreSQL shares equal ones). A
+        # NULL body asks for the statement with `cut` (one row alone over the budget too).
+        kept = f" FILTER (WHERE n <= {limit})" if plan.paged else ""
+        agg = f"string_agg(row_to_json(r)::text, ','){kept}"
+        over = p.bind(plan.max_bytes - 2, "int8")  # the brackets
+        if plan.paged:
+            last = f"array_to_json(max(k) FILTER (WHERE n = {limit}))::text"
+            more = f"count(*) > {limit}"
+            rows_from = f"(SELECT r, k, row_number() OVER () AS n FROM ({page}) AS q) AS numbered"
+        else:
+            last, more, rows_from = "NULL::text", "false", f"({page}) AS q"
+        sql = (
+            f"SELECT CASE WHEN octet_length({agg}) > {over} THEN NULL "
+            f"ELSE coalesce('[' || {agg} || ']', '[]') END AS body, {count} AS count, "
+            f"{limit} AS rows, {last} AS last, {more} AS more FROM {rows_from}"
+        )
+        return Statement(sql, tuple(p.values))
+    # A running sum of the rows' JSON bytes (`size`, the array so far with its commas and
+    # brackets) keeps the prefix of rows that fits, one row at least. A row is the last kept one
+    # when its successor (`next_size`) does not fit or does not exist.
+    budget = p.bind(plan.max_bytes, "int8")
+    size = "sum(octet_length(j)) OVER w + row_number() OVER w + 1"
+    follows = f"coalesce(n < {limit} AND next_size <= {budget}, false)"
+    last, k = "NULL::text", "NULL::text[]"
+    if plan.paged:
+        last, k = f"array_to_json(max(k) FILTER (WHERE NOT {follows}))::text", "q.k"
     sql = (
-        f"SELECT coalesce('[' || string_agg(j, ',') FILTER (WHERE {keep}) || ']', '[]') AS body, "
-        f"{count} AS count, count(*) FILTER (WHERE {keep}) AS rows, {last} AS last, "
-        f"count(*) > count(*) FILTER (WHERE {keep}) AS more "
-        f"FROM (SELECT j, k, {window} "
+        "SELECT coalesce('[' || string_agg(j, ',') || ']', '[]') AS body, "
+        f"{count} AS count, count(*) AS rows, {last} AS last, "
+        f"coalesce(bool_or(NOT {follows} AND next_size IS NOT NULL), false) AS more "
+        f"FROM (SELECT j, k, row_number() OVER w AS n, {size} AS size, "
+        f"{size} + 1 + lead(octet_length(j)) OVER w AS next_size "
         # OFFSET 0 keeps `j` one computed column: inlined, row_to_json would run twice a row.
-        f"FROM (SELECT row_to_json(q.r)::text AS j, q.k FROM ({page}) AS q OFFSET 0) AS s "
-        "WINDOW w AS (ROWS UNBOUNDED PRECEDING)) AS x"
+        f"FROM (SELECT row_to_json(q.r)::text AS j, {k} AS k FROM ({page}) AS q OFFSET 0) AS s "
+        f"WINDOW w AS (ROWS UNBOUNDED PRECEDING)) AS x WHERE (n = 1 OR size <= {budget}) "
+        f"AND n <= {limit}"
     )
     return Statement(sql, tuple(p.values))
 

@@ -33,6 +33,10 @@ select i,
 from generate_series(1, 2000) as i;
 create table small (id int primary key, name text not null);
 insert into small select i, 'row ' || i from generate_series(1, 50) as i;
+-- A varchar(20) whose JSON is six times its length (control characters are escaped as
+-- \\u0001): the budget counts the bytes sent, whatever the declared lengths.
+create table coded (id int primary key, code varchar(20) not null);
+insert into coded select i, repeat(chr(1), 20) from generate_series(1, 60) as i;
 """
 TOML = """
 [odata]
@@ -183,3 +187,14 @@ def test_the_budget_setting_decides_where_pages_end(tiny_client: httpx.Client, d
     # A client's $top that fits stays one page.
     rows, pages = follow(tiny_client, "/small?$top=26&$skip=20")
     assert len(pages) == 1 and ids(rows) == list(range(21, 47))
+
+
+def test_the_budget_counts_escaped_json_bytes_not_characters(
+    tiny_client: httpx.Client, db: str
+) -> None:
+    # 26 rows of varchar(20) are 26 * 20 characters, but ~3,500 bytes of JSON: more than 1,000.
+    rows, pages = follow(tiny_client, "/coded?$top=26&$skip=3")
+    check_pages(pages, budget=1000)
+    assert len(pages) > 1
+    assert ids(rows) == list(range(4, 30))
+    assert rows[0]["code"] == "\x01" * 20
