@@ -1,5 +1,9 @@
 """The Redshift source path: the real `redshift_connector` reading through the test shim with a
-server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write merge."""
+server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write merge.
+
+Every test runs twice: against a shim that does not negotiate `client_protocol_version` (the
+driver reads as protocol 0) and against one that negotiates the binary protocol as a current
+cluster does (tests/redshift_shim.py), where the driver asks for binary results by default."""
 
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ def pair(databases: Databases) -> Iterator[Pair]:
     yield Pair(databases.create(), databases.create())
 
 
-@pytest.fixture(scope="module")
-def shim(pair: Pair) -> Iterator[RedshiftShim]:
-    with RedshiftShim(pair.source) as s:
+@pytest.fixture(scope="module", params=["text", "binary"])
+def shim(pair: Pair, request: pytest.FixtureRequest) -> Iterator[RedshiftShim]:
+    with RedshiftShim(pair.source, protocol=request.param) as s:
         yield s
+    assert s.errors == []  # no binary value the shim could not give as a cluster would
 
 
 def sales(pair: Pair, rows: int) -> str:
