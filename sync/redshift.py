@@ -43,6 +43,7 @@ class RedshiftType:
 
     name: str
     staged_as: int  # the PostgreSQL type its text form is staged (and created) as
+    form: str  # what the target column holds, in words
     refused: str | None = None  # the expression to write instead, {col} being the column
 
 
@@ -51,15 +52,19 @@ class RedshiftType:
 # sent as text (see BINARY_EXACT): GEOMETRY and GEOGRAPHY as hex EWKB, SUPER as JSON, VARBYTE
 # as hex, HLLSKETCH as its JSON form, the interval kinds as PostgreSQL's interval output.
 REDSHIFT_ONLY_TYPES: dict[int, RedshiftType] = {
-    3000: RedshiftType("GEOMETRY", TEXT_OID),  # hex EWKB: PostGIS geometry input takes it
-    3999: RedshiftType("GEOMETRY (hex)", TEXT_OID),
-    3001: RedshiftType("GEOGRAPHY", TEXT_OID),
-    4000: RedshiftType("SUPER", 3802),  # jsonb
-    6551: RedshiftType("VARBYTE", 17),  # bytea
-    1188: RedshiftType("INTERVAL YEAR TO MONTH", 1186),  # interval
-    1190: RedshiftType("INTERVAL DAY TO SECOND", 1186),
+    # Hex EWKB: a PostGIS geometry/geography target column takes it as input too.
+    3000: RedshiftType("GEOMETRY", TEXT_OID, "text (hex EWKB)"),
+    3999: RedshiftType("GEOMETRY", TEXT_OID, "text (hex EWKB)"),
+    3001: RedshiftType("GEOGRAPHY", TEXT_OID, "text (hex EWKB)"),
+    4000: RedshiftType("SUPER", 3802, "jsonb"),
+    6551: RedshiftType("VARBYTE", 17, "bytea"),
+    1188: RedshiftType("INTERVAL YEAR TO MONTH", 1186, "interval"),
+    1190: RedshiftType("INTERVAL DAY TO SECOND", 1186, "interval"),
     2935: RedshiftType(
-        "HLLSKETCH", TEXT_OID, refused="select hll_cardinality({col}) AS {col} (the estimate)"
+        "HLLSKETCH",
+        TEXT_OID,
+        "refused",
+        refused="select hll_cardinality({col}) AS {col} (the estimate)",
     ),
 }
 

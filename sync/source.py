@@ -46,6 +46,7 @@ class SourceColumn:
     cast_to_text: bool = False
     typmod: int = -1  # the source's type modifier (length, precision, scale) when known
     not_null: bool = False  # declared NOT NULL in the source table (`table =` jobs)
+    redshift_type: str = ""  # a Redshift-only type's name, and what it becomes: "SUPER -> jsonb"
 
 
 class ExtractError(Exception):
@@ -425,7 +426,7 @@ def _redshift_column(name: str, oid: int, typmod: int, not_null: bool) -> Source
                 f" {only.refused.format(col=quote_ident(name))} in the job's query"
             )
         return SourceColumn(name, only.staged_as, cast_to_text=only.staged_as == TEXT_OID,
-                            not_null=not_null)  # fmt: skip
+                            not_null=not_null, redshift_type=f"{only.name} -> {only.form}")  # fmt: skip
     if redshift.read_as_text(oid):
         return SourceColumn(name, TEXT_OID, cast_to_text=True, not_null=not_null)
     return SourceColumn(name, oid, typmod=typmod, not_null=not_null)
