@@ -225,16 +225,27 @@ async def run_job(
             conn.terminate() if conn.is_in_transaction() else await conn.close()
     rep.log("failed", job=job.name, code=err.code, error=err.message)
     if not dry_run and not isinstance(err, LockHeld):
-        try:
-            first = await state.record_failure(
-                target_url, job.name, started, full_refresh, err.message
-            )
-        except Exception as exc:  # the failure itself is what the caller needs to see
-            rep.log("warning", job=job.name, error=f"could not record the failed run: {exc}")
-            first = True
+        first = await _record_failure(target_url, job.name, started, full_refresh, err, rep)
         if first and alert_webhook:
             await alerts.send(alert_webhook, alerts.failed(job.name, err.code, err.message), rep)
     raise err
+
+
+async def _record_failure(
+    target_url: str, job: str, started: datetime, full_refresh: bool, err: SyncError, rep: Reporter
+) -> bool:
+    """Record the failed run, waiting a little for a target that is restarting; True when it
+    is the job's first failure since it last succeeded."""
+    for delay in (0.5, 1.0, 2.0, 4.0, 8.0, None):
+        try:
+            return await state.record_failure(target_url, job, started, full_refresh, err.message)
+        except Exception as exc:  # the failure itself is what the caller needs to see
+            if delay is None or not isinstance(exc, OSError | asyncpg.PostgresConnectionError
+                                               | asyncpg.CannotConnectNowError):  # fmt: skip
+                rep.log("warning", job=job, error=f"could not record the failed run: {exc}")
+                return True
+            await asyncio.sleep(delay)
+    return True
 
 
 async def _run_connected(

@@ -10,6 +10,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redshift_connector
@@ -99,7 +100,7 @@ def binary_connection(databases: Databases) -> Iterator[Any]:
     with RedshiftShim(url, protocol="binary") as shim:
         conn = redshift_connector.connect(
             host=shim.host, port=shim.port, user="postgres", password="unused", ssl=False,
-            database=url.rsplit("/", 1)[1],
+            database=urlsplit(url).path.lstrip("/"),
         )  # fmt: skip
         try:
             yield conn
