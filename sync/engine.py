@@ -223,11 +223,12 @@ async def run_job(
         # Closing the connection rolls back any open transaction and frees the lock.
         if conn is not None and not conn.is_closed():
             conn.terminate() if conn.is_in_transaction() else await conn.close()
-    rep.log("failed", job=job.name, code=err.code, error=err.message)
+    first = False
     if not dry_run and not isinstance(err, LockHeld):
         first = await _record_failure(target_url, job.name, started, full_refresh, err, rep)
-        if first and alert_webhook:
-            await alerts.send(alert_webhook, alerts.failed(job.name, err.code, err.message), rep)
+    rep.log("failed", job=job.name, code=err.code, error=err.message)
+    if first and alert_webhook:
+        await alerts.send(alert_webhook, alerts.failed(job.name, err.code, err.message), rep)
     raise err
 
 

@@ -286,10 +286,11 @@ class PostgresSource(Source):
             yield chunk
 
     async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        if self.task is not None:
+            if not self.task.done():
+                self.task.cancel()
             with contextlib.suppress(BaseException):
-                await self.task
+                await self.task  # also retrieves the error batches() re-raised
         if self.conn is not None:
             await self.conn.close()
 
