@@ -61,9 +61,9 @@ class Incremental(_Strict):
     def _column(cls, v: str) -> str:
         return _column_name(v)
 
-    @field_validator("lookback")
+    @field_validator("lookback", mode="before")
     @classmethod
-    def _lookback(cls, v: int | str | None) -> int | str | None:
+    def _lookback(cls, v: Any) -> Any:
         if isinstance(v, bool) or (isinstance(v, int) and v < 0):
             raise ValueError('lookback is a positive number or a duration such as "2 hours"')
         if isinstance(v, str):
