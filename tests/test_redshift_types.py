@@ -8,9 +8,11 @@ the shim announces with Redshift's OIDs, holding values in a cluster's text outp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from service.cli import main
 from sync.errors import SourceError
 from tests.conftest import Databases
 from tests.redshift_shim import (
@@ -140,3 +142,40 @@ def test_hllsketch_is_refused_naming_the_column_and_the_expression(
     assert "column 'visitors' is HLLSKETCH" in err.value.message
     assert 'hll_cardinality("visitors") AS "visitors"' in err.value.message
     assert q(pair.target, "SELECT to_regclass($1)", f"public.{src}")[0][0] is None
+
+
+def test_check_refuses_hllsketch_and_says_what_each_redshift_only_type_becomes(
+    pair: Pair,
+    shim: RedshiftShim,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    src = unique("checked")
+    x(pair.source, f"CREATE TABLE {src} (id int PRIMARY KEY, doc redshift.super,"
+                   " shape redshift.geometry, sketch redshift.hllsketch)")  # fmt: skip
+    config = tmp_path / "r2sf.toml"
+    config.write_text(
+        f'[[sync.jobs]]\nname = "whole"\ntable = "public.{src}"\ntarget = "public.a"\n'
+        'key = ["id"]\n'
+        f'[[sync.jobs]]\nname = "fixed"\nquery = "select id, doc, shape from {src}"\n'
+        'target = "public.b"\nkey = ["id"]\n'
+    )
+    monkeypatch.delenv("R2SF_CONFIG", raising=False)
+    monkeypatch.setenv("DATABASE_URL", pair.target)
+    monkeypatch.setenv("REDSHIFT_URL", shim.url())
+    monkeypatch.setenv("ODATA_CREDENTIALS", "sf:secret")
+    with pytest.raises(SystemExit) as exited:
+        main(["--config", str(config), "check"])
+    out = capsys.readouterr().out
+    assert exited.value.code == 1
+    assert (
+        "job     whole: FAILED column 'sketch' is HLLSKETCH, which PostgreSQL has no type for;"
+        ' select hll_cardinality("sketch") AS "sketch" (the estimate) in the job\'s query'
+    ) in out
+    fixed = out.split("job     fixed: ", 1)[1].splitlines()
+    assert fixed[0].startswith("3 column(s) ok, FETCH 1000 rows (node count unknown)")
+    assert fixed[1:3] == [
+        "          doc: SUPER -> jsonb",
+        "          shape: GEOMETRY -> text (hex EWKB)",
+    ]
