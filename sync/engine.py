@@ -418,7 +418,7 @@ async def _merge(
         if not (opts.force or dry_run):
             load.guard_changes(plan, counts)
     result = RunResult(
-        job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh,
+        job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh or read_all,
         rows_read=counts.read, inserted=0, updated=0, unchanged=0, deleted=0,
         skipped=counts.skipped, target_rows=0, seconds=0.0,
         skipped_reasons=counts.skipped_reasons, adopted=adopted,

@@ -320,7 +320,7 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
         # SET is transactional: these open the transaction the cursor lives in.
         cur.execute(f"SET statement_timeout TO {timeout_ms}")
         cur.execute("SET timezone TO 'UTC'")
-        cur.execute("SET datestyle TO 'ISO'")
+        cur.execute("SET datestyle TO 'ISO, MDY'")  # Redshift's default: ISO output
         args = request["args"] or None
         not_null = set()
         if request.get("table"):

@@ -50,7 +50,10 @@ ROWS = f"""
 (4, 0, 0, 0, 0, '-Infinity', 4.9e-324, true, ' ', E'a''b"c,\\\\d\\nnew line\\t|', '9999-12-31',
  '23:59:59.999999', '00:00:00+00', '1999-12-31 23:59:59.999999',
  '0001-01-01 00:00:00+00', '[1, {{"k": "ü"}}]', '{POINT}', '{POINT_4326}', 'ffffffff',
- '100 years', '99 days 23:59:59.999999')
+ '100 years', '99 days 23:59:59.999999'),
+(5, 1, 1, 1, 1, 1, 1, true, 'x', 'x', '2000-02-29', '12:00:00', '12:00:00-03:30',
+ '2000-02-29 12:00:00', '2000-02-29 12:00:00-03:30', '{{}}', '{POINT}', '{POINT_4326}', '41',
+ '1-2', '3 04:05:06.5')
 """
 
 # The natural PostgreSQL type of every column of the target r2sf creates.
@@ -102,7 +105,7 @@ def test_every_redshift_type_lands_exactly_in_its_postgresql_form(
     x(pair.source, f"CREATE TABLE {src} ({COLUMNS}); INSERT INTO {src} VALUES {ROWS}")
     job = pair.job(name=src, table=f"public.{src}", target=f"public.{src}", key=["id"])
     binary_before = shim.binary_columns
-    assert pair.sync(job, source_url=shim.url()).inserted == 4
+    assert pair.sync(job, source_url=shim.url()).inserted == 5
     declared = q(
         pair.target,
         "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
@@ -121,10 +124,11 @@ def test_every_redshift_type_lands_exactly_in_its_postgresql_form(
     assert by_id[1][12] == "12:00:01.000001+05:30" and by_id[2][8] == "abcde"
     assert by_id[1][15] == '{"a": [1, "x"], "b": null, "n": 1.50}'
     assert by_id[1][18] == "\\x00ff10" and by_id[1][19] == "1 year 2 mons"
+    assert by_id[5][19:] == ("1 year 2 mons", "3 days 04:05:06.5")  # SQL-standard forms too
     if shim.protocol == "binary":
         assert shim.binary_columns > binary_before  # integers, floats, booleans, text
     again = pair.sync(job, source_url=shim.url())
-    assert (again.updated, again.unchanged) == (0, 4)
+    assert (again.updated, again.unchanged) == (0, 5)
 
 
 def test_hllsketch_is_refused_naming_the_column_and_the_expression(
