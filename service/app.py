@@ -199,7 +199,8 @@ class App:
         elif (forbidden := self._csrf_refusal(method, headers, request_id)) is not None:
             kind, result = "refused", forbidden
         elif path == "/metrics" and self._authorised(headers):
-            kind, result = "metrics", response.Response(200, self._metrics().encode(), METRICS_TYPE)
+            body = self._metrics(await self._sync_gauges()).encode()
+            kind, result = "metrics", response.Response(200, body, METRICS_TYPE)
         else:
             # Only authorised reads use the cache: the key is None for everything else.
             key = (
@@ -374,9 +375,22 @@ class App:
             self.cache.put(entry)
         return entry
 
-    def _metrics(self) -> str:
+    async def _sync_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """The sync jobs' last success and failure, from r2sf.sync_runs (nothing on error)."""
+        from service.status import sync_gauges
+
+        if self.pool is None:
+            return []
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                return await asyncio.wait_for(sync_gauges(conn), 5)
+        except Exception as exc:
+            log.warning("metrics: cannot read the sync runs: %s", exc)
+            return []
+
+    def _metrics(self, extra: list[tuple[str, str, dict[str, str], float]] | None = None) -> str:
         def gauges() -> list[tuple[str, str, dict[str, str], float]]:
-            out: list[tuple[str, str, dict[str, str], float]] = []
+            out: list[tuple[str, str, dict[str, str], float]] = list(extra or [])
             if self.cache is not None:
                 out += [
                     (

@@ -129,11 +129,11 @@ async def _connect_postgres(url: str) -> asyncpg.Connection:
 
 
 def _connect_redshift(url: str) -> str:
-    import redshift_connector
+    from sync import redshift, warehouse
 
-    from sync.source import redshift_connect_args
-
-    conn = redshift_connector.connect(**redshift_connect_args(url), timeout=int(CONNECT_TIMEOUT))
+    args = warehouse.connect_args(url)
+    args["timeout"] = min(int(args["timeout"]), int(CONNECT_TIMEOUT))
+    conn = redshift.connect(**args)
     try:
         cur = conn.cursor()
         cur.execute("SELECT version()")
@@ -179,13 +179,20 @@ async def run_check(settings: Settings, out: TextIO) -> Findings:
         )
 
     if source is not None:
+        from sync.warehouse import describe
+
         label = f"source  {redact_url(source)}"
         try:
             print(f"{label}: ok ({_short_version(await check_source(source))})", file=out)
+            source_ok = True
         except Exception as exc:
             line = f"{label}: FAILED {explain_connect_error(exc)}"
             print(line, file=out)
             found.errors.append(line)
+            source_ok = False
+        print(f"        {describe(source)}", file=out)
+        if source_ok:
+            await _check_jobs(jobs, source, out, found)
     else:
         print("source  none configured (no [[sync.jobs]]; REDSHIFT_URL not needed)", file=out)
 
@@ -204,6 +211,35 @@ async def run_check(settings: Settings, out: TextIO) -> Findings:
     finally:
         await conn.close()
     return found
+
+
+async def _check_jobs(jobs: list[Any], source: str, out: TextIO, found: Findings) -> None:
+    """Each job's columns as the warehouse describes them: refused types are errors, and
+    Redshift-only types say what the target gets."""
+    from sync.source import describe
+
+    for job in jobs:
+        try:
+            columns, cluster = await describe(source, job.source_sql, job.table)
+        except ValueError as exc:
+            found.errors.append(f"job {job.name}: {exc}")
+            print(f"job     {job.name}: FAILED {exc}", file=out)
+            continue
+        except Exception as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            found.errors.append(f"job {job.name}: the source query fails: {text}")
+            print(f"job     {job.name}: FAILED the source query fails: {text}", file=out)
+            continue
+        extra = ""
+        if cluster.get("fetch_size"):
+            nodes = cluster.get("nodes")
+            extra = f", FETCH {cluster['fetch_size']} rows" + (
+                f" ({nodes} node(s))" if nodes else " (node count unknown)"
+            )
+        print(f"job     {job.name}: {len(columns)} column(s) ok{extra}", file=out)
+        for c in columns:
+            if c.redshift_type:
+                print(f"          {c.name}: {c.redshift_type}", file=out)
 
 
 async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findings) -> None:

@@ -68,6 +68,24 @@ class JobStatus:
     # Heroku Connect targets: backlog, drain, failed, failures (sync.heroku_connect.report)
     heroku_connect: dict[str, Any] | None = None
 
+    def health(self, now: datetime) -> str:
+        """'' when fine; else why an operator should look: the latest run failed, or a
+        scheduled job has not run for two of its slots (the clock is down or a run hangs)."""
+        from sync.schedule import previous_slot
+
+        if self.runs and self.runs[0].status != "ok":
+            first = self.runs[0]
+            for r in self.runs:
+                if r.status == "ok":
+                    break
+                first = r
+            return f"FAILING since {_when(first.started_at)}"
+        if self.schedule and self.runs:
+            two_slots_ago = previous_slot(self.schedule, previous_slot(self.schedule, now))
+            if self.runs[0].started_at < two_slots_ago:
+                return f"LATE: no run since {_when(self.runs[0].started_at)}"
+        return ""
+
 
 # -- reading ---------------------------------------------------------------------------------
 
@@ -147,6 +165,28 @@ async def job_statuses(
     return out
 
 
+_LAST_SQL = """
+select job, extract(epoch from max(finished_at) filter (where status = 'ok')) as last_ok,
+       (array_agg(status order by started_at desc, id desc))[1] as last_status
+from r2sf.sync_runs group by job
+"""
+
+
+async def sync_gauges(conn: Any) -> list[tuple[str, str, dict[str, str], float]]:
+    """Per job: when it last succeeded (Unix time, 0 never) and whether its latest run failed."""
+    if not await conn.fetchval("select to_regclass('r2sf.sync_runs') is not null"):
+        return []
+    out: list[tuple[str, str, dict[str, str], float]] = []
+    for r in await conn.fetch(_LAST_SQL):
+        labels = {"job": r["job"]}
+        out.append(("r2sf_sync_last_success_timestamp_seconds",
+                    "When the job's latest successful run finished (Unix time; 0: never).",
+                    labels, float(r["last_ok"] or 0)))  # fmt: skip
+        out.append(("r2sf_sync_last_run_failed", "1 when the job's latest run failed.",
+                    labels, 1.0 if r["last_status"] != "ok" else 0.0))  # fmt: skip
+    return out
+
+
 # -- r2sf status / r2sf migrate ----------------------------------------------------------------
 
 
@@ -170,7 +210,9 @@ def status_command(args: argparse.Namespace) -> int:
     else:
         print_status(statuses, sys.stdout)
     # Non-zero when a job's latest run failed, so a cron monitor can alert on it.
-    return 1 if any(s.runs and s.runs[0].status != "ok" for s in statuses) else 0
+    # Non-zero when a job's latest run failed or a scheduled job is late, for cron monitors.
+    now = datetime.now(UTC)
+    return 1 if any(s.health(now) for s in statuses) else 0
 
 
 async def _statuses(settings: Settings, per_job: int) -> list[JobStatus]:
@@ -220,6 +262,9 @@ def print_status(statuses: Sequence[JobStatus], out: TextIO) -> None:
         else:
             head += "  (no longer configured)"
         print(head, file=out)
+        health = s.health(datetime.now(UTC))
+        if health:
+            print(f"  {health}", file=out)
         if s.heroku_connect is not None:
             print(f"  Heroku Connect: {_hc_summary(s.heroku_connect)}", file=out)
             for failure in s.heroku_connect.get("failures", []):
@@ -452,8 +497,10 @@ def render_page(
                 for f in j.heroku_connect.get("failures", [])
             )
         target = f" → {_e(j.target)}" if j.target else ""
+        health = j.health(now)
+        badge = f' <span class="failed"><strong>{_e(health)}</strong></span>' if health else ""
         out.append(
-            f'<div class="job"><strong>{_e(j.name)}</strong>{target}<br>'
+            f'<div class="job"><strong>{_e(j.name)}</strong>{target}{badge}<br>'
             f"last run: {state}{sched}{hc}<br>{chart(j.runs)}</div>"
         )
     out.append("<h2>Last error</h2>")

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from service.config import load_settings
-from sync.config import Job, load_jobs, select_jobs, source_url
+from sync.config import Job, alert_webhook, load_jobs, select_jobs, source_url
 from sync.errors import LockHeld, SyncError
 from sync.progress import Reporter
 
@@ -48,6 +48,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="Heroku Connect jobs: take over existing rows whose external ID the warehouse"
         " returns (after renaming a job or moving from another loader)",
     )
+    sync.add_argument("--retries", type=int, default=2,
+                      help="retries of a dropped or refused connection (backoff doubles)")  # fmt: skip
+    sync.add_argument("--retry-delay", type=float, default=2.0, help="first retry delay, seconds")
     sync.set_defaults(handler=sync_command)
 
     sched = commands.add_parser("scheduler", help="clock process: run jobs on their schedules")
@@ -71,6 +74,7 @@ def _jobs(args: argparse.Namespace) -> tuple[Any, list[Job], str]:
     where = str(settings.config_path or "r2sf.toml")
     jobs = load_jobs(settings.file, where)
     url = source_url(settings.file, where)
+    args.alert_webhook = alert_webhook(settings.file, where)
     return settings, jobs, url
 
 
@@ -87,21 +91,34 @@ def sync_command(args: argparse.Namespace) -> int:
         "on_error": args.on_error,
         "force": args.force,
         "adopt": args.adopt,
+        "alert_webhook": args.alert_webhook,
     }
-    return asyncio.run(_sync_all(chosen, settings.database_url, url, options))
+    retry = (max(args.retries, 0), args.retry_delay)
+    return asyncio.run(_sync_all(chosen, settings.database_url, url, options, retry))
 
 
-async def _sync_all(jobs: list[Job], target: str, source: str, options: dict[str, Any]) -> int:
+async def _sync_all(
+    jobs: list[Job],
+    target: str,
+    source: str,
+    options: dict[str, Any],
+    retry: tuple[int, float] = (0, 1.0),
+) -> int:
     from sync.engine import run_job
+    from sync.schedule import run_with_retries
 
     rep = Reporter()
     codes = []
     dry = options["dry_run"]
     for job in jobs:
         try:
-            result = await run_job(
-                job, target_url=target, source_url=source, reporter=rep, **options
-            )
+            if dry:
+                result = await run_job(
+                    job, target_url=target, source_url=source, reporter=rep, **options
+                )
+            else:
+                result = await run_with_retries(job, target, source, rep, max_retries=retry[0],
+                                                base_delay=retry[1], **options)  # fmt: skip
         except SyncError as exc:
             print(f"r2sf sync: {exc}", file=sys.stderr)
             codes.append(exc.exit_code)
@@ -157,6 +174,7 @@ def scheduler_command(args: argparse.Namespace) -> int:
             url,
             max_retries=args.max_retries,
             base_delay=args.retry_delay,
+            alert_webhook=args.alert_webhook,
         )
     )
 

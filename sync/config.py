@@ -12,11 +12,13 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.config import ConfigError, FileConfig, explain_validation
+from sync import warehouse
 
 # A plain (unquoted-safe) SQL name: what job keys may name. Anything else is almost always a typo.
 _NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
@@ -34,8 +36,14 @@ HEROKU_CONNECT_SYSTEM_COLUMNS = frozenset(
 HC_MAX_CHANGES = 50_000
 
 DEFAULT_BATCH_SIZE = 10_000
-# Single-node Redshift clusters refuse a FETCH of more than 1,000 rows.
+# Single-node Redshift clusters refuse a FETCH of more than 1,000 rows; without a fetch_size the
+# extract chooses from the cluster's node count (sync/redshift.py).
 DEFAULT_FETCH_SIZE = 1_000
+# A run still going after this many seconds is stopped, rolled back and recorded as failed.
+DEFAULT_TIMEOUT = 3600
+# Seconds a statement on the target waits for a table lock (another writer, an ALTER TABLE...).
+DEFAULT_LOCK_TIMEOUT = 60
+_LOOKBACK = re.compile(r"\s*(\d+)\s*(second|minute|hour|day|week)s?\s*", re.IGNORECASE)
 
 
 class _Strict(BaseModel):
@@ -44,11 +52,29 @@ class _Strict(BaseModel):
 
 class Incremental(_Strict):
     column: str = Field(description="source column; only rows above the last watermark are read")
+    # Also re-read rows this far below the watermark: rows that commit late with an older value.
+    # A number for number columns, "2 hours" (second, minute, hour, day, week) for dates/times.
+    lookback: int | str | None = None
 
     @field_validator("column")
     @classmethod
     def _column(cls, v: str) -> str:
         return _column_name(v)
+
+    @field_validator("lookback", mode="before")
+    @classmethod
+    def _lookback(cls, v: Any) -> Any:
+        if isinstance(v, bool) or (isinstance(v, int) and v < 0):
+            raise ValueError('lookback is a positive number or a duration such as "2 hours"')
+        if isinstance(v, str):
+            m = _LOOKBACK.fullmatch(v)
+            if m is None:
+                raise ValueError(
+                    f"'{v}' is not a duration: write a number and second, minute, hour, day or"
+                    ' week, e.g. "2 hours"'
+                )
+            return f"{m.group(1)} {m.group(2).lower()}s"
+        return v
 
 
 class HerokuConnect(_Strict):
@@ -107,7 +133,12 @@ class Job(_Strict):
     heroku_connect: HerokuConnect | None = None
     create: bool = True
     batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, le=1_000_000)
-    fetch_size: int = Field(DEFAULT_FETCH_SIZE, ge=1, le=1_000_000)
+    # None: chosen from the cluster (1,000 on single-node or unknown clusters, 10,000 otherwise).
+    fetch_size: int | None = Field(None, ge=1, le=1_000_000)
+    timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=7 * 86400)
+    lock_timeout: int = Field(DEFAULT_LOCK_TIMEOUT, ge=1, le=86400)
+    # cron (UTC): the first run after each of these times reads everything and applies deletes.
+    full_refresh: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -141,7 +172,7 @@ class Job(_Strict):
             _column_name(dst)
         return v
 
-    @field_validator("schedule")
+    @field_validator("schedule", "full_refresh")
     @classmethod
     def _schedule(cls, v: str | None) -> str | None:
         if v is not None and not croniter.is_valid(v):
@@ -214,11 +245,30 @@ class Job(_Strict):
 
 
 class SourceConfig(_Strict):
+    """`[source]`: the URL and the connection options of sync/warehouse.py (REDSHIFT_URL's own
+    query parameters win over these keys)."""
+
     url: str | None = Field(None, description="warehouse URL; REDSHIFT_URL overrides it")
+    sslmode: str | None = None
+    iam: bool | None = None
+    cluster_identifier: str | None = None
+    db_user: str | None = None
+    db_groups: list[str] | None = None
+    auto_create: bool | None = None
+    region: str | None = None
+    profile: str | None = None
+    workgroup: str | None = None
+    serverless_acct_id: str | None = None
+    connect_timeout: int | None = Field(None, ge=1, le=600)
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k != "url" and v is not None}
 
 
 class SyncConfig(_Strict):
     jobs: list[Job] = Field(default_factory=list)
+    # Called with a JSON POST when a job fails and when it recovers (R2SF_ALERT_WEBHOOK wins).
+    alert_webhook: str | None = None
 
 
 def quote_ident(name: str) -> str:
@@ -259,6 +309,10 @@ _FIXES = {
     "key": 'list the key columns, e.g. key = ["catid"]',
     "max_changes": "write a row count, e.g. max_changes = 50000",
     "scale": "write decimal places per column, e.g. scale = { amount__c = 2 }",
+    "full_refresh": 'write five cron fields in UTC, e.g. "0 3 * * 0" (Sundays 03:00)',
+    "lookback": 'write a number (number columns) or a duration, e.g. "2 hours"',
+    "timeout": "write seconds, e.g. timeout = 3600",
+    "lock_timeout": "write seconds, e.g. lock_timeout = 60",
 }
 
 
@@ -310,6 +364,7 @@ def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = 
         raise explain_validation(
             where, exc, SourceConfig, prefix=("source",), fixes=_FIXES
         ) from None
+    from_env = bool(env.get("REDSHIFT_URL"))
     url: str | None = env.get("REDSHIFT_URL") or source.url
     if not url:
         raise ConfigError(
@@ -324,4 +379,35 @@ def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = 
             f"scheme '{scheme}' is not supported",
             "use redshift://user:password@host:5439/db or postgresql://user:password@host/db",
         )
+    url = warehouse.merge_options(url, source.options())
+    try:
+        warehouse.check_options(url)
+    except warehouse.OptionError as exc:
+        in_url = exc.key in dict(parse_qsl(urlsplit(url).query)) and exc.key not in source.options()
+        where_key = (
+            f"REDSHIFT_URL ?{exc.key}" if in_url and from_env else f"{where}: source.{exc.key}"
+        )
+        raise ConfigError(where_key, exc.problem, exc.fix) from None
     return url
+
+
+def alert_webhook(
+    file: FileConfig, path: Path | str | None = None, environ: Any = None
+) -> str | None:
+    """The URL to POST failure and recovery alerts to: R2SF_ALERT_WEBHOOK, else [sync]."""
+    env = os.environ if environ is None else environ
+    try:
+        sync = SyncConfig.model_validate(file.sync)
+    except ValidationError as exc:
+        raise explain_validation(str(path or "r2sf.toml"), exc, SyncConfig, prefix=("sync",),
+                                 fixes=_FIXES) from None  # fmt: skip
+    url: str | None = env.get("R2SF_ALERT_WEBHOOK") or sync.alert_webhook
+    if url and urlsplit(url).scheme not in ("http", "https"):
+        raise ConfigError(
+            "R2SF_ALERT_WEBHOOK"
+            if env.get("R2SF_ALERT_WEBHOOK")
+            else f"{path}: sync.alert_webhook",
+            f"'{url.split('?')[0]}' is not an http(s) URL",
+            "give the webhook's https:// URL (a Slack incoming webhook, for one)",
+        )
+    return url or None

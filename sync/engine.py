@@ -16,13 +16,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from croniter import croniter
 
 from service.config import redact_url
-from sync import heroku_connect, load, state
+from sync import alerts, heroku_connect, load, state
 from sync.config import Job, quote_ident
-from sync.errors import LockHeld, SourceError, SyncError, TargetError, TransientError
+from sync.errors import (
+    JobTimeout,
+    LockHeld,
+    SourceError,
+    SyncError,
+    TargetError,
+    TransientError,
+)
 from sync.progress import Reporter
-from sync.source import ExtractError, Source, SourceColumn, open_source
+from sync.source import ExtractError, Limits, Source, SourceColumn, open_source, window
 
 WORK_MEM = "64MB"
 TEMP_BUFFERS = "256MB"
@@ -50,6 +58,7 @@ class RunResult:
     skipped_reasons: list[str] = field(default_factory=list)
     heroku_connect: dict[str, Any] = field(default_factory=dict)
     watermark: str | None = None
+    transition: bool = False  # the job's previous recorded run had failed: it recovered
 
     @property
     def written(self) -> int:
@@ -90,6 +99,17 @@ _TRANSIENT = (
 )
 
 
+# The target lost its connection or is restarting: the run rolled back; worth retrying.
+_TARGET_GONE = (
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.CrashShutdownError,
+)
+# Out of space while staging or merging: a real full disk (53100) or temp_file_limit (53400).
+_NO_SPACE = (asyncpg.DiskFullError, asyncpg.ConfigurationLimitExceededError)
+
+
 def _classify(job: str, exc: BaseException, source_url: str, target_url: str) -> SyncError:
     """Wrap a driver exception in the sync hierarchy, with any URL redacted."""
     text = (
@@ -100,13 +120,43 @@ def _classify(job: str, exc: BaseException, source_url: str, target_url: str) ->
     text = text.splitlines()[0] if text else type(exc).__name__
     if isinstance(exc, ExtractError):
         if exc.transient:
-            return TransientError(job, f"connection failed: {text}")
+            return TransientError(job, f"the warehouse connection failed or dropped: {text}")
         return SourceError(job, f"{exc.type_name}: {text}")
+    if isinstance(exc, _TARGET_GONE):
+        return TransientError(
+            job, f"the target database closed the connection (restarted?): {text}; nothing was"
+            " written"
+        )  # fmt: skip
+    if isinstance(exc, _NO_SPACE):
+        return TargetError(
+            job,
+            f"the target database ran out of space for the run's temporary data ({text});"
+            " nothing was written. Free disk space or raise temp_file_limit, or make the job"
+            " incremental so each run stages fewer rows",
+        )
+    if isinstance(exc, asyncpg.LockNotAvailableError):
+        return TargetError(
+            job, f"waited longer than lock_timeout for a lock on the target ({text}); another"
+            " session holds the table (an ALTER TABLE, a long transaction). Nothing was written"
+        )  # fmt: skip
     if isinstance(exc, _TRANSIENT) or type(exc).__name__ in ("InterfaceError", "OperationalError"):
         return TransientError(job, f"connection failed: {text}")
     if isinstance(exc, asyncpg.PostgresError):
         return TargetError(job, f"{type(exc).__name__}: {text}")
     return SourceError(job, f"{type(exc).__name__}: {text}")
+
+
+def session_settings(job: Job) -> dict[str, str]:
+    """The target session of a run: UTC whatever the server's default (timestamptz to
+    timestamp conversions and watermarks must not depend on it), bounded waits."""
+    return {
+        "application_name": f"r2sf sync {job.name}"[:63],
+        "TimeZone": "UTC",
+        "lock_timeout": f"{job.lock_timeout}s",
+        # The whole run is bounded by the job's timeout; no statement can outlast it.
+        "statement_timeout": f"{job.timeout}s",
+        "idle_in_transaction_session_timeout": f"{job.timeout}s",
+    }
 
 
 async def run_job(
@@ -120,23 +170,88 @@ async def run_job(
     reporter: Reporter | None = None,
     force: bool = False,
     adopt: bool = False,
+    alert_webhook: str | None = None,
 ) -> RunResult:
     """Run one job; raises a `SyncError` (nothing written) when it cannot complete.
 
     `force` lets a run write more rows than the job's `max_changes`; `adopt` makes a Heroku
-    Connect job take ownership of existing rows whose external ID the warehouse returns.
+    Connect job take ownership of existing rows whose external ID the warehouse returns. A run
+    still going after the job's `timeout` is stopped (`JobTimeout`). Every outcome but a held
+    lock is recorded in r2sf.sync_runs; `alert_webhook` is called when the job starts failing
+    and when it recovers.
     """
     rep = reporter or Reporter()
     started = datetime.now(UTC)
     t0 = time.monotonic()
     rep.log("start", job=job.name, source=redact_url(source_url), target=job.target,
             full_refresh=full_refresh, dry_run=dry_run)  # fmt: skip
+    conn: Any = None
+    opts = _Options(full_refresh, dry_run, on_error, force, adopt)
+    deadline = asyncio.timeout(job.timeout)
     try:
-        conn = await asyncpg.connect(
-            target_url, server_settings={"application_name": f"r2sf sync {job.name}"[:63]}
+        async with deadline:
+            try:
+                conn = await asyncpg.connect(
+                    target_url, server_settings=session_settings(job), timeout=60
+                )
+            except Exception as exc:
+                raise _classify(job.name, exc, source_url, target_url) from None
+            result = await _run_connected(conn, job, source_url, target_url, opts, rep)
+        result.seconds = time.monotonic() - t0
+        rep.log("done", **result.summary())
+        if result.transition and alert_webhook:
+            await alerts.send(alert_webhook, alerts.recovered(job.name, result.run_id), rep)
+        return result
+    except SyncError as exc:
+        err = exc
+    except TimeoutError as exc:
+        err = (
+            JobTimeout(
+                job.name,
+                f"stopped after {job.timeout} s, the job's timeout; the run was rolled back and"
+                " nothing was written. Raise timeout (seconds) for this job if it needs longer,"
+                " or make it incremental",
+            )
+            if deadline.expired()
+            else _classify(job.name, exc, source_url, target_url)
         )
+    except asyncio.CancelledError:
+        raise
     except Exception as exc:
-        raise _classify(job.name, exc, source_url, target_url) from None
+        err = _classify(job.name, exc, source_url, target_url)
+    finally:
+        # Closing the connection rolls back any open transaction and frees the lock.
+        if conn is not None and not conn.is_closed():
+            conn.terminate() if conn.is_in_transaction() else await conn.close()
+    first = False
+    if not dry_run and not isinstance(err, LockHeld):
+        first = await _record_failure(target_url, job.name, started, full_refresh, err, rep)
+    rep.log("failed", job=job.name, code=err.code, error=err.message)
+    if first and alert_webhook:
+        await alerts.send(alert_webhook, alerts.failed(job.name, err.code, err.message), rep)
+    raise err
+
+
+async def _record_failure(
+    target_url: str, job: str, started: datetime, full_refresh: bool, err: SyncError, rep: Reporter
+) -> bool:
+    """Record the failed run, waiting a little for a target that is restarting; True when it
+    is the job's first failure since it last succeeded."""
+    for delay in (0.5, 1.0, 2.0, 4.0, 8.0, None):
+        try:
+            return await state.record_failure(target_url, job, started, full_refresh, err.message)
+        except Exception as exc:  # the failure itself is what the caller needs to see
+            if delay is None or not isinstance(exc, OSError | asyncpg.PostgresConnectionError
+                                               | asyncpg.CannotConnectNowError):  # fmt: skip
+                rep.log("warning", job=job, error=f"could not record the failed run: {exc}")
+                return True
+            await asyncio.sleep(delay)
+    return True
+
+
+async def _run_connected(
+    conn: Any, job: Job, source_url: str, target_url: str, opts: _Options, rep: Reporter
+) -> RunResult:
     try:
         # If this process dies mid-merge, the server notices within seconds (PostgreSQL 14+),
         # rolls the transaction back and frees the job lock for the next run.
@@ -154,28 +269,13 @@ async def run_job(
                 f"another run holds its lock ({holder}); wait for it to finish, or stop that"
                 " process",
             )
-        opts = _Options(full_refresh, dry_run, on_error, force, adopt)
-        result = await _run_locked(conn, job, source_url, target_url, opts, rep)
-        result.seconds = time.monotonic() - t0
-        rep.log("done", **result.summary())
-        return result
-    except SyncError as exc:
-        err = exc
-    except asyncio.CancelledError:
+        return await _run_locked(conn, job, source_url, target_url, opts, rep)
+    except SyncError:
+        raise
+    except (asyncio.CancelledError, TimeoutError):
         raise
     except Exception as exc:
-        err = _classify(job.name, exc, source_url, target_url)
-    finally:
-        # Closing the connection rolls back any open transaction and frees the lock.
-        if not conn.is_closed():
-            conn.terminate() if conn.is_in_transaction() else await conn.close()
-    rep.log("failed", job=job.name, code=err.code, error=err.message)
-    if not dry_run and not isinstance(err, LockHeld | TransientError):
-        try:
-            await state.record_failure(target_url, job.name, started, full_refresh, err.message)
-        except Exception as exc:  # the failure itself is what the caller needs to see
-            rep.log("warning", job=job.name, error=f"could not record the failed run: {exc}")
-    raise err
+        raise _classify(job.name, exc, source_url, target_url) from None
 
 
 @dataclass(frozen=True)
@@ -196,17 +296,31 @@ async def _run_locked(
         await state.migrate(conn)
     watermark = None
     if job.incremental is not None and not full_refresh:
-        watermark = await state.get_watermark(conn, job.name)
-        if watermark is not None and watermark.column != job.incremental.column:
-            watermark = None  # the job changed its column: read everything once
+        if await _full_refresh_due(conn, job, started):
+            rep.log("full_refresh_due", job=job.name, schedule=job.full_refresh)
+            full_refresh = True
+        else:
+            watermark = await state.get_watermark(conn, job.name)
+            if watermark is not None and watermark.column != job.incremental.column:
+                watermark = None  # the job changed its column: read everything once
     deletes = job.deletes != "ignore" and (watermark is None or full_refresh)
+    # Recorded as full when it read everything, so the full_refresh schedule counts it.
+    read_all = full_refresh or (job.incremental is not None and watermark is None)
+    limits = Limits(statement_timeout=job.timeout)
     counts = load.Counts()
 
     def progress(rows: int, nbytes: int) -> None:
         rep.progress(job.name, rows, nbytes)
 
     def new_source() -> Source:
-        return open_source(source_url, job.source_sql, watermark, job.fetch_size, job.table)
+        return open_source(
+            source_url,
+            job.source_sql,
+            window(watermark, job.incremental),
+            job.fetch_size,
+            job.table,
+            limits,
+        )
 
     source = new_source()
     # One transaction from here on: a new target, its rows, the run record and the watermark
@@ -241,9 +355,11 @@ async def _run_locked(
             await source.close()
         counts.source_rows = counts.read
         rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
-        result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded)
+        result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
     except BaseException:
-        await tx.rollback()
+        # Bounded: a connection that no longer answers is terminated by run_job instead.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(tx.rollback(), 10)
         raise
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
@@ -283,6 +399,7 @@ async def _merge(
     deletes: bool,
     started: datetime,
     loaded: bool,
+    read_all: bool = False,
 ) -> RunResult:
     """Check, count and write the staged rows (or account for rows loaded directly)."""
     full_refresh, dry_run = opts.full_refresh, opts.dry_run
@@ -301,7 +418,7 @@ async def _merge(
         if not (opts.force or dry_run):
             load.guard_changes(plan, counts)
     result = RunResult(
-        job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh,
+        job=job.name, target=job.target, dry_run=dry_run, full_refresh=full_refresh or read_all,
         rows_read=counts.read, inserted=0, updated=0, unchanged=0, deleted=0,
         skipped=counts.skipped, target_rows=0, seconds=0.0,
         skipped_reasons=counts.skipped_reasons, adopted=adopted,
@@ -329,10 +446,23 @@ async def _merge(
         result.watermark = await conn.fetchval(
             "SELECT value FROM r2sf.watermarks WHERE job = $1", job.name
         )
+    previous = await state.last_status(conn, job.name)
     result.run_id = await state.record_run(
-        conn, job.name, started, "ok", full_refresh, counts.as_dict()
+        conn, job.name, started, "ok", read_all or full_refresh, counts.as_dict()
     )
+    result.transition = previous is not None and previous != "ok"
     return result
+
+
+async def _full_refresh_due(conn: Any, job: Job, now: datetime) -> bool:
+    """True when the job's full_refresh schedule has passed a time since its last full run."""
+    if job.full_refresh is None or not await state.schema_exists(conn):
+        return False
+    last = await state.last_full_run(conn, job.name)
+    if last is None:
+        return False  # never ran in full yet: the first run reads everything anyway
+    slot: datetime = croniter(job.full_refresh, now).get_prev(datetime)
+    return last < slot
 
 
 def _fill(result: RunResult, counts: load.Counts) -> None:

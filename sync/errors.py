@@ -7,6 +7,7 @@
     ├── ValueDoesNotFit       a value is too long / out of range for its target column
     ├── TooManyDeletes        the mass-delete guard refused the run
     ├── TooManyChanges        the run would write more rows than its change budget
+    ├── JobTimeout            the run outlasted the job's `timeout` and was stopped
     └── TransientError        a connection failed or dropped; worth retrying
 
 Messages name the job and what to do; they never contain passwords or SQL.
@@ -50,6 +51,12 @@ class TooManyChanges(SyncError):
     """More inserts + updates + deletes than `max_changes`; `r2sf sync --force` goes ahead."""
 
     code = "too_many_changes"
+
+
+class JobTimeout(SyncError):
+    """The run was still going after the job's `timeout` seconds; it was rolled back."""
+
+    code = "timeout"
 
 
 class TransientError(SyncError):

@@ -11,38 +11,85 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import importlib
 import io
 import json
 import os
+import socket
 import struct
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 # Frame: kind (1 byte), rows (uint32), payload length (uint32), payload.
 FRAME = struct.Struct(">cII")
-COLUMNS = b"C"  # payload: JSON [[name, type oid, type modifier, not null], ...]
+COLUMNS = b"C"  # payload: JSON {"columns": [[name, oid, typmod, not null], ...], "nodes", ...}
 DATA = b"D"  # payload: COPY ... (FORMAT csv) rows, `rows` of them
 ERROR = b"E"  # payload: JSON {"type", "message", "transient"}
 END = b"Z"  # rows: the total
 
-# OIDs below this are built into every PostgreSQL; anything else (enums, domains...) and Redshift's
-# own GEOMETRY, SUPER, HLLSKETCH, GEOGRAPHY and VARBYTE may not exist in the target: read as text.
+# OIDs below this are built into every PostgreSQL; anything else (enums, domains... of a
+# PostgreSQL source) may not exist in the target: read as text.
 FIRST_USER_OID = 16384
-REDSHIFT_ONLY_OIDS = frozenset({3000, 4000, 2990, 3001, 6551})
+TEXT_OID = 25
 
-# Types whose Python values from the driver do not print back as valid input (interval is
-# misparsed, timetz loses its offset, json/arrays print as Python reprs): these columns are
-# received as text (the server's own output), while staging keeps their own type.
-TEXT_TRANSPORT_OIDS = frozenset(
-    {114, 3802, 1186, 1266, 199, 1000, 1001, 1005, 1007, 1009, 1014, 1015, 1016, 1021, 1022,
-     1028, 1115, 1182, 1183, 1185, 1187, 1231, 1270, 2951, 3807}
-)  # fmt: skip
+
+@dataclass(frozen=True)
+class RedshiftType:
+    """A Redshift type PostgreSQL does not have, and what r2sf makes of it."""
+
+    name: str
+    staged_as: int  # the PostgreSQL type its text form is staged (and created) as
+    form: str  # what the target column holds, in words
+    refused: str | None = None  # the expression to write instead, {col} being the column
+
+
+# OIDs as Amazon's drivers know them (redshift_connector utils/oids.py RedshiftOID, and the
+# JDBC driver's com.amazon.redshift.core.Oid: HLLSKETCH 2935 is only in the latter). Each is
+# sent as text (see BINARY_EXACT): GEOMETRY and GEOGRAPHY as hex EWKB, SUPER as JSON, VARBYTE
+# as hex, HLLSKETCH as its JSON form, the interval kinds as PostgreSQL's interval output.
+REDSHIFT_ONLY_TYPES: dict[int, RedshiftType] = {
+    # Hex EWKB: a PostGIS geometry/geography target column takes it as input too.
+    3000: RedshiftType("GEOMETRY", TEXT_OID, "text (hex EWKB)"),
+    3999: RedshiftType("GEOMETRY", TEXT_OID, "text (hex EWKB)"),
+    3001: RedshiftType("GEOGRAPHY", TEXT_OID, "text (hex EWKB)"),
+    4000: RedshiftType("SUPER", 3802, "jsonb"),
+    6551: RedshiftType("VARBYTE", 17, "bytea"),
+    1188: RedshiftType("INTERVAL YEAR TO MONTH", 1186, "interval"),
+    1190: RedshiftType("INTERVAL DAY TO SECOND", 1186, "interval"),
+    2935: RedshiftType(
+        "HLLSKETCH",
+        TEXT_OID,
+        "refused",
+        refused="select hll_cardinality({col}) AS {col} (the estimate)",
+    ),
+}
+
+# Types whose binary form the driver decodes exactly, for every value (tests/
+# test_redshift_transport.py feeds it byte strings in the cluster's format): integers and
+# floats are struct.unpack of the IEEE/two's complement bytes, booleans one byte, and the
+# text types are their UTF-8 bytes either way. Every other type is asked for as text, which
+# the target's input functions read back exactly: the driver's binary decoders lose a
+# microsecond of TIME, shift dates before 1582 by the Julian calendar's days, clamp dates and
+# timestamps outside Python's years 1-9999 to its min/max, and drop TIMETZ's offset.
+BINARY_EXACT = frozenset({16, 18, 19, 20, 21, 23, 25, 700, 701, 1042, 1043})
 
 # Driver errors that mean the connection failed rather than the query.
 _TRANSIENT_NAMES = frozenset({"InterfaceError", "OperationalError"})
+
+# Redshift's own refusals of a cursor (https://docs.aws.amazon.com/redshift/latest/dg/
+# declare.html, "Cursor constraints"; FETCH: "for single-node clusters, the maximum value for
+# count is 1000"), matched by their message text.
+SINGLE_NODE_FETCH = "for a single node configuration"
+CURSOR_TOO_LARGE = "total set of cursor data"
+SINGLE_NODE_FETCH_SIZE = 1000
+MULTI_NODE_FETCH_SIZE = 10_000
+
+# Test seam: `module:function` to call instead of redshift_connector.connect (same arguments).
+CONNECT_SEAM = "R2SF_REDSHIFT_CONNECT"
 
 
 class _Null:
@@ -64,17 +111,28 @@ class _Null:
 NULL = _Null()
 
 
+def _driver_connect() -> Callable[..., Any]:
+    seam = os.environ.get(CONNECT_SEAM)
+    if seam:
+        module, _, name = seam.partition(":")
+        func: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return func
+    import redshift_connector
+
+    real: Callable[..., Any] = redshift_connector.connect
+    return real
+
+
 def connect(**kwargs: Any) -> Any:
     """`redshift_connector.connect`, closing the driver's socket when the server refuses us.
 
     The driver raises from inside `Connection.__init__` without closing the socket it opened
     (a ResourceWarning, an fd leak in a long-running scheduler); its frame still holds it.
     """
-    import redshift_connector
     from redshift_connector.core import Connection
 
     try:
-        return redshift_connector.connect(**kwargs)
+        return _driver_connect()(**kwargs)
     except BaseException as exc:
         tb = exc.__traceback__
         while tb is not None:
@@ -89,24 +147,76 @@ def connect(**kwargs: Any) -> Any:
 
 
 def read_as_text(oid: int) -> bool:
-    return oid >= FIRST_USER_OID or oid in REDSHIFT_ONLY_OIDS
+    return oid >= FIRST_USER_OID or oid in REDSHIFT_ONLY_TYPES
 
 
-def _bytes(v: str | bytes | bytearray | memoryview) -> str:
-    # The driver returns PostgreSQL's bytea output ('\\x00ff') as a str, which is input as is.
-    return v if isinstance(v, str) else "\\x" + bytes(v).hex()
+def use_exact_transport(conn: Any) -> None:
+    """Ask for every type as text except BINARY_EXACT, whatever protocol was negotiated."""
+    from redshift_connector.config import FC_TEXT
+    from redshift_connector.utils.type_utils import text_recv
+
+    for oid in list(conn.redshift_types):
+        if oid not in BINARY_EXACT:
+            conn.redshift_types[oid] = (FC_TEXT, text_recv)
+    # Types not in the table are already text: it is a defaultdict of (FC_TEXT, text_recv).
 
 
-def value_encoder(oid: int, as_text: bool) -> Callable[[Any], Any] | None:
+def set_socket_limits(conn: Any, read_timeout: float) -> None:
+    """After connecting: wait at most `read_timeout` for the server, and give up on a send the
+    peer never acknowledges (the driver's `timeout` covered the connection only)."""
+    sock = conn._usock
+    sock.settimeout(read_timeout)
+    if hasattr(socket, "TCP_USER_TIMEOUT") and sock.family in (socket.AF_INET, socket.AF_INET6):
+        from sync.warehouse import TCP_USER_TIMEOUT_MS
+
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, TCP_USER_TIMEOUT_MS)
+
+
+def driver_problems() -> list[str]:
+    """What of redshift_connector's internals this module reads and no longer finds."""
+    problems = []
+    try:
+        import redshift_connector
+        from redshift_connector.config import FC_BINARY, FC_TEXT
+        from redshift_connector.core import Connection
+        from redshift_connector.cursor import Cursor
+        from redshift_connector.utils.type_utils import redshift_types, text_recv
+    except ImportError as exc:
+        return [f"cannot import {exc.name}: {exc}"]
+    if (FC_TEXT, FC_BINARY) != (0, 1):
+        problems.append("redshift_connector.config.FC_TEXT/FC_BINARY are no longer 0/1")
+    default = getattr(redshift_types, "default_factory", None)
+    if default is None or default() != (FC_TEXT, text_recv):
+        problems.append("utils.type_utils.redshift_types is no longer a dict defaulting to text")
+    for oid in BINARY_EXACT:
+        fc, func = redshift_types[oid]
+        if oid not in (18, 19, 25, 1042, 1043) and fc != FC_BINARY:
+            problems.append(f"the driver no longer reads OID {oid} in binary ({func.__name__})")
+    init = Connection.__init__.__code__.co_varnames
+    for name in ("self",):
+        if name not in init:
+            problems.append("Connection.__init__ has no `self` local (closing a refused socket)")
+    if "_enable_protocol_based_conversion_funcs" not in dir(Connection):
+        problems.append("Connection._enable_protocol_based_conversion_funcs is gone")
+    if "ps" not in Cursor.__init__.__code__.co_names:
+        problems.append("Cursor no longer keeps its prepared statement in `ps` (type modifiers)")
+    version = getattr(redshift_connector, "__version__", "?")
+    return [f"redshift_connector {version}: {p}" for p in problems]
+
+
+def _varbyte(v: str) -> str:
+    # Redshift's VARBYTE text output is bare hex ('00ff'); bytea input wants the \\x prefix.
+    return "\\x" + v
+
+
+def value_encoder(oid: int, as_text: bool = False) -> Callable[[Any], Any] | None:
     """A per-value conversion a column needs before CSV (None: the csv writer's own is exact).
 
-    The csv writer writes str() of each value: exact for int, Decimal (scale kept), float
-    (shortest repr), datetime/date/time (microseconds, offsets) and bool ('True' is valid input).
+    Text-transported values are the server's own output (str); binary ones are int, float and
+    bool, whose str() the target reads back exactly ('True' is valid boolean input).
     """
-    if as_text:
-        return str
-    if oid == 17:  # bytea
-        return _bytes
+    if oid == 6551:
+        return _varbyte
     return None
 
 
@@ -152,17 +262,65 @@ def _exit_when_parent_goes(stdin: BinaryIO) -> None:
     os._exit(0)
 
 
+def _nodes(cur: Any, conn: Any) -> int | None:
+    """Compute nodes of the cluster from STV_SLICES (readable by every user), or None."""
+    try:
+        cur.execute("SELECT count(DISTINCT node) FROM stv_slices")
+        row = cur.fetchone()
+        return int(row[0]) if row and row[0] else None
+    except Exception:
+        return None  # not Redshift, or not allowed: the safe fetch size
+    finally:
+        conn.rollback()
+
+
+def choose_fetch_size(requested: int | None, nodes: int | None) -> int:
+    """Rows per FETCH: single-node clusters refuse more than 1,000; multi-node clusters take
+    more per round trip (Amazon suggests 4,000 or more); unknown clusters get the safe 1,000."""
+    if nodes == 1:
+        return min(requested or SINGLE_NODE_FETCH_SIZE, SINGLE_NODE_FETCH_SIZE)
+    if requested is not None:
+        return requested
+    return MULTI_NODE_FETCH_SIZE if nodes else SINGLE_NODE_FETCH_SIZE
+
+
+class CursorRefused(Exception):
+    """Redshift refused the cursor: a message that says what to do instead."""
+
+
+def explain_cursor_error(text: str, fetch_size: int) -> str | None:
+    if CURSOR_TOO_LARGE in text:
+        return (
+            f"Redshift refused the cursor: {text.strip()} Redshift materialises a cursor's whole"
+            " result on the leader node and caps its size by node type; make the job"
+            " incremental, split it into several jobs (e.g. by a key range) or select fewer"
+            " columns (an UNLOAD-based extract is described in docs/architecture.md)"
+        )
+    if SINGLE_NODE_FETCH in text:
+        return (
+            f"Redshift refused FETCH FORWARD {fetch_size}: {text.strip()} Set fetch_size = 1000"
+            " (or less) on this job, or remove fetch_size so r2sf chooses"
+        )
+    return None
+
+
 def extract(request: dict[str, Any], out: BinaryIO) -> int:
     """Run the request's query through a server-side cursor, writing frames; returns rows."""
-    from redshift_connector.config import FC_TEXT
-    from redshift_connector.utils.type_utils import text_recv
-
+    problems = driver_problems()
+    if problems:
+        raise RuntimeError("; ".join(problems) + " (pin redshift-connector to a tested version)")
     conn = connect(**request["connect"])
     try:
-        for oid in TEXT_TRANSPORT_OIDS:
-            conn.redshift_types[oid] = (FC_TEXT, text_recv)
+        set_socket_limits(conn, float(request.get("socket_timeout") or 3660))
+        use_exact_transport(conn)
         cur = conn.cursor()
-        fetch = f"FETCH FORWARD {int(request['fetch_size'])} FROM r2sf_cur"
+        nodes = _nodes(cur, conn)
+        fetch_size = choose_fetch_size(request.get("fetch_size"), nodes)
+        timeout_ms = int(request.get("statement_timeout") or 3600) * 1000
+        # SET is transactional: these open the transaction the cursor lives in.
+        cur.execute(f"SET statement_timeout TO {timeout_ms}")
+        cur.execute("SET timezone TO 'UTC'")
+        cur.execute("SET datestyle TO 'ISO, MDY'")  # Redshift's default: ISO output
         args = request["args"] or None
         not_null = set()
         if request.get("table"):
@@ -173,8 +331,19 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
                 tuple(request["table"]),
             )
             not_null = {r[0] for r in cur.fetchall()}
-        cur.execute("DECLARE r2sf_cur CURSOR FOR " + request["sql"], args)
-        cur.execute(fetch)
+        if request.get("describe_only"):
+            cur.execute(f"SELECT * FROM ({request['sql']}) AS r2sf_d LIMIT 0", args)
+        else:
+            cur.execute("DECLARE r2sf_cur CURSOR FOR " + request["sql"], args)
+        fetch = f"FETCH FORWARD {int(fetch_size)} FROM r2sf_cur"
+        try:
+            if not request.get("describe_only"):
+                cur.execute(fetch)
+        except Exception as exc:
+            why = explain_cursor_error(str(exc), fetch_size)
+            if why:
+                raise CursorRefused(why) from None
+            raise
         # The description says the column types with the first rows; the type modifiers
         # (lengths, precision and scale) are in the row description behind it.
         row_desc = cur.ps["row_desc"] if cur.ps else []
@@ -184,8 +353,12 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
         ]
         for c in columns:
             c.append(c[0] in not_null)
-        _send(out, COLUMNS, 0, json.dumps(columns).encode())
-        encoder = CsvEncoder([value_encoder(c[1], read_as_text(c[1])) for c in columns])
+        described = {"columns": columns, "nodes": nodes, "fetch_size": fetch_size}
+        _send(out, COLUMNS, 0, json.dumps(described).encode())
+        if request.get("describe_only"):
+            conn.rollback()
+            return 0
+        encoder = CsvEncoder([value_encoder(c[1]) for c in columns])
         total = 0
         while True:
             rows = cur.fetchall()
@@ -193,7 +366,13 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
                 break
             total += len(rows)
             _send(out, DATA, len(rows), encoder.encode(rows))
-            cur.execute(fetch)
+            try:
+                cur.execute(fetch)
+            except Exception as exc:
+                why = explain_cursor_error(str(exc), fetch_size)
+                if why:
+                    raise CursorRefused(why) from None
+                raise
         cur.execute("CLOSE r2sf_cur")
         conn.rollback()
         return total
@@ -215,6 +394,8 @@ def main() -> int:
         name = type(exc).__name__
         transient = isinstance(exc, OSError) or name in _TRANSIENT_NAMES
         text = str(exc) or name
+        if isinstance(exc, socket.timeout | TimeoutError):
+            text = f"no answer from the warehouse within the socket timeout ({text})"
         if os.environ.get("R2SF_DEBUG"):
             traceback.print_exc()
         err = {"type": name, "message": text, "transient": transient}

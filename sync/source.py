@@ -18,12 +18,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 
-from sync import redshift
-from sync.config import quote_ident
+from sync import redshift, warehouse
+from sync.config import Incremental, quote_ident
 from sync.state import Watermark
 
 TEXT_OID = 25
@@ -47,6 +46,7 @@ class SourceColumn:
     cast_to_text: bool = False
     typmod: int = -1  # the source's type modifier (length, precision, scale) when known
     not_null: bool = False  # declared NOT NULL in the source table (`table =` jobs)
+    redshift_type: str = ""  # a Redshift-only type's name, and what it becomes: "SUPER -> jsonb"
 
 
 class ExtractError(Exception):
@@ -59,17 +59,74 @@ class ExtractError(Exception):
         self.transient = transient
 
 
-def is_redshift(url: str) -> bool:
-    return url.split("://", 1)[0] == "redshift"
+is_redshift = warehouse.is_redshift
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long the extraction may take: the job's timeout bounds every statement on the source
+    (statement_timeout) and every wait for the socket (a little longer, so the server's own
+    cancellation arrives first)."""
+
+    statement_timeout: int = 3600  # seconds
+
+    @property
+    def socket_timeout(self) -> int:
+        return self.statement_timeout + 60
+
+
+@dataclass(frozen=True)
+class Window:
+    """Rows to read: those at or above the watermark, less the job's lookback."""
+
+    watermark: Watermark
+    lookback: int | str | None = None
+
+    def params(self) -> list[Any]:
+        out: list[Any] = [self.watermark.value]
+        if self.lookback is not None:
+            out.append(self.lookback if isinstance(self.lookback, str) else str(self.lookback))
+        return out
+
+
+def window(watermark: Watermark | None, incremental: Incremental | None) -> Window | None:
+    if watermark is None:
+        return None
+    return Window(watermark, incremental.lookback if incremental is not None else None)
+
+
+_INTERVAL_TYPES = ("date", "timestamp", "time")
+
+
+def check_lookback(w: Window) -> None:
+    """A duration lookback needs a date/time watermark, a number one a number column."""
+    is_time = w.watermark.value_type.startswith(_INTERVAL_TYPES)
+    if w.lookback is None:
+        return
+    if isinstance(w.lookback, str) and not is_time:
+        raise ValueError(
+            f'lookback "{w.lookback}" is a duration, but the watermark column'
+            f" {w.watermark.column} is {w.watermark.value_type}; write a number"
+        )
+    if isinstance(w.lookback, int) and is_time:
+        raise ValueError(
+            f"lookback {w.lookback} is a number, but the watermark column {w.watermark.column}"
+            f' is {w.watermark.value_type}; write a duration such as "{w.lookback} hours"'
+        )
 
 
 def extraction_sql(
     sql: str,
     columns: Sequence[SourceColumn] | None,
-    watermark: Watermark | None,
+    watermark: Window | None,
     placeholder: str,
+    lookback_placeholder: str = "",
 ) -> str:
-    """The job's statement wrapped to select named columns above the watermark."""
+    """The job's statement wrapped to select named columns above the watermark.
+
+    Rows whose watermark column is NULL never pass `>=`: incremental runs skip them, full runs
+    (the first, --full-refresh, the job's full_refresh schedule) read them.
+    """
     select = "*"
     if columns is not None:
         select = ", ".join(
@@ -80,10 +137,12 @@ def extraction_sql(
         # `>=`, not `>`: a row committed after the last run with the watermark's own value
         # would otherwise never be read. Rows already synced at that value merge as unchanged.
         # value_type comes from the target's own catalogue (format_type), never from a user.
-        out += (
-            f" WHERE r2sf_src.{quote_ident(watermark.column)}"
-            f" >= CAST({placeholder} AS {watermark.value_type})"
-        )
+        wm = watermark.watermark
+        bound = f"CAST({placeholder} AS {wm.value_type})"
+        if watermark.lookback is not None:
+            step = "interval" if isinstance(watermark.lookback, str) else wm.value_type
+            bound = f"{bound} - CAST({lookback_placeholder} AS {step})"
+        out += f" WHERE r2sf_src.{quote_ident(wm.column)} >= {bound}"
     return out
 
 
@@ -107,12 +166,19 @@ class Source:
 
 
 def open_source(
-    url: str, sql: str, watermark: Watermark | None, fetch_size: int, table: str | None = None
+    url: str,
+    sql: str,
+    watermark: Window | None,
+    fetch_size: int | None,
+    table: str | None = None,
+    limits: Limits | None = None,
 ) -> Source:
     """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs."""
+    if watermark is not None:
+        check_lookback(watermark)
     if is_redshift(url):
-        return RedshiftSource(url, sql, watermark, fetch_size, table)
-    return PostgresSource(url, sql, watermark, table)
+        return RedshiftSource(url, sql, watermark, fetch_size, table, limits or Limits())
+    return PostgresSource(url, sql, watermark, table, limits or Limits())
 
 
 def _check_unique(names: Sequence[str]) -> None:
@@ -129,21 +195,30 @@ class PostgresSource(Source):
     format = "text"
 
     def __init__(
-        self, url: str, sql: str, watermark: Watermark | None, table: str | None = None
+        self,
+        url: str,
+        sql: str,
+        watermark: Window | None,
+        table: str | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
         self.watermark = watermark
         self.table = table
+        self.limits = limits or Limits()
         self.conn: asyncpg.Connection | None = None
         self.task: asyncio.Task[None] | None = None
         self.rows = 0
         self.nbytes = 0
 
     async def open(self) -> None:
-        self.conn = await asyncpg.connect(self.url, server_settings=TEXT_SETTINGS)
+        settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
+        self.conn = await asyncpg.connect(
+            self.url, server_settings=settings, timeout=warehouse.CONNECT_TIMEOUT
+        )
         stmt = await self.conn.prepare(
-            extraction_sql(self.sql, None, self.watermark, "$1::text"),
+            extraction_sql(self.sql, None, self.watermark, "$1::text", "$2::text"),
         )
         cols = []
         declared = await self._declared()
@@ -187,8 +262,8 @@ class PostgresSource(Source):
         assert self.conn is not None
         conn = self.conn
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=_QUEUE_CHUNKS)
-        args = [self.watermark.value] if self.watermark else []
-        sql = extraction_sql(self.sql, self.columns, self.watermark, "$1::text")
+        args = self.watermark.params() if self.watermark else []
+        sql = extraction_sql(self.sql, self.columns, self.watermark, "$1::text", "$2::text")
 
         async def produce() -> None:
             try:
@@ -211,34 +286,18 @@ class PostgresSource(Source):
             yield chunk
 
     async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
+        if self.task is not None:
+            if not self.task.done():
+                self.task.cancel()
             with contextlib.suppress(BaseException):
-                await self.task
+                await self.task  # also retrieves the error batches() re-raised
         if self.conn is not None:
             await self.conn.close()
 
 
 def redshift_connect_args(url: str) -> dict[str, Any]:
-    """redshift_connector.connect() keyword arguments for a redshift:// URL (SSL on by default)."""
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    sslmode = query.get("sslmode", "verify-ca")
-    args: dict[str, Any] = {
-        "host": parts.hostname or "localhost",
-        "port": parts.port or 5439,
-        "database": unquote(parts.path.lstrip("/")) or "dev",
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-        "application_name": "r2sf sync",
-    }
-    if sslmode == "disable" or query.get("ssl", "").lower() in ("false", "0", "off"):
-        args["ssl"] = False
-    else:
-        args["ssl"] = True
-        # redshift_connector verifies the server certificate; "require" has no weaker mode there.
-        args["sslmode"] = "verify-full" if sslmode == "verify-full" else "verify-ca"
-    return args
+    """redshift_connector.connect() keyword arguments for a redshift:// URL (sync/warehouse.py)."""
+    return warehouse.connect_args(url)
 
 
 class RedshiftSource(Source):
@@ -251,15 +310,20 @@ class RedshiftSource(Source):
         self,
         url: str,
         sql: str,
-        watermark: Watermark | None,
-        fetch_size: int,
+        watermark: Window | None,
+        fetch_size: int | None,
         table: str | None = None,
+        limits: Limits | None = None,
+        describe_only: bool = False,
     ) -> None:
         self.url = url
         self.sql = sql
         self.watermark = watermark
         self.fetch_size = fetch_size
         self.table = table
+        self.limits = limits or Limits()
+        self.describe_only = describe_only
+        self.cluster: dict[str, Any] = {}  # what the extract learnt: nodes, fetch_size
         self.proc: asyncio.subprocess.Process | None = None
         self.stderr_task: asyncio.Task[None] | None = None
         self.stderr_tail = b""
@@ -270,10 +334,13 @@ class RedshiftSource(Source):
     async def open(self) -> None:
         request = {
             "connect": redshift_connect_args(self.url),
-            "sql": extraction_sql(self.sql, None, self.watermark, "%s"),
-            "args": [self.watermark.value] if self.watermark else None,
+            "sql": extraction_sql(self.sql, None, self.watermark, "%s", "%s"),
+            "args": self.watermark.params() if self.watermark else None,
             "fetch_size": self.fetch_size,
             "table": self.table.split(".") if self.table else None,
+            "statement_timeout": self.limits.statement_timeout,
+            "socket_timeout": self.limits.socket_timeout,
+            "describe_only": self.describe_only,
         }
         root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -292,7 +359,9 @@ class RedshiftSource(Source):
         kind, _, payload = await self._frame()
         if kind != redshift.COLUMNS:
             raise ExtractError("ExtractError", f"unexpected frame {kind!r}", False)
-        columns = [_redshift_column(*c) for c in json.loads(payload)]
+        described = json.loads(payload)
+        self.cluster = {k: v for k, v in described.items() if k != "columns"}
+        columns = [_redshift_column(*c) for c in described["columns"]]
         _check_unique([c.name for c in columns])
         self.columns = columns
 
@@ -349,6 +418,34 @@ class RedshiftSource(Source):
 
 
 def _redshift_column(name: str, oid: int, typmod: int, not_null: bool) -> SourceColumn:
+    """The staging column a warehouse column becomes (see redshift.REDSHIFT_ONLY_TYPES)."""
+    only = redshift.REDSHIFT_ONLY_TYPES.get(oid)
+    if only is not None:
+        if only.refused is not None:
+            raise ValueError(
+                f"column '{name}' is {only.name}, which PostgreSQL has no type for;"
+                f" {only.refused.format(col=quote_ident(name))} in the job's query"
+            )
+        return SourceColumn(name, only.staged_as, cast_to_text=only.staged_as == TEXT_OID,
+                            not_null=not_null, redshift_type=f"{only.name} -> {only.form}")  # fmt: skip
     if redshift.read_as_text(oid):
         return SourceColumn(name, TEXT_OID, cast_to_text=True, not_null=not_null)
     return SourceColumn(name, oid, typmod=typmod, not_null=not_null)
+
+
+async def describe(
+    url: str, sql: str, table: str | None = None
+) -> tuple[list[SourceColumn], dict[str, Any]]:
+    """The columns a job's query returns as they would be staged, without reading rows;
+    raises ValueError for a column r2sf refuses (naming it and the expression to write)."""
+    source: Source
+    if is_redshift(url):
+        source = RedshiftSource(url, sql, None, None, table, describe_only=True)
+    else:
+        source = PostgresSource(url, sql, None, table)
+    try:
+        await source.open()
+        cluster = getattr(source, "cluster", {})
+        return source.columns, cluster
+    finally:
+        await source.close()

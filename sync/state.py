@@ -197,11 +197,44 @@ async def record_run(
 
 async def record_failure(
     url: str, job: str, started_at: datetime, full_refresh: bool, error: str
-) -> None:
-    """Record a failed run on a fresh connection (the run's own transaction was rolled back)."""
-    conn = await asyncpg.connect(url)
+) -> bool:
+    """Record a failed run on a fresh connection (the run's own transaction was rolled back);
+    True when it is the job's first failure since a successful run (or its first run)."""
+    conn = await asyncpg.connect(url, timeout=30, server_settings={"TimeZone": "UTC"})
     try:
         await migrate(conn)
+        previous = await last_status(conn, job)
         await record_run(conn, job, started_at, "failed", full_refresh, {}, error)
+        return previous != "failed"
     finally:
         await conn.close()
+
+
+async def last_status(conn: Any, job: str) -> str | None:
+    """'ok' or 'failed': how the job's latest recorded run ended (None before its first)."""
+    if not await schema_exists(conn):
+        return None
+    status: str | None = await conn.fetchval(
+        "SELECT status FROM r2sf.sync_runs WHERE job = $1 ORDER BY started_at DESC, id DESC"
+        " LIMIT 1",
+        job,
+    )
+    return status
+
+
+async def last_full_run(conn: Any, job: str) -> datetime | None:
+    """When the job's latest successful run that read everything started."""
+    started: datetime | None = await conn.fetchval(
+        "SELECT max(started_at) FROM r2sf.sync_runs WHERE job = $1 AND status = 'ok'"
+        " AND full_refresh",
+        job,
+    )
+    return started
+
+
+async def last_runs(conn: Any) -> dict[str, datetime]:
+    """Each job's latest recorded run start (ok or failed), for the scheduler's catch-up."""
+    if not await schema_exists(conn):
+        return {}
+    rows = await conn.fetch("SELECT job, max(started_at) AS at FROM r2sf.sync_runs GROUP BY job")
+    return {r["job"]: r["at"] for r in rows}

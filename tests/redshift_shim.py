@@ -1,11 +1,26 @@
 """A TCP shim that lets the real Amazon Redshift driver (`redshift_connector`) talk to PostgreSQL.
 
 It drops the Redshift-only startup parameters PostgreSQL rejects, refuses SSL, and reports
-`server_version` as Redshift's `8.0.2`; every other byte passes through unchanged. It is test and
-benchmark tooling only: it must not interpret queries, hold results or handle authentication
-itself (trust or md5 behind it; SCRAM is not supported by the driver against PostgreSQL).
+`server_version` as Redshift's `8.0.2`. By default every other byte passes through unchanged, as
+from a cluster that does not negotiate `client_protocol_version` (the driver then reads results
+as protocol 0).
 
-Standalone: `python tests/redshift_shim.py UPSTREAM_URL [--port N]` serves until interrupted.
+`protocol="binary"` negotiates the driver's protocol as a current cluster does: the shim answers
+`server_protocol_version` (the driver's `Connection.handle_PARAMETER_STATUS`) and sends row
+descriptions in the extended format of protocol 1 and above (`Connection.handle_ROW_DESCRIPTION`:
+schema, table, column and catalog names and a flags word after each field). The driver then asks
+for results in binary for the types in its `_enable_protocol_based_conversion_funcs` table; the
+shim relays PostgreSQL's binary values for the types PostgreSQL encodes as Redshift does
+(`SAME_BINARY`) and refuses a binary request for any other (Redshift's NUMERIC, GEOGRAPHY... are
+not PostgreSQL's bytes), recording why in `errors`.
+
+`stand_ins` maps the OIDs of PostgreSQL types standing in for Redshift-only ones (see
+`STAND_IN_TYPES_SQL`) to the OIDs a cluster announces, so the driver decodes those columns as it
+would from Redshift. It is test and benchmark tooling only: it never interprets queries, holds
+results or handles authentication itself (trust or md5 behind it).
+
+Standalone: `python tests/redshift_shim.py UPSTREAM_URL [--port N] [--binary]` serves until
+interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +32,8 @@ import socket
 import struct
 import sys
 import threading
+from collections import deque
+from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -51,6 +68,52 @@ PASSED_STARTUP_PARAMETERS = frozenset(
 )
 
 _CHUNK = 256 * 1024
+
+# The driver's protocol versions (redshift_connector.config.ClientProtocolVersion).
+EXTENDED_RESULT_METADATA = 1
+BINARY = 2
+
+# Types whose binary form is the same in PostgreSQL and Redshift: the driver's decoders for them
+# (redshift_connector/utils/type_utils.py: bool_recv, int2/int4/int8_recv, float4/float8_recv,
+# text_recv, date_recv_binary, time_recv_binary, timetz_recv_binary, timestamp(tz)_recv_integer)
+# read PostgreSQL's send formats: big-endian integers, IEEE floats, UTF-8 text, days and
+# microseconds since 2000-01-01. NUMERIC (Redshift sends a scaled 64 or 128-bit integer),
+# INTERVAL (the driver reads 12 bytes), GEOGRAPHY and the rest are not.
+SAME_BINARY = frozenset(
+    {16, 18, 19, 20, 21, 23, 25, 26, 700, 701, 705, 1042, 1043, 1082, 1083, 1114, 1184, 1266}
+)
+
+# Redshift types PostgreSQL has not, and the OIDs a cluster announces for them (the JDBC
+# driver's com.amazon.redshift.core.Oid; redshift_connector's utils/oids.py RedshiftOID).
+REDSHIFT_ONLY_OIDS = {
+    "super": 4000,
+    "geometry": 3000,
+    "geography": 3001,
+    "hllsketch": 2935,
+    "varbyte": 6551,
+    "intervaly2m": 1188,
+    "intervald2s": 1190,
+}
+
+# A PostgreSQL type per Redshift-only type, in schema `redshift`: stored and sent as the text
+# the test writes, in the format a cluster's text output has (SUPER as JSON, GEOMETRY and
+# GEOGRAPHY as hex EWKB, VARBYTE as bare hex, HLLSKETCH as JSON, the interval kinds as
+# '1 year 2 mons' / '3 days 04:05:06.5'). Needs a superuser (LANGUAGE internal).
+STAND_IN_TYPES_SQL = "CREATE SCHEMA IF NOT EXISTS redshift;\n" + "".join(
+    f"""
+CREATE TYPE redshift.{t};
+CREATE FUNCTION redshift.{t}_in(cstring) RETURNS redshift.{t}
+    AS 'textin' LANGUAGE internal IMMUTABLE STRICT;
+CREATE FUNCTION redshift.{t}_out(redshift.{t}) RETURNS cstring
+    AS 'textout' LANGUAGE internal IMMUTABLE STRICT;
+CREATE TYPE redshift.{t} (INPUT = redshift.{t}_in, OUTPUT = redshift.{t}_out, LIKE = text);
+"""
+    for t in REDSHIFT_ONLY_OIDS
+)
+STAND_IN_OIDS_SQL = (
+    "SELECT t.oid::int, t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+    " WHERE n.nspname = 'redshift' AND t.typtype = 'b' AND t.typcategory <> 'A'"
+)
 
 # Authentication requests the client answers: cleartext, MD5, SASL start, SASL continue.
 _AUTH_NEEDS_ANSWER = frozenset({3, 5, 10, 11})
@@ -107,6 +170,16 @@ def _frame(kind: bytes, body: bytes) -> bytes:
     return kind + struct.pack("!i", len(body) + 4) + body
 
 
+def startup_parameters(body: bytes) -> dict[str, str]:
+    fields = body[4:].split(b"\0")
+    out = {}
+    for name, value in zip(fields[0::2], fields[1::2], strict=False):
+        if not name:
+            break
+        out[name.decode("ascii", "replace")] = value.decode("utf-8", "replace")
+    return out
+
+
 def rewrite_startup(body: bytes) -> bytes:
     """A StartupMessage body keeping only the parameters PostgreSQL understands."""
     fields = body[4:].split(b"\0")
@@ -126,6 +199,94 @@ def rewrite_server_message(kind: bytes, body: bytes) -> bytes:
     if kind == b"S" and body.split(b"\0", 1)[0] == b"server_version":
         body = b"server_version\0" + REDSHIFT_SERVER_VERSION + b"\0"
     return _frame(kind, body)
+
+
+def rewrite_row_description(body: bytes, protocol: int, stand_ins: dict[int, int]) -> bytes:
+    """A RowDescription with stand-in type OIDs replaced and, from protocol 1, the extended
+    fields the driver reads after each column (empty names, flags 0x1: nullable)."""
+    (count,) = struct.unpack_from("!h", body)
+    out = bytearray(body[:2])
+    idx = 2
+    for _ in range(count):
+        end = body.index(b"\0", idx)
+        label = body[idx:end]
+        table_oid, attnum, type_oid, size, typmod, fmt = struct.unpack_from(
+            "!ihihih", body, end + 1
+        )
+        type_oid = stand_ins.get(type_oid, type_oid)
+        out += (
+            label + b"\0" + struct.pack("!ihihih", table_oid, attnum, type_oid, size, typmod, fmt)
+        )
+        if protocol >= EXTENDED_RESULT_METADATA:
+            out += b"\0\0" + label + b"\0\0" + struct.pack("!h", 1)
+        idx = end + 1 + 18
+    return bytes(out)
+
+
+def column_types(body: bytes, stand_ins: dict[int, int]) -> list[int]:
+    (count,) = struct.unpack_from("!h", body)
+    oids, idx = [], 2
+    for _ in range(count):
+        end = body.index(b"\0", idx)
+        (oid,) = struct.unpack_from("!i", body, end + 1 + 6)
+        oids.append(stand_ins.get(oid, oid))
+        idx = end + 1 + 18
+    return oids
+
+
+def bind_result_formats(body: bytes) -> tuple[str, list[int]]:
+    """(statement name, result format codes) of a Bind message body."""
+    idx = body.index(b"\0") + 1  # portal
+    end = body.index(b"\0", idx)
+    statement = body[idx:end].decode("utf-8", "replace")
+    idx = end + 1
+    (n,) = struct.unpack_from("!h", body, idx)
+    idx += 2 + 2 * n
+    (n,) = struct.unpack_from("!h", body, idx)
+    idx += 2
+    for _ in range(n):
+        (size,) = struct.unpack_from("!i", body, idx)
+        idx += 4 + max(size, 0)
+    (n,) = struct.unpack_from("!h", body, idx)
+    return statement, list(struct.unpack_from(f"!{n}h", body, idx + 2))
+
+
+@dataclass
+class _Session:
+    """What the parsing relay of one connection knows: the negotiated protocol, each prepared
+    statement's column types, and the Describe messages still waiting for their answer."""
+
+    protocol: int
+    stand_ins: dict[int, int]
+    statements: dict[str, list[int]] = field(default_factory=dict)
+    pending: deque[tuple[int, bytes, str]] = field(default_factory=deque)
+    client_epoch: int = 0  # Sync and Query messages sent
+    server_epoch: int = 0  # ReadyForQuery messages received
+
+
+class _Messages:
+    """Typed protocol messages from a socket, read in chunks."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def chunk(self) -> list[tuple[bytes, bytes, bytes]] | None:
+        """The complete messages of the next chunk: (type, body, raw bytes); None at EOF."""
+        data = self.sock.recv(_CHUNK)
+        if not data:
+            return None
+        buf = self.buf + data
+        out, idx = [], 0
+        while len(buf) - idx >= 5:
+            (length,) = struct.unpack_from("!i", buf, idx + 1)
+            end = idx + 1 + length
+            if end > len(buf):
+                break
+            out.append((buf[idx : idx + 1], buf[idx + 5 : end], buf[idx:end]))
+            idx = end
+        self.buf = buf[idx:]
+        return out
 
 
 def _pump(src: socket.socket, dst: socket.socket) -> None:
@@ -149,11 +310,24 @@ class RedshiftShim:
     Use as a context manager; `host` and `port` are set once it is started.
     """
 
-    def __init__(self, upstream_url: str, port: int = 0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        upstream_url: str,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        *,
+        protocol: str = "text",
+        stand_ins: dict[int, int] | None = None,
+    ) -> None:
+        assert protocol in ("text", "binary")
         self.upstream_url = upstream_url
         self.family, self.address = upstream_address(upstream_url)
         self.host = host
         self.port = port
+        self.protocol = protocol
+        self.stand_ins = dict(stand_ins or {})
+        self.errors: list[str] = []  # binary requests the shim could not honour
+        self.binary_columns = 0  # result columns relayed in binary (protocol="binary")
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
@@ -165,6 +339,15 @@ class RedshiftShim:
         auth = user + (":" + password if password else "")
         db = database or upstream_database(self.upstream_url)
         return f"redshift://{auth}@{self.host}:{self.port}/{db}?sslmode=disable"
+
+    def drop_connections(self) -> int:
+        """Cut every relayed connection at once, as a network failure would; returns how many."""
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        return len(conns) // 2
 
     def start(self) -> RedshiftShim:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -225,11 +408,19 @@ class RedshiftShim:
         server = socket.socket(self.family, socket.SOCK_STREAM)
         self._track(client, server)
         try:
-            if not self._startup(client, server):
+            session = self._startup(client, server)
+            if session is None:
                 return
-            back = threading.Thread(target=_pump, args=(server, client), daemon=True)
-            back.start()
-            _pump(client, server)
+            if session.protocol == 0 and not self.stand_ins:
+                back = threading.Thread(target=_pump, args=(server, client), daemon=True)
+                back.start()
+                _pump(client, server)
+            else:
+                back = threading.Thread(
+                    target=self._relay_server, args=(server, client, session), daemon=True
+                )
+                back.start()
+                self._relay_client(client, server, session)
             back.join()
         except (OSError, ConnectionError) as e:
             log.debug("connection ended: %s", e)
@@ -238,8 +429,10 @@ class RedshiftShim:
             client.close()
             server.close()
 
-    def _startup(self, client: socket.socket, server: socket.socket) -> bool:
-        """Negotiate the untyped startup phase; True when the connection should be relayed."""
+    def _startup(self, client: socket.socket, server: socket.socket) -> _Session | None:
+        """Negotiate the untyped startup phase; the session when the connection should be
+        relayed."""
+        protocol = 0
         while True:
             body = _recv_untyped(client)
             (code,) = struct.unpack("!i", body[:4])
@@ -252,9 +445,12 @@ class RedshiftShim:
             if code == CANCEL_REQUEST:
                 # BackendKeyData passes through unchanged, so the key is valid upstream as is.
                 server.sendall(struct.pack("!i", len(body) + 4) + body)
-                return False
+                return None
             if code != PROTOCOL_3_0:
                 raise ConnectionError(f"unsupported protocol {code}")
+            requested = startup_parameters(body).get("client_protocol_version", "0")
+            if self.protocol == "binary" and requested.isdigit():
+                protocol = min(int(requested), BINARY)
             server.sendall(rewrite_startup(body))
             break
         # Parse the server's messages until the first ReadyForQuery (or an error): that is
@@ -262,13 +458,96 @@ class RedshiftShim:
         # so after that the bytes are relayed unparsed to keep bulk fetches cheap.
         while True:
             kind, body = _recv_typed(server)
+            if kind == b"Z" and protocol:
+                # A cluster reports the protocol it agreed to before it is ready.
+                client.sendall(_frame(b"S", b"server_protocol_version\0%d\0" % protocol))
             client.sendall(rewrite_server_message(kind, body))
             if kind in (b"Z", b"E"):
-                return kind == b"Z"
+                return _Session(protocol, self.stand_ins) if kind == b"Z" else None
             if kind == b"R" and struct.unpack("!i", body[:4])[0] in _AUTH_NEEDS_ANSWER:
                 # The server asks for a password (or the next SASL step): relay the answer.
                 kind_c, body_c = _recv_typed(client)
                 server.sendall(_frame(kind_c, body_c))
+
+    def _relay_client(
+        self, client: socket.socket, server: socket.socket, session: _Session
+    ) -> None:
+        """Client to server, unchanged; Describe, Sync and Bind messages are noted on the way."""
+        messages = _Messages(client)
+        try:
+            while (batch := messages.chunk()) is not None:
+                for kind, body, raw in batch:
+                    if kind == b"D":
+                        name = body[1:-1].decode("utf-8", "replace")
+                        session.pending.append((session.client_epoch, body[:1], name))
+                    elif kind == b"Q":
+                        session.pending.append((session.client_epoch, b"Q", ""))
+                        session.client_epoch += 1
+                    elif kind == b"S":
+                        session.client_epoch += 1
+                    elif kind == b"B":
+                        self._check_bind(body, session)
+                    server.sendall(raw)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_WR)
+
+    def _check_bind(self, body: bytes, session: _Session) -> None:
+        statement, formats = bind_result_formats(body)
+        types = session.statements.get(statement)
+        if types is None or not formats:
+            return
+        for i, oid in enumerate(types):
+            fmt = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+            if fmt != 1:
+                continue
+            if oid not in SAME_BINARY:
+                why = f"binary result requested for type {oid}, which Redshift encodes differently"
+                self.errors.append(why)
+                raise ConnectionError(why)
+            self.binary_columns += 1
+
+    def _relay_server(
+        self, server: socket.socket, client: socket.socket, session: _Session
+    ) -> None:
+        """Server to client: row descriptions rewritten, everything else unchanged."""
+        messages = _Messages(server)
+        try:
+            while (batch := messages.chunk()) is not None:
+                out = bytearray()
+                for kind, body, raw in batch:
+                    if kind == b"T":
+                        self._described(session, column_types(body, session.stand_ins))
+                        body = rewrite_row_description(body, session.protocol, session.stand_ins)
+                        out += _frame(kind, body)
+                        continue
+                    if kind == b"n":
+                        self._described(session, [])
+                    elif kind == b"Z":
+                        session.server_epoch += 1
+                        while session.pending and session.pending[0][0] < session.server_epoch:
+                            session.pending.popleft()
+                    out += raw
+                client.sendall(out)
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                client.shutdown(socket.SHUT_WR)
+
+    @staticmethod
+    def _described(session: _Session, types: list[int]) -> None:
+        """Attach a row description (or NoData) to the Describe it answers, if any."""
+        pending = session.pending
+        while pending and pending[0][0] < session.server_epoch:
+            pending.popleft()  # skipped after an error: the server never answered them
+        if not pending or pending[0][0] != session.server_epoch or pending[0][1] == b"Q":
+            return  # a simple Query's rows
+        _, what, name = pending.popleft()
+        if what == b"S":
+            session.statements[name] = types
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -276,8 +555,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("upstream_url", help="postgresql:// URL of the server to front")
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free one)")
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--binary", action="store_true", help="negotiate the binary protocol")
     args = parser.parse_args(argv)
-    shim = RedshiftShim(args.upstream_url, port=args.port, host=args.host).start()
+    protocol = "binary" if args.binary else "text"
+    shim = RedshiftShim(args.upstream_url, port=args.port, host=args.host, protocol=protocol)
+    shim.start()
     # One line on stdout so a parent process can read the chosen port.
     print(f"listening {shim.host} {shim.port} {shim.url()}", flush=True)
     try:

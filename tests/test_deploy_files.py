@@ -172,6 +172,7 @@ def test_app_json_declares_postgres_formation_and_every_env_var_the_code_reads()
         "R2SF_ALLOW_ANONYMOUS": "internal: r2sf serve passes --allow-anonymous to its workers",
         "R2SF_DEBUG": "developer switch of the Redshift path, not for deployments",
         "PYTHONPATH": "internal: passed on to a helper subprocess",
+        "R2SF_REDSHIFT_CONNECT": "test seam of the Redshift extract (docs/architecture.md)",
     }
     assert read - documented - set(provided) == set()
 

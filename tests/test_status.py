@@ -252,3 +252,47 @@ def test_status_page_renders_in_headless_chromium(db: str, tmp_path: Path) -> No
     assert len(png) > 20_000, len(png)
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1200, 900)
+
+
+def test_metrics_give_each_jobs_last_success_time_and_failure(db: str) -> None:
+    with serve(db, TOML) as (base, _app):
+        text = httpx.get(base + "/metrics", auth=("sf", "secret"), timeout=10).text
+    series = {
+        (m.group(1), m.group(2)): float(m.group(3))
+        for m in re.finditer(r'^(r2sf_sync_\w+)\{worker="\d+",job="(\w+)"\} (\S+)$', text, re.M)
+    }
+    last_ok = NOW - timedelta(hours=2) + timedelta(seconds=1.0)  # category's second run
+    assert series[("r2sf_sync_last_success_timestamp_seconds", "category")] == pytest.approx(
+        last_ok.timestamp()
+    )
+    assert series[("r2sf_sync_last_run_failed", "category")] == 1.0
+    assert series[("r2sf_sync_last_run_failed", "retired")] == 0.0
+    assert "# TYPE r2sf_sync_last_success_timestamp_seconds gauge" in text
+
+
+def test_a_failing_job_is_flagged_in_status_and_on_the_page(tmp_path: Path, db: str) -> None:
+    out = run_cli(tmp_path, db, "status").stdout
+    category = out.split("job category", 1)[1].split("\njob ", 1)[0]
+    assert f"FAILING since {(NOW - timedelta(hours=1)):%Y-%m-%d %H:%M:%S} UTC" in category
+    with serve(db, TOML) as (base, _app):
+        page = httpx.get(base + "/", auth=("sf", "secret"), timeout=10).text
+    block = page.split("<strong>category</strong>", 1)[1].split('<div class="job">', 1)[0]
+    assert "FAILING since" in block
+    retired = page.split("<strong>retired</strong>", 1)[1].split('<div class="job">', 1)[0]
+    assert "FAILING" not in retired and "LATE" not in retired
+
+
+def test_a_scheduled_job_without_a_run_for_two_slots_is_late() -> None:
+    from service.status import JobStatus, Run
+
+    now = datetime(2026, 5, 6, 12, 30, tzinfo=UTC)
+
+    def status(last: datetime) -> JobStatus:
+        run = Run("j", last, last + timedelta(seconds=3), "ok", 1, 0, 0, 0, 1, None)
+        return JobStatus("j", "public.j", "0 * * * *", None, [run])
+
+    assert status(now - timedelta(minutes=50)).health(now) == ""  # the 12:00 run
+    assert status(now - timedelta(minutes=80)).health(now) == ""  # 11:10: only 12:00 missed
+    assert (
+        status(now - timedelta(hours=3)).health(now) == "LATE: no run since 2026-05-06 09:30:00 UTC"
+    )

@@ -33,7 +33,8 @@ def test_minimal_job_gets_safe_defaults() -> None:
     (job,) = jobs_from(MINIMAL)
     assert job.deletes == "ignore"
     assert job.max_deletes.limit(1000) == 100  # 10%
-    assert job.create is True and job.fetch_size == 1000
+    assert job.create is True and job.fetch_size is None  # chosen from the cluster
+    assert (job.timeout, job.lock_timeout) == (3600, 60)
 
 
 def test_the_issue_example_loads() -> None:

@@ -1,5 +1,9 @@
 """The Redshift source path: the real `redshift_connector` reading through the test shim with a
-server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write merge."""
+server-side cursor, in bounded FETCH FORWARD batches, into the same zero-write merge.
+
+Every test runs twice: against a shim that does not negotiate `client_protocol_version` (the
+driver reads as protocol 0) and against one that negotiates the binary protocol as a current
+cluster does (tests/redshift_shim.py), where the driver asks for binary results by default."""
 
 from __future__ import annotations
 
@@ -31,10 +35,11 @@ def pair(databases: Databases) -> Iterator[Pair]:
     yield Pair(databases.create(), databases.create())
 
 
-@pytest.fixture(scope="module")
-def shim(pair: Pair) -> Iterator[RedshiftShim]:
-    with RedshiftShim(pair.source) as s:
+@pytest.fixture(scope="module", params=["text", "binary"])
+def shim(pair: Pair, request: pytest.FixtureRequest) -> Iterator[RedshiftShim]:
+    with RedshiftShim(pair.source, protocol=request.param) as s:
         yield s
+    assert s.errors == []  # no binary value the shim could not give as a cluster would
 
 
 def sales(pair: Pair, rows: int) -> str:
@@ -293,3 +298,46 @@ def test_a_refused_redshift_connection_leaves_no_socket_open(shim: RedshiftShim)
         del err  # its traceback holds the driver's half-built connection
         gc.collect()
     assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def test_fetch_size_follows_the_clusters_node_count(databases: Databases) -> None:
+    source = databases.create(
+        # STV_SLICES as Redshift has it (https://docs.aws.amazon.com/redshift/latest/dg/
+        # r_STV_SLICES.html): one row per slice, with the compute node it is on.
+        "CREATE TABLE stv_slices (node int, slice int);"
+        " CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 25000) g"
+    )
+
+    async def sizes(fetch_size: int | None) -> tuple[dict[str, object], list[int]]:
+        with RedshiftShim(source) as shim:
+            s = RedshiftSource(shim.url(), "select id from t", None, fetch_size)
+            await s.open()
+            try:
+                async for _ in s.batches():
+                    pass
+            finally:
+                await s.close()
+        return s.cluster, s.fetch_rows
+
+    cluster, fetched = asyncio.run(sizes(None))  # no STV_SLICES rows: unknown, the safe size
+    assert cluster == {"nodes": None, "fetch_size": 1000} and max(fetched) == 1000
+    x(source, "INSERT INTO stv_slices VALUES (0, 0), (0, 1), (1, 2), (1, 3)")
+    cluster, fetched = asyncio.run(sizes(None))
+    assert cluster == {"nodes": 2, "fetch_size": 10000} and fetched == [10000, 10000, 5000]
+    x(source, "DELETE FROM stv_slices WHERE node = 1")
+    cluster, fetched = asyncio.run(sizes(5000))  # single node: never above 1,000
+    assert cluster == {"nodes": 1, "fetch_size": 1000} and max(fetched) == 1000
+
+
+def test_redshifts_cursor_size_refusal_says_what_to_do(pair: Pair, shim: RedshiftShim) -> None:
+    name = unique("huge")
+    # The error Redshift raises at the first FETCH when the result passes the node type's cap.
+    x(pair.source, f"CREATE FUNCTION {name}() RETURNS int LANGUAGE plpgsql AS $$ BEGIN"
+                   " RAISE EXCEPTION 'exceeded the maximum size allowed for the total set of"
+                   " cursor data: 8000MB.'; END $$")  # fmt: skip
+    job = pair.job(name=name, query=f"select g as id from generate_series(1, 3) g"
+                   f" where {name}() = 1", target=f"public.{name}", key=["id"])  # fmt: skip
+    with pytest.raises(SourceError) as err:
+        pair.sync(job, source_url=shim.url())
+    assert "8000MB" in err.value.message
+    assert "make the job incremental, split it into several jobs" in err.value.message
