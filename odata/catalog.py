@@ -75,6 +75,7 @@ class SetOptions:
     name: str | None = None
     key: tuple[str, ...] | None = None
     read_only: bool = False
+    change_tracking: bool | None = None  # None: the [odata] default
 
 
 _RELATIONS_SQL = """
@@ -208,6 +209,7 @@ async def load_model(
     expose: Sequence[str],
     sets: Sequence[SetOptions] = (),
     unsupported_types: Literal["string", "omit"] = "string",
+    change_tracking: bool = False,
 ) -> Model:
     """Read the catalogue and build the model for the relations `expose` selects."""
     options = {s.table: s for s in sets}
@@ -239,6 +241,11 @@ async def load_model(
         qualified = f"{rel['schema']}.{rel['table']}"
         opt = options.get(qualified)
         is_view = rel["kind"] in ("v", "m", "f")
+        if is_view and opt is not None and opt.change_tracking:
+            raise CatalogError(
+                f'[[odata.sets]] table = "{qualified}": change_tracking needs a table, and this'
+                " is a view; track the tables it reads instead, or remove change_tracking"
+            )
         key_columns = _key_columns(
             qualified,
             rel["kind"],
@@ -280,6 +287,12 @@ async def load_model(
                 entity_type=entity_type,
                 is_view=is_view,
                 writable=not is_view and not (opt is not None and opt.read_only),
+                tracked=not is_view
+                and (
+                    opt.change_tracking
+                    if opt is not None and opt.change_tracking is not None
+                    else change_tracking
+                ),
                 nullable_key=not set(key_columns) <= not_null,
                 constraints=_constraints(rules.get(oid, []), by_column, set_names),
             )

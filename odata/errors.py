@@ -20,6 +20,7 @@ never carry SQL, stack traces or secrets.
     ├── MethodNotAllowed (405)
     ├── NotAcceptable (406)
     ├── Conflict (409)
+    ├── Gone (410)                  a delta link that can no longer be served (says what to do)
     ├── PreconditionFailed (412)
     ├── PayloadTooLarge (413)
     ├── UriTooLong (414)
@@ -126,6 +127,11 @@ class NotAcceptable(ODataError):
 class Conflict(ODataError):
     status = 409
     code = "Conflict"
+
+
+class Gone(ODataError):
+    status = 410
+    code = "DeltaLinkGone"
 
 
 class PreconditionFailed(ODataError):

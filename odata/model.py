@@ -79,6 +79,7 @@ class EntitySet:
     entity_type: EntityType
     is_view: bool = False
     writable: bool = True
+    tracked: bool = False  # change tracking (odata/changes.py) is on for this set
     # A key column may hold NULL (a configured key, or a Heroku Connect table's sfid): such rows
     # cannot be addressed, so collections and counts leave them out.
     nullable_key: bool = False

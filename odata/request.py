@@ -39,7 +39,18 @@ MAX_TOP = 2**31 - 1
 # URL Conventions §5: system query options. `supported` ones are parsed; the rest are valid
 # OData that this service refuses with 501.
 SUPPORTED_OPTIONS = frozenset(
-    {"filter", "select", "orderby", "top", "skip", "count", "search", "skiptoken", "format"}
+    {
+        "filter",
+        "select",
+        "orderby",
+        "top",
+        "skip",
+        "count",
+        "search",
+        "skiptoken",
+        "format",
+        "deltatoken",
+    }
 )
 UNSUPPORTED_OPTIONS = frozenset(
     {
@@ -49,7 +60,6 @@ UNSUPPORTED_OPTIONS = frozenset(
         "levels",
         "index",
         "schemaversion",
-        "deltatoken",
         "id",
         "inlinecount",
     }
@@ -81,6 +91,7 @@ class QueryOptions:
     count: bool | None = None
     search: ast.SearchExpr | None = None
     skiptoken: str | None = None
+    deltatoken: str | None = None  # a delta link's token (odata/changes.py)
     aliases: dict[str, ast.Literal] = field(default_factory=dict)
     # The options as the client wrote them, kept for nextLinks and the response context.
     raw: dict[str, str] = field(default_factory=dict)
@@ -216,6 +227,7 @@ def parse_query(query_string: str) -> QueryOptions:
         count=_boolean(raw, "count"),
         search=_expr(raw, "search", parse_search),
         skiptoken=raw.get("skiptoken") or None,
+        deltatoken=raw.get("deltatoken") or None,
         aliases=aliases,
         raw=raw,
     )

@@ -62,12 +62,48 @@ def next_link(
     return f"{service_root}{quote(set_name)}?{query}"
 
 
+def delta_link(service_root: str, set_name: str, raw: dict[str, str], token: str) -> str:
+    """A delta link keeps what selects the rows and their shape, never paging (§11.3)."""
+    kept: list[tuple[str, str]] = [(k, raw[k]) for k in ("filter", "search", "select") if k in raw]
+    kept.append(("deltatoken", token))
+    query = "&".join(f"${k}={quote(v, safe=_QUERY_SAFE)}" for k, v in kept)
+    return f"{service_root}{quote(set_name)}?{query}"
+
+
+def deleted_entry(service_root: str, set_name: str, entity_id: str, reason: str) -> str:
+    """A deleted entity in a 4.0 delta response (JSON Format 4.0 §15.6)."""
+    context = f"{service_root}$metadata#{set_name}/$deletedEntity"
+    return json.dumps(
+        {"@odata.context": context, "id": entity_id, "reason": reason},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def delta(
+    fmt: Format, context: str, entries: list[str], next_link: str | None, delta_link: str | None
+) -> Response:
+    """A delta response (JSON Format 4.0 §15): changed entities and deleted entries."""
+    parts = [] if fmt.metadata == "none" else [_annotation("context", context + "/$delta")]
+    parts.append('"value":[' + ",".join(entries) + "]")
+    if next_link is not None:
+        parts.append(_annotation("nextLink", next_link))
+    if delta_link is not None:
+        parts.append(_annotation("deltaLink", delta_link))
+    return Response(200, ("{" + ",".join(parts) + "}").encode(), json_type(fmt))
+
+
 def _annotation(name: str, value: object) -> str:
     return f'"@odata.{name}":{json.dumps(value, ensure_ascii=False)}'
 
 
 def collection(
-    fmt: Format, context: str, count: int | None, body: str, link: str | None
+    fmt: Format,
+    context: str,
+    count: int | None,
+    body: str,
+    link: str | None,
+    delta_link: str | None = None,
 ) -> Response:
     parts = [] if fmt.metadata == "none" else [_annotation("context", context)]
     if count is not None:
@@ -75,6 +111,8 @@ def collection(
     parts.append(f'"value":{body}')
     if link is not None:
         parts.append(_annotation("nextLink", link))
+    if delta_link is not None:
+        parts.append(_annotation("deltaLink", delta_link))
     return Response(200, ("{" + ",".join(parts) + "}").encode(), json_type(fmt))
 
 

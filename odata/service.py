@@ -7,20 +7,26 @@ model (reloadable) and runs statements on an asyncpg pool. Every failure leaves 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote
 
 import asyncpg
 
-from odata import csdl, etags, response, sql, violations, write
+from odata import changes, csdl, etags, response, sql, violations, write
 from odata.cache import CountCache, Lru
 from odata.catalog import SetOptions, load_model
 from odata.errors import (
     BadRequest,
     EntityNotFound,
+    Gone,
     InvalidBody,
+    InvalidQueryOption,
     MethodNotAllowed,
     ODataError,
     PreconditionFailed,
@@ -67,6 +73,27 @@ class ServiceConfig:
     case_insensitive: bool = True
     max_page_bytes: int = MAX_PAGE_BYTES
     unsupported_types: Literal["string", "omit"] = "string"
+    change_tracking: bool = False  # the default of every table's [[odata.sets]] change_tracking
+    change_retention_s: int = 7 * 86400
+
+
+# Prefer values that ask for change tracking: OData 4.0 and 4.01 (§8.2.8.7).
+TRACK_PREFERENCES = ("odata.track-changes", "track-changes")
+# A custom query option (URL Conventions §5.2) on the nextLinks of a tracked read: the signed
+# delta token of its first page, which the last page turns into the deltaLink.
+TRACK_OPTION = "r2sf-track"
+# Delta reads retry a database fault inside the request: an error answer stops Salesforce's
+# polling until an admin restarts it.
+DELTA_RETRIES = (0.2, 0.5, 1.0, 2.0)
+
+
+def track_preference(prefer: str) -> str | None:
+    """The track-changes preference as the client wrote it, or None."""
+    for item in prefer.split(","):
+        name = item.split(";")[0].strip().lower()
+        if name in TRACK_PREFERENCES:
+            return name
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,7 @@ class Published:
     model: Model
     metadata_xml: bytes
     metadata_json: bytes
+    relids: dict[str, int]  # tracked entity set -> table oid
 
 
 class ODataService:
@@ -95,6 +123,7 @@ class ODataService:
             max_page_bytes=config.max_page_bytes,
         )
         self._published: Published | None = None
+        self.tokens: changes.Tokens | None = None
 
     @property
     def published(self) -> Published:
@@ -109,10 +138,14 @@ class ODataService:
                 expose=self.config.expose,
                 sets=self.config.sets,
                 unsupported_types=self.config.unsupported_types,
+                change_tracking=self.config.change_tracking,
             )
+            relids = await self._track(conn, model)
         if self.tracker is not None:
             await self.tracker.start(model.entity_sets)
-        self._published = Published(model, csdl.metadata_xml(model), csdl.metadata_json(model))
+        self._published = Published(
+            model, csdl.metadata_xml(model), csdl.metadata_json(model), relids
+        )
         self._plans.clear()  # plans name the old model's sets and columns
         log.info("model loaded: %d entity sets", len(model.entity_sets))
         return model
@@ -129,7 +162,9 @@ class ODataService:
         """`path` is below the service root (still percent-encoded); `service_root` is the
         absolute URL of the root, ending in `/`."""
         key = (path, query_string, headers.get("accept"), headers.get("odata-maxversion"))
-        planned = self._plans.get(key) if method in READ_METHODS else None
+        # Delta tokens make every URL new: planning them again is cheaper than evicting plans.
+        delta = "deltatoken" in query_string.lower()
+        planned = self._plans.get(key) if method in READ_METHODS and not delta else None
         if planned is None:
             max_version = check_max_version(headers.get("odata-maxversion"))
             resource = parse_path(path)
@@ -152,9 +187,19 @@ class ODataService:
                 return response.Response(200, published.metadata_xml, response.XML)
             request = ODataRequest(resource, options, fmt)
             planned = (request, plan(request, published.model, self.settings))
-            self._plans.put(key, planned)
+            if not delta:
+                self._plans.put(key, planned)
         request, query_plan = planned
         options, fmt = request.options, request.format
+        if options.deltatoken is not None:
+            if not isinstance(query_plan, CollectionPlan):
+                raise InvalidQueryOption(
+                    "$deltatoken applies to an entity set, as in the delta link given",
+                    target="$deltatoken",
+                )
+            out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
+            return await self._delta(request, query_plan, out, service_root)
+        tracking = self._tracking(query_plan, headers.get("prefer", ""), query_string)
         # Read the version before the query: a change committed meanwhile makes the result
         # newer than its version, never older, so a cached copy is never stale.
         version = self.version_of(query_plan.entity_set.name)
@@ -164,9 +209,56 @@ class ODataService:
         elif isinstance(query_plan, EntityPlan):
             result = await self._entity(request, query_plan, out, service_root)
         else:
-            result = await self._collection(request, query_plan, out, service_root, version)
-        result.entity_set, result.version = query_plan.entity_set.name, version
+            result = await self._collection(
+                request, query_plan, out, service_root, version, tracking
+            )
+        # An answer that starts or continues change tracking carries a fresh snapshot: never
+        # cached.
+        result.entity_set = query_plan.entity_set.name
+        result.version = version if tracking is None else None
         return result
+
+    def _tracking(self, p: QueryPlan, prefer: str, query_string: str) -> _Tracking | None:
+        """For a read of a tracked set that asks for tracking, or continues one."""
+        if not isinstance(p, CollectionPlan) or p.entity_set.name not in self.published.relids:
+            return None  # an untracked set is answered without Preference-Applied (§8.2.8.7)
+        asked = track_preference(prefer) if prefer else None
+        carried = None
+        if TRACK_OPTION in query_string:
+            carried = dict(parse_qsl(query_string)).get(TRACK_OPTION)
+        if asked is None and carried is None:
+            return None
+        assert self.tokens is not None
+        since = self.tokens.decode(carried, p.entity_set) if carried else None
+        return _Tracking(asked, since)
+
+    async def _track(self, conn: asyncpg.Connection, model: Model) -> dict[str, int]:
+        """Install change tracking for the tracked sets; remove it where it was switched off."""
+        relids: dict[str, int] = {}
+        for es in model.entity_sets:
+            oid = await conn.fetchval("SELECT to_regclass($1)::oid", sql.relation(es))
+            if not es.tracked or oid is None:
+                continue
+            try:
+                await changes.install(conn, es, oid)
+            except asyncpg.InsufficientPrivilegeError:
+                log.warning("%s: cannot install change tracking (no privilege)", es.name)
+                continue
+            relids[es.name] = oid
+        if await conn.fetchval("SELECT to_regclass('r2sf.changes') IS NOT NULL"):
+            stale = await conn.fetch(
+                "SELECT DISTINCT tgrelid::regclass::text AS rel FROM pg_trigger"
+                " WHERE tgname = 'r2sf_ct_ins' AND NOT tgrelid = ANY($1::oid[])",
+                list(relids.values()),
+            )
+            for row in stale:
+                for name in changes.TRIGGER_NAMES:
+                    await conn.execute(f"DROP TRIGGER IF EXISTS {name} ON {row['rel']}")
+                log.info("%s: change tracking switched off; triggers removed", row["rel"])
+        if relids and self.tokens is None:
+            key = await changes.signing_key(conn)
+            self.tokens = changes.Tokens(key, self.config.change_retention_s)
+        return relids
 
     def version_of(self, entity_set: str) -> int | None:
         return None if self.tracker is None else self.tracker.version(entity_set)
@@ -314,11 +406,20 @@ class ODataService:
         out: sql.OutputFormat,
         root: str,
         version: int | None,
+        tracking: _Tracking | None = None,
     ) -> response.Response:
         raw = request.options.raw
         count_key = (p.entity_set.name, raw.get("filter"), raw.get("search"), version)
         known = self.counts.get(count_key) if p.count and version is not None else None
-        row = await self._fetchrow(sql.collection(p, out, with_count=known is None))
+        statement = sql.collection(p, out, with_count=known is None)
+        since: changes.DeltaToken | None = None
+        if tracking is None:
+            row = await self._fetchrow(statement)
+        elif tracking.since is None:  # the first page: read the rows and the snapshot together
+            row, snapshot = await self._read_with_snapshot(statement)
+            since = self._token(p.entity_set, snapshot)
+        else:
+            row, since = await self._fetchrow(statement), tracking.since
         assert row is not None
         body, count, rows, last, more = row
         if body is None:  # over the byte budget: the rows that fit, and a link to the rest
@@ -340,7 +441,124 @@ class ODataService:
                 rest = {"skip": str(p.offset + rows), "top": str(wanted)}
                 link = response.next_link(root, p.entity_set.name, raw, rest)
         context = response.context_url(root, p.entity_set.name, p.select_context)
-        return response.collection(request.format, context, count, body, link)
+        if since is None or tracking is None:
+            return response.collection(request.format, context, count, body, link)
+        assert self.tokens is not None
+        signed = self.tokens.encode(since)
+        delta_link = None
+        if link is not None:
+            link += f"&{TRACK_OPTION}={quote(signed)}"
+        else:
+            delta_link = response.delta_link(root, p.entity_set.name, raw, signed)
+        result = response.collection(request.format, context, count, body, link, delta_link)
+        if tracking.asked:
+            result.headers["Preference-Applied"] = tracking.asked
+        return result
+
+    def _token(self, entity_set: EntitySet, snapshot: str, **page: Any) -> changes.DeltaToken:
+        return changes.DeltaToken(
+            entity_set.name, changes.fingerprint(entity_set), snapshot, int(time.time()), **page
+        )
+
+    async def _read_with_snapshot(self, statement: sql.Statement) -> tuple[Any, str]:
+        """Run a read and take its snapshot in one transaction: the rows are what it saw."""
+        async with (
+            self.pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            snapshot = await _guard(conn.fetchval("SELECT pg_current_snapshot()::text"))
+            row = await _guard(conn.fetchrow(statement.sql, *statement.params))
+        return row, snapshot
+
+    async def _delta(
+        self, request: ODataRequest, p: CollectionPlan, out: sql.OutputFormat, root: str
+    ) -> response.Response:
+        """Changes since a delta token, one page of at most `page_size` entries (§11.3)."""
+        es = p.entity_set
+        oid = self.published.relids.get(es.name)
+        if oid is None or self.tokens is None:
+            raise Gone(
+                f"change tracking is off for {es.name}, so its delta links cannot be served;"
+                f" switch it on ([[odata.sets]] change_tracking = true) and start tracking again"
+            )
+        raw = request.options.raw
+        extra = [f"${o}" for o in ("top", "skip", "orderby", "skiptoken", "count") if o in raw]
+        if extra:
+            raise InvalidQueryOption(
+                f"{', '.join(extra)} cannot be combined with $deltatoken: a delta link carries"
+                " only $filter, $search, $select and $deltatoken; use it as given",
+                target=extra[0],
+            )
+        assert request.options.deltatoken is not None
+        token = self.tokens.decode(request.options.deltatoken, es)
+        keys = set(es.entity_type.key_properties)
+        p = dataclasses.replace(
+            p, select=tuple(q for q in es.entity_type.properties if q in p.select or q in keys)
+        )
+        limit = self.settings.page_size
+        rows, until = await self._delta_rows(p, out, token, oid, limit)
+        entries: list[str] = []
+        size = 0
+        for i, r in enumerate(rows[:limit]):
+            # Bounded by bytes as well as entries, like every page (Salesforce's 8 MB limit).
+            size += len((r["body"] or "").encode()) + 200
+            if entries and size > self.settings.max_page_bytes:
+                rows, limit = rows[: i + 1], i  # a shorter page, continued by its nextLink
+                break
+            if r["body"] is not None:
+                entries.append(r["body"])
+                continue
+            values = json.loads(r["key"])
+            key = tuple(
+                (prop, Lit(v, prop.edm_type))
+                for prop, v in zip(es.entity_type.key_properties, values, strict=True)
+            )
+            entity_id = f"{es.name}({resource_key_text(key)})"
+            reason = "changed" if r["present"] else "deleted"
+            entries.append(response.deleted_entry(root, es.name, entity_id, reason))
+        next_link = delta_link = None
+        if len(rows) > limit:
+            page = changes.DeltaToken(
+                es.name, token.model, token.since, token.issued, until, rows[limit - 1]["key"]
+            )
+            next_link = response.delta_link(root, es.name, raw, self.tokens.encode(page))
+        else:
+            fresh = self.tokens.encode(self._token(es, until))
+            delta_link = response.delta_link(root, es.name, raw, fresh)
+        context = response.context_url(root, es.name, p.select_context)
+        return response.delta(request.format, context, entries, next_link, delta_link)
+
+    async def _delta_rows(
+        self,
+        p: CollectionPlan,
+        out: sql.OutputFormat,
+        token: changes.DeltaToken,
+        oid: int,
+        limit: int,
+    ) -> tuple[list[Any], str]:
+        """The changed keys and rows, read in one snapshot; database faults retried here."""
+        for pause in (*DELTA_RETRIES, None):
+            try:
+                async with (
+                    self.pool.acquire() as conn,
+                    conn.transaction(isolation="repeatable_read", readonly=True),
+                ):
+                    until = token.until or await conn.fetchval("SELECT pg_current_snapshot()::text")
+                    if token.until is None:  # the first page of this delta
+                        await changes.check_not_truncated(conn, oid, token.since, p.entity_set.name)
+                    statement = sql.delta(
+                        p, out, since=token.since, until=until, after=token.after, limit=limit
+                    )
+                    rows = await _guard(conn.fetch(statement.sql, *statement.params))
+                    return list(rows), until
+            except (ServiceUnavailable, OSError, asyncpg.PostgresConnectionError) as exc:
+                if pause is None:
+                    raise ServiceUnavailable(
+                        "the database is unavailable; the delta link stays valid, try again"
+                    ) from exc
+                log.warning("delta read failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     async def _entity(
         self, request: ODataRequest, p: EntityPlan, out: sql.OutputFormat, root: str
@@ -373,6 +591,12 @@ class ODataService:
     async def _fetchval(self, statement: sql.Statement) -> Any:
         async with self.pool.acquire() as conn:
             return await _guard(conn.fetchval(statement.sql, *statement.params))
+
+
+@dataclass(frozen=True)
+class _Tracking:
+    asked: str | None  # the Prefer value to echo in Preference-Applied
+    since: changes.DeltaToken | None  # carried by a nextLink: the first page's snapshot
 
 
 def _key_of(entity_set: EntitySet, entity_json: str) -> str:

@@ -527,3 +527,52 @@ def property_value(plan: EntityPlan, fmt: OutputFormat) -> Statement:
         f"FROM {relation(plan.entity_set)} AS t WHERE {key}"
     )
     return Statement(sql, tuple(p.values))
+
+
+def delta(
+    plan: CollectionPlan,
+    fmt: OutputFormat,
+    *,
+    since: str,
+    until: str | None,
+    after: str | None,
+    limit: int,
+) -> Statement:
+    """The keys changed between two snapshots, with each row as it is now (Protocol §11.3).
+
+    Columns: key (JSON array text), present (the row still exists), body (the entity as JSON
+    text when it exists and matches the plan's $filter/$search, else NULL). At most `limit` + 1
+    rows, in key order after `after`. Changes are the log rows (odata/changes.py) whose
+    transaction `since` did not see and `until` did (or, without `until`, the reading
+    transaction's own snapshot sees: it only sees committed ones).
+    """
+    p = _Params()
+    c = _Compiler(p)
+    es = plan.entity_set
+    outputs = c.outputs(es, plan.select, fmt)
+    matches = c.cond(plan.where, True) if plan.where is not None else "true"
+    snapshot = f"({p.bind(since, 'text')})::pg_snapshot"
+    conditions = [
+        f"x.relid = ({p.bind(relation(es), 'text')})::regclass",
+        "x.key IS NOT NULL",
+        "NOT x.key @> '[null]'",  # a row without a key is not an entity
+        f"x.xid >= pg_snapshot_xmin({snapshot})",
+        f"NOT pg_visible_in_snapshot(x.xid, {snapshot})",
+    ]
+    if until is not None:
+        conditions.append(f"pg_visible_in_snapshot(x.xid, ({p.bind(until, 'text')})::pg_snapshot)")
+    if after is not None:
+        conditions.append(f"x.key > {p.bind(after, 'jsonb')}")
+    join = " AND ".join(
+        f"t.{ident(prop.column)} = CAST(c.key->>{i} AS {prop.db_type})"
+        for i, prop in enumerate(es.entity_type.key_properties)
+    )
+    sql = (
+        f"WITH c AS (SELECT DISTINCT x.key FROM r2sf.changes AS x WHERE {' AND '.join(conditions)}"
+        f" ORDER BY x.key LIMIT {p.bind(limit + 1, 'int8')}) "
+        "SELECT c.key::text AS key, t.ctid IS NOT NULL AS present, "
+        f"CASE WHEN t.ctid IS NOT NULL AND ({matches}) THEN row_to_json(r)::text END AS body "
+        f"FROM c LEFT JOIN {relation(es)} AS t ON {join} "
+        f"LEFT JOIN LATERAL (SELECT {outputs}) AS r ON true ORDER BY c.key"
+    )
+    return Statement(sql, tuple(p.values))

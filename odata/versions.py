@@ -43,10 +43,14 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    INSERT INTO r2sf.data_versions AS d (relid, version, changed_at)
-    VALUES (TG_RELID, nextval('r2sf.data_version_seq'), now())
-    ON CONFLICT (relid) DO UPDATE SET version = excluded.version, changed_at = excluded.changed_at
-    RETURNING d.version INTO v;
+    -- The row lock first, the number second: a concurrent writer of the same table waits here
+    -- until this transaction ends and then draws a larger number, so a table's versions follow
+    -- commit order and a notification is never older than one already sent.
+    INSERT INTO r2sf.data_versions (relid, version, changed_at) VALUES (TG_RELID, 0, now())
+    ON CONFLICT (relid) DO NOTHING;
+    PERFORM 1 FROM r2sf.data_versions WHERE relid = TG_RELID FOR UPDATE;
+    v := nextval('r2sf.data_version_seq');
+    UPDATE r2sf.data_versions SET version = v, changed_at = now() WHERE relid = TG_RELID;
     PERFORM pg_notify('{CHANNEL}', TG_RELID::text || ':' || v::text);
     RETURN NULL;
 END $$;
@@ -120,8 +124,10 @@ class VersionTracker:
             return None
         if len(deps) == 1:  # a table: the common case, on every request
             return self.versions.get(deps[0], 0)
-        # Versions come from one global sequence, so the largest changes whenever any does.
-        return max(self.versions.get(oid, 0) for oid in deps)
+        # A view: each base table's version only grows, so their sum grows whenever any base
+        # changes, whatever order concurrent writers of different tables commit in (the
+        # largest alone would miss a write committed after a larger version of another table).
+        return sum(self.versions.get(oid, 0) for oid in deps)
 
     async def start(self, sets: Iterable[EntitySet]) -> None:
         """Install what is missing, learn each set's tables, and LISTEN (again on reload)."""

@@ -66,13 +66,17 @@ def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(
         expose=tuple(o.expose),
         sets=tuple(
-            SetOptions(s.table, s.name, tuple(s.key) if s.key else None, s.read_only)
+            SetOptions(
+                s.table, s.name, tuple(s.key) if s.key else None, s.read_only, s.change_tracking
+            )
             for s in o.sets
         ),
         page_size=o.page_size,
         case_insensitive=o.case_insensitive_match,
         max_page_bytes=o.max_page_bytes,
         unsupported_types=o.unsupported_types,
+        change_tracking=o.change_tracking,
+        change_retention_s=o.change_retention_s,
     )
 
 
@@ -207,6 +211,7 @@ class App:
                 self._cache_key(scope, headers)
                 if self.cache is not None
                 and method in ("GET", "HEAD")
+                and "track-changes" not in headers.get("prefer", "")  # a fresh snapshot each time
                 and self._authorised(headers)
                 else None
             )

@@ -42,6 +42,9 @@ class SetConfig(_Strict):
         None, description="key columns; required for a view without a unique `id`"
     )
     read_only: bool = False
+    change_tracking: bool | None = Field(
+        None, description="Salesforce change tracking for this table; default: [odata]'s"
+    )
 
     @field_validator("table")
     @classmethod
@@ -74,6 +77,25 @@ class ODataConfig(_Strict):
     track_changes: bool = Field(
         True, description="install change triggers so responses can be cached exactly"
     )
+    change_tracking: bool = Field(
+        False, description="delta links for Salesforce's Track Data Changes, on every table"
+    )
+    change_retention: str = Field("7d", description="how long the change log keeps a change")
+
+    @field_validator("change_retention")
+    @classmethod
+    def _retention(cls, v: str) -> str:
+        from odata.changes import parse_retention
+
+        if parse_retention(v) < 3600:
+            raise ValueError(f"'{v}' is shorter than an hour; Salesforce polls every 30 minutes")
+        return v
+
+    @property
+    def change_retention_s(self) -> int:
+        from odata.changes import parse_retention
+
+        return parse_retention(self.change_retention)
 
     @field_validator("path")
     @classmethod
