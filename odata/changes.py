@@ -283,7 +283,9 @@ async def log_size(conn: asyncpg.Connection) -> dict[str, int]:
     if await conn.fetchval("SELECT to_regclass('r2sf.changes') IS NULL"):
         return {}
     rows = await conn.fetch(
-        "SELECT relid::regclass::text AS rel, count(*) AS n FROM r2sf.changes GROUP BY relid"
+        "SELECT n.nspname || '.' || c.relname AS rel, l.n FROM (SELECT relid, count(*) AS n"
+        " FROM r2sf.changes GROUP BY relid) l JOIN pg_class c ON c.oid = l.relid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
     )
     return {r["rel"]: r["n"] for r in rows}
 

@@ -59,6 +59,8 @@ GZIP_MIN = 1024
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY = 8 * 2**20  # Salesforce's own request limit (spec §7)
 _COMPRESSIBLE = ("application/json", "application/xml", "text/")
+PRUNE_SECONDS = 600  # how often the change log is pruned and its size read
+PRUNE_LOCK = (0x72327366 & 0x7FFFFFFF, 3)  # advisory lock: "r2sf", change-log pruning
 
 
 def service_config(settings: Settings) -> ServiceConfig:
@@ -111,6 +113,7 @@ class App:
         self._ids = itertools.count(1)
         self.api = self._build_api()
         self._tasks: list[asyncio.Task[None]] = []
+        self.change_log: dict[str, int] = {}  # table -> rows in r2sf.changes, refreshed by pruning
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -154,6 +157,7 @@ class App:
         every = self.settings.odata.reload_seconds
         if every > 0:
             self._spawn(self._reload_every(every))
+        self._spawn(self._prune_changes_every(PRUNE_SECONDS))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -169,6 +173,26 @@ class App:
         while True:
             await asyncio.sleep(seconds)
             await self.reload()
+
+    async def _prune_changes_every(self, seconds: float) -> None:
+        """Drop change-log entries past the retention and refresh the log's size for /metrics."""
+        from odata import changes
+
+        while True:
+            assert self.pool is not None and self.odata is not None
+            if self.odata.published.relids:
+                try:
+                    async with self.pool.acquire() as conn:
+                        # One pruner at a time across workers and dynos.
+                        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *PRUNE_LOCK):
+                            try:
+                                await changes.prune(conn, self.settings.odata.change_retention_s)
+                            finally:
+                                await conn.execute("SELECT pg_advisory_unlock($1, $2)", *PRUNE_LOCK)
+                        self.change_log = await changes.log_size(conn)
+                except (OSError, asyncpg.PostgresError) as exc:
+                    log.warning("pruning the change log failed: %s", type(exc).__name__)
+            await asyncio.sleep(seconds)
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -441,6 +465,15 @@ class App:
                         counts.misses,
                     ),
                 ]
+            for table, rows in sorted(self.change_log.items()):
+                out.append(
+                    (
+                        "r2sf_change_log_rows",
+                        "Changes kept for delta links per tracked table (as of the last pruning).",
+                        {"table": table},
+                        rows,
+                    )
+                )
             if self.tracker is not None:
                 out.append(
                     (

@@ -249,7 +249,11 @@ async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findin
     config = service_config(settings)
     try:
         model = await load_model(
-            conn, expose=config.expose, sets=config.sets, unsupported_types=o.unsupported_types
+            conn,
+            expose=config.expose,
+            sets=config.sets,
+            unsupported_types=o.unsupported_types,
+            change_tracking=o.change_tracking,
         )
     except CatalogError as exc:
         found.errors.append(f"odata: {exc}")
@@ -276,6 +280,8 @@ async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findin
 
 def _print_set(s: EntitySet, out: TextIO) -> None:
     extra = " (view, read-only)" if s.is_view else ("" if s.writable else " (read-only)")
+    if s.tracked:
+        extra += " (change tracking on: delta links for Salesforce's Track Data Changes)"
     print(f"  {s.name} <- {s.schema}.{s.table}{extra}", file=out)
     print(f"    key: {', '.join(s.entity_type.key)}", file=out)
     width = max(len(p.name) for p in s.entity_type.properties)

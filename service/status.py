@@ -316,12 +316,16 @@ class SetRow:
     rows: int | None
     estimated: bool
     url: str
+    changes: int | None = None  # change tracking on: entries in the change log
 
 
 async def set_rows(conn: Any, app: App, service_root: str) -> list[SetRow]:
     """Each entity set with its row count: the planner's estimate for big tables, else exact."""
     assert app.odata is not None
+    from odata.changes import log_size
+
     model = app.odata.published.model
+    log = await log_size(conn)
     out = []
     for s in model.entity_sets:
         table = f"{ident(s.schema)}.{ident(s.table)}"
@@ -340,7 +344,11 @@ async def set_rows(conn: Any, app: App, service_root: str) -> list[SetRow]:
             except asyncpg.QueryCanceledError:
                 rows = None
             estimated = False
-        out.append(SetRow(s.name, f"{s.schema}.{s.table}", rows, estimated, service_root + s.name))
+        tracked = s.name in app.odata.published.relids
+        kept = log.get(f"{s.schema}.{s.table}", 0) if tracked else None
+        out.append(
+            SetRow(s.name, f"{s.schema}.{s.table}", rows, estimated, service_root + s.name, kept)
+        )
     return out
 
 
@@ -388,6 +396,12 @@ svg text{font:11px system-ui,sans-serif;fill:#556}
 
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _fmt_tracking(r: SetRow) -> str:
+    if r.changes is None:
+        return "off"
+    return f"on, {r.changes:,} change(s) kept"
 
 
 def _fmt_rows(r: SetRow) -> str:
@@ -461,12 +475,14 @@ def render_page(
         f'<a href="{_e(service_root)}">{_e(service_root)}</a> · '
         f'<a href="{_e(service_root)}$metadata">$metadata</a></p>',
         f"<h2>Entity sets ({len(sets)})</h2>",
-        "<table><tr><th>Entity set</th><th>Table</th><th>Rows</th><th>OData URL</th></tr>",
+        "<table><tr><th>Entity set</th><th>Table</th><th>Rows</th><th>Change tracking</th>"
+        "<th>OData URL</th></tr>",
     ]
     for s in sets:
         out.append(
             f"<tr><td>{_e(s.name)}</td><td>{_e(s.relation)}</td>"
             f'<td class="n">{_e(_fmt_rows(s))}</td>'
+            f"<td>{_e(_fmt_tracking(s))}</td>"
             f'<td><a href="{_e(s.url)}">{_e(s.url)}</a></td></tr>'
         )
     out.append("</table>")

@@ -93,6 +93,17 @@ def test_check_warns_about_what_will_hurt_in_salesforce(tmp_path: Path, warehous
     assert re.search(r"customer\.id: key value 9007199254740993 is beyond 2\^53", warnings)
 
 
+def test_check_says_which_sets_are_change_tracked(tmp_path: Path, warehouse_url: str) -> None:
+    toml = (
+        '[odata]\nexpose = ["public.*"]\n\n[[odata.sets]]\ntable = "public.account"\n'
+        "change_tracking = true\n"
+    )
+    code, out = r2sf_check(tmp_path, warehouse_url, toml)
+    assert code == 0, out
+    assert re.search(r"account <- public\.account \(change tracking on", out), out
+    assert not re.search(r"customer <- public\.customer \(change tracking", out), out
+
+
 def test_check_warns_over_200_entity_sets(tmp_path: Path, databases: object) -> None:
     tables = "".join(f"create table t{i} (id int primary key);" for i in range(201))
     url = databases.create(tables)  # type: ignore[attr-defined]

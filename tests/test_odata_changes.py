@@ -385,3 +385,34 @@ def test_a_delta_of_wide_rows_stays_under_the_page_byte_budget(databases: Databa
                 break
             link = body["@odata.nextLink"]
     assert sorted(seen) == list(range(1, 301))
+
+
+def test_the_status_page_shows_tracking_and_the_log_size(client: httpx.Client, db: str) -> None:
+    kept = q(db, "SELECT count(*) FROM r2sf.changes WHERE relid = 'account'::regclass")[0][0]
+    page = client.get(str(client.base_url).rstrip("/").removesuffix("/odata/v4") + "/").text
+    row = page.split("<td>Account</td>", 1)[1].split("</tr>", 1)[0]
+    assert f"on, {kept:,} change(s) kept" in row
+    other = page.split("<td>other</td>", 1)[1].split("</tr>", 1)[0]
+    assert "<td>off</td>" in other
+
+
+def test_pruning_removes_only_changes_past_the_retention_in_batches(databases: Databases) -> None:
+    db = databases.create(SETUP)
+    with serve(db, TOML):
+        pass  # installs the log and the triggers
+    x(db, "UPDATE account SET name = name || '!'")  # 20 fresh changes
+    x(
+        db,
+        "INSERT INTO r2sf.changes (relid, key, changed_at) SELECT 'account'::regclass,"
+        " jsonb_build_array(g), now() - interval '8 days' FROM generate_series(1, 250) g",
+    )
+
+    async def prune() -> int:
+        conn = await asyncpg.connect(db)
+        try:
+            return await changes.prune(conn, 7 * 86400, batch=100)
+        finally:
+            await conn.close()
+
+    assert asyncio.run(prune()) == 250
+    assert q(db, "SELECT count(*) FROM r2sf.changes")[0][0] == 20
