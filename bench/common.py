@@ -341,6 +341,7 @@ def r2sf_server(
     port: int,
     logfile: Path,
     cache_mb: int | None = None,
+    toml: str | None = None,
 ) -> Iterator[Served]:
     """`r2sf serve` as a user runs it; `cache_mb` 0 means `--no-cache`, None the default size.
 
@@ -348,7 +349,7 @@ def r2sf_server(
     """
     workdir = Path(tempfile.mkdtemp(prefix="r2sf-bench-"))
     config = workdir / "r2sf.toml"
-    config.write_text(R2SF_TOML)
+    config.write_text(toml if toml is not None else R2SF_TOML)
     command = [str(REPO / ".venv/bin/r2sf"), "--config", str(config), "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
     if cache_mb == 0:

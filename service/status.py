@@ -203,22 +203,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def status_command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
-    statuses = asyncio.run(_statuses(settings, max(args.runs, 1)))
+    statuses, change_log = asyncio.run(_statuses(settings, max(args.runs, 1)))
     if args.json:
         json.dump([_as_json(s) for s in statuses], sys.stdout, indent=2, default=str)
         print()
     else:
         print_status(statuses, sys.stdout)
-    # Non-zero when a job's latest run failed, so a cron monitor can alert on it.
+        for table, rows in sorted(change_log.items()):
+            print(f"change tracking: {table}: {rows:,} change(s) kept for delta links")
     # Non-zero when a job's latest run failed or a scheduled job is late, for cron monitors.
     now = datetime.now(UTC)
     return 1 if any(s.health(now) for s in statuses) else 0
 
 
-async def _statuses(settings: Settings, per_job: int) -> list[JobStatus]:
+async def _statuses(settings: Settings, per_job: int) -> tuple[list[JobStatus], dict[str, int]]:
+    """Every job's status, and the change log's size per tracked table."""
+    from odata.changes import log_size
+
     conn = await asyncpg.connect(settings.database_url, timeout=10)
     try:
-        return await job_statuses(conn, settings, datetime(1970, 1, 1, tzinfo=UTC), per_job)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        return await job_statuses(conn, settings, epoch, per_job), await log_size(conn)
     finally:
         await conn.close()
 

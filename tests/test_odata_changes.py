@@ -416,3 +416,25 @@ def test_pruning_removes_only_changes_past_the_retention_in_batches(databases: D
 
     assert asyncio.run(prune()) == 250
     assert q(db, "SELECT count(*) FROM r2sf.changes")[0][0] == 20
+
+
+def test_r2sf_status_prints_the_change_log_size(
+    client: httpx.Client, db: str, tmp_path: Any
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    x(db, "UPDATE account SET name = name WHERE id = 1")  # at least one change logged
+    kept = q(db, "SELECT count(*) FROM r2sf.changes WHERE relid = 'account'::regclass")[0][0]
+    assert kept > 0
+    config = Path(tmp_path) / "r2sf.toml"
+    config.write_text(TOML)
+    env = {k: v for k, v in os.environ.items() if k not in ("R2SF_CONFIG", "REDSHIFT_URL")}
+    env.update(DATABASE_URL=db)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "r2sf"), "--config", str(config), "status"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert f"change tracking: public.account: {kept:,} change(s) kept" in done.stdout, done.stderr
