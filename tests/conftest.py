@@ -89,23 +89,23 @@ def fresh_db(databases: Databases) -> str:
     return databases.create()
 
 
-# The spec §10 test schema (tests/odata_schema.py) served over real HTTP, once per module.
-# Modules with a schema of their own define their own `db`, `server` and `client`.
+# A test schema served over real HTTP, once per module: the module's own `SETUP` (SQL) and
+# `TOML` when it defines them, else the spec §10 schema (tests/odata_schema.py).
 
 
 @pytest.fixture(scope="module")
-def db(databases: Databases) -> str:
+def db(databases: Databases, request: pytest.FixtureRequest) -> str:
     from tests.odata_schema import SETUP_SQL
 
-    return databases.create(SETUP_SQL)
+    return databases.create(getattr(request.module, "SETUP", SETUP_SQL))
 
 
 @pytest.fixture(scope="module")
-def server(db: str) -> Iterator[str]:
+def server(db: str, request: pytest.FixtureRequest) -> Iterator[str]:
     from tests.live import serve
     from tests.odata_schema import TOML
 
-    with serve(db, TOML) as (base, _app):
+    with serve(db, getattr(request.module, "TOML", TOML)) as (base, _app):
         yield base
 
 
@@ -113,7 +113,7 @@ def server(db: str) -> Iterator[str]:
 def client(server: str) -> Iterator[Any]:
     import httpx
 
-    with httpx.Client(base_url=server + "/odata/v4", auth=("sf", "secret"), timeout=30) as c:
+    with httpx.Client(base_url=server + "/odata/v4", auth=("sf", "secret"), timeout=60) as c:
         yield c
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,20 +41,6 @@ change_tracking = true
 """
 
 TRACK = {"Prefer": "odata.track-changes"}
-
-
-@pytest.fixture(scope="module")
-def db(databases: Databases) -> str:
-    return databases.create(SETUP)
-
-
-@pytest.fixture(scope="module")
-def client(db: str) -> Iterator[httpx.Client]:
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
-        yield c
 
 
 def start(client: httpx.Client, query: str = "$select=id,name&$count=true&$top=0") -> str:

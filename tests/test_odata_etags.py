@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import asyncpg
@@ -31,20 +30,6 @@ cache_mb = 0
 """
 CACHED = '[odata]\nexpose = ["public.*"]\n[server]\ncache_mb = 16\ncache_min_uses = 1\n'
 AUTH = ("sf", "secret")
-
-
-@pytest.fixture(scope="module")
-def db(databases: Any) -> str:
-    return str(databases.create(SETUP))
-
-
-@pytest.fixture(scope="module")
-def client(db: str) -> Iterator[httpx.Client]:
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=AUTH, timeout=30) as c,
-    ):
-        yield c
 
 
 def tag_of(client: httpx.Client, path: str) -> str:

@@ -46,20 +46,6 @@ page_size = 1000
 HEADERS = {"Accept-Encoding": "identity"}  # sizes as Salesforce would receive them
 
 
-@pytest.fixture(scope="module")
-def db(databases: Any) -> str:
-    return str(databases.create(SETUP))
-
-
-@pytest.fixture(scope="module")
-def client(db: str) -> Iterator[httpx.Client]:
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=60) as c,
-    ):
-        yield c
-
-
 def value_bytes(raw: bytes) -> bytes:
     """The `value` array exactly as sent (the service writes it before any nextLink)."""
     start = raw.index(b'"value":') + len(b'"value":')

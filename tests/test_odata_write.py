@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -34,20 +33,6 @@ expose = ["public.*"]
 table = "public.category"
 name = "Category"
 """
-
-
-@pytest.fixture(scope="module")
-def db(databases: Any) -> str:
-    return str(databases.create(SETUP))
-
-
-@pytest.fixture(scope="module")
-def client(db: str) -> Iterator[httpx.Client]:
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
-        yield c
 
 
 def row(db: str, key: int) -> Any:

@@ -5,14 +5,12 @@ and the rule (never PostgreSQL's text or its physical names), changing nothing."
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from lxml import etree
 
-from tests.live import serve
 from tests.test_csdl import EDM, EDMX, json_errors, xml_errors
 from tests.test_odata_read import sql
 
@@ -84,20 +82,6 @@ LEAKS = [
     "UPDATE",
     "::",
 ]
-
-
-@pytest.fixture(scope="module")
-def db(databases: Any) -> str:
-    return str(databases.create(SETUP))
-
-
-@pytest.fixture(scope="module")
-def client(db: str) -> Iterator[httpx.Client]:
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
-        yield c
 
 
 def deals(db: str) -> list[Any]:
