@@ -393,8 +393,8 @@ async def can_load_directly(conn: Any, p: Plan, source: Source, created: bool) -
     functions convert and check exactly as the staging path's casts would (a value that does
     not fit fails the COPY, and the caller falls back to staging to report it).
     """
-    if p.soft_column is not None or p.external_id is not None:
-        return False  # Heroku Connect jobs stage, so the budget and ownership apply first
+    if p.soft_column is not None or p.external_id is not None or p.job.change_budget is not None:
+        return False  # staged, so ownership and the change budget apply before anything is written
     if any(pr.staging_oid != pr.target.type_oid for pr in p.pairs):
         return False
     if created:

@@ -316,6 +316,17 @@ def test_the_budget_stops_a_large_first_load_with_nothing_written(pair: Pair) ->
     assert len(hcx.log_entries(pair.target, table)) == 25
 
 
+def test_max_changes_stops_a_plain_jobs_first_load_too(pair: Pair) -> None:
+    src = warehouse(pair, 25)
+    target = f"public.{unique('plain')}"
+    j = pair.job(name=src, table=f"public.{src}", target=target, key=["ext"], max_changes=10)
+    with pytest.raises(TooManyChanges) as err:
+        pair.sync(j)
+    assert "would write 25 rows" in err.value.message
+    assert q(pair.target, "SELECT to_regclass($1) IS NULL", target)[0][0]  # not even created
+    assert pair.sync(j, force=True).inserted == 25
+
+
 def test_push_estimates_read_as_minutes_or_hours() -> None:
     from sync.heroku_connect import push_estimate
 
