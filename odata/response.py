@@ -55,7 +55,9 @@ def next_link(
     """The request's filter, search, order, selection and count, and where the next page starts
     (`skiptoken`, or `skip` and `top`)."""
     kept: list[tuple[str, str]] = [
-        (k, raw[k]) for k in ("filter", "search", "orderby", "select", "count") if k in raw
+        (k, raw[k])
+        for k in ("filter", "search", "orderby", "select", "count", "format")
+        if k in raw
     ]
     kept.extend(continuation.items())
     query = "&".join(f"${k}={quote(v, safe=_QUERY_SAFE)}" for k, v in kept)
@@ -64,7 +66,9 @@ def next_link(
 
 def delta_link(service_root: str, set_name: str, raw: dict[str, str], token: str) -> str:
     """A delta link keeps what selects the rows and their shape, never paging (§11.3)."""
-    kept: list[tuple[str, str]] = [(k, raw[k]) for k in ("filter", "search", "select") if k in raw]
+    kept: list[tuple[str, str]] = [
+        (k, raw[k]) for k in ("filter", "search", "select", "format") if k in raw
+    ]
     kept.append(("deltatoken", token))
     query = "&".join(f"${k}={quote(v, safe=_QUERY_SAFE)}" for k, v in kept)
     return f"{service_root}{quote(set_name)}?{query}"

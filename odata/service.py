@@ -622,16 +622,31 @@ def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
     return ",".join(out)
 
 
+_DATA_ERRORS = {
+    "22012": "it divides by zero",
+    "22003": "a number in it, or computed from it, is out of range",
+    "22008": "a date or time in it is out of range",
+    "22007": "a date or time in it is not valid",
+    "2201B": "a pattern in it is not a valid pattern",
+    "22025": "a pattern in it ends with an escape character",
+    "22P02": "a value in it is not valid for the property it is compared with",
+    "22001": "a text value in it is too long for the property it is compared with",
+    "2201F": "a power in it is out of range",
+    "2201E": "a logarithm in it is of zero or a negative number",
+    "22019": "an escape character in it is not valid",
+}
+
+
 async def _guard(awaitable: Any) -> Any:
     """Run a statement, turning database failures into the right OData errors."""
     try:
         return await awaitable
     except asyncpg.DataError as exc:
         # SQLSTATE class 22: the client's values cannot be evaluated (division by zero,
-        # out-of-range numbers, invalid patterns). The message names the value, never the SQL.
-        raise BadRequest(
-            f"the query cannot be evaluated: {exc.args[0] if exc.args else exc}"
-        ) from None
+        # out-of-range numbers, invalid patterns). Said in our words: PostgreSQL's own text
+        # names its types and values as the database sees them.
+        why = _DATA_ERRORS.get(exc.sqlstate or "", "a value in it cannot be used as written")
+        raise BadRequest(f"the query cannot be evaluated: {why}") from None
     except asyncpg.ProgramLimitExceededError:
         # SQLSTATE class 54: e.g. too many columns or arguments for one statement.
         raise BadRequest("the query is too complex for the database; simplify it") from None

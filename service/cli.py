@@ -8,6 +8,7 @@ fix are printed as one line, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -61,9 +62,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     handler: Handler = args.handler
     try:
         code = handler(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be answered quietly
     except ConfigError as exc:
         print(f"r2sf: configuration error: {exc}", file=sys.stderr)
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:
+        # `r2sf check | head`: the reader left; say nothing more (Python's own advice).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
     sys.exit(code)

@@ -119,3 +119,17 @@ def test_top_level_help_lists_config_and_every_command(tmp_path: Path) -> None:
     listed = done.stdout.split("COMMAND", 2)[2].split("options:")[0]
     names = sorted(m.group(1) for m in re.finditer(r"^    (\S+)", listed, re.MULTILINE))
     assert names == COMMANDS
+
+
+def test_output_piped_into_head_ends_quietly(tmp_path: Path, urls: tuple[str, str]) -> None:
+    config = tmp_path / "r2sf.toml"
+    config.write_text('[odata]\nexpose = ["public.*"]\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("R2SF_CONFIG", "REDSHIFT_URL")}
+    env.update(DATABASE_URL=urls[1], ODATA_CREDENTIALS="sf:secret")
+    # `head -1` closes the pipe after one line while check still prints.
+    done = subprocess.run(
+        f"'{R2SF}' --config '{config}' check | head -1",
+        shell=True, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.stdout.startswith("config")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

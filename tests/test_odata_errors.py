@@ -154,14 +154,14 @@ def test_custom_query_options_are_ignored(client: httpx.Client) -> None:
 )
 def test_division_by_zero_is_400(client: httpx.Client, filter_: str) -> None:
     error = odata_error(client.get("/Sales", params={"$filter": filter_}), 400)
-    assert "division by zero" in error["message"]
+    assert error["message"] == "the query cannot be evaluated: it divides by zero"
 
 
 @pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}"])
 def test_invalid_regex_in_matchespattern_is_400(client: httpx.Client, pattern: str) -> None:
     f = f"matchesPattern(Region,'{pattern}')"
     error = odata_error(client.get("/Sales", params={"$filter": f}), 400)
-    assert "regular expression" in error["message"]
+    assert error["message"].endswith("a pattern in it is not a valid pattern")
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,11 @@ def test_invalid_regex_in_matchespattern_is_400(client: httpx.Client, pattern: s
     ],
 )
 def test_values_postgresql_cannot_evaluate_are_400(client: httpx.Client, filter_: str) -> None:
-    odata_error(client.get("/Sales", params={"$filter": filter_}), 400)
+    error = odata_error(client.get("/Sales", params={"$filter": filter_}), 400)
+    # In our words: PostgreSQL's names its types ("bigint", "integer") and its own phrasing.
+    assert error["message"].startswith("the query cannot be evaluated: ")
+    for leak in ("bigint", "integer", "invalid input", "out of range for type", "0x00"):
+        assert leak not in error["message"]
 
 
 def test_expression_nested_too_deeply_is_400(client: httpx.Client) -> None:

@@ -464,6 +464,16 @@ def test_next_link_respects_forwarded_proto_and_host(client: httpx.Client) -> No
     assert body["@odata.context"].startswith("https://r2sf.example.com/odata/v4/$metadata#")
 
 
+def test_next_link_keeps_the_format_asked_for(client: httpx.Client) -> None:
+    url = "/Sales?$select=SaleID&$format=application/json;odata.metadata=none"
+    body = get(client, url)
+    assert "@odata.context" not in body  # metadata=none honoured on the first page
+    link = body["@odata.nextLink"]
+    assert "$format=application/json" in link
+    second = get(client, link)
+    assert "@odata.context" not in second and second["value"]
+
+
 def test_keyset_pages_are_stable_while_rows_are_inserted(client: httpx.Client, db: str) -> None:
     first = get(client, "/Sales?$select=SaleID")
     sql(db, """insert into sales ("SaleID", "IsPaid", "Quantity") values ('S-0000a', true, 1)""")
