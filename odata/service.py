@@ -108,9 +108,16 @@ class Published:
 
 class ODataService:
     def __init__(
-        self, pool: asyncpg.Pool, config: ServiceConfig, tracker: VersionTracker | None = None
+        self,
+        pool: asyncpg.Pool,
+        config: ServiceConfig,
+        tracker: VersionTracker | None = None,
+        *,
+        read_pool: asyncpg.Pool | None = None,
     ) -> None:
-        self.pool = pool
+        self.pool = pool  # the primary: writes, catalogue, change tracking
+        self.read_pool = read_pool or pool  # a follower, or the primary again
+        self.follower_fallbacks = 0  # reads the primary answered: the follower was behind
         self.config = config
         self.tracker = tracker
         self.counts = CountCache()
@@ -203,14 +210,16 @@ class ODataService:
         # Read the version before the query: a change committed meanwhile makes the result
         # newer than its version, never older, so a cached copy is never stale.
         version = self.version_of(query_plan.entity_set.name)
+        # Tracking reads take their snapshot on the primary, where the change log is written.
+        reader = self.pool if tracking is not None else await self.reader(query_plan.entity_set)
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if isinstance(query_plan, CountPlan):
-            result = response.plain(str(await self._count(query_plan, options, version)))
+            result = response.plain(str(await self._count(query_plan, options, version, reader)))
         elif isinstance(query_plan, EntityPlan):
-            result = await self._entity(request, query_plan, out, service_root)
+            result = await self._entity(request, query_plan, out, service_root, reader)
         else:
             result = await self._collection(
-                request, query_plan, out, service_root, version, tracking
+                request, query_plan, out, service_root, version, tracking, reader
             )
         # An answer that starts or continues change tracking carries a fresh snapshot: never
         # cached.
@@ -263,12 +272,37 @@ class ODataService:
     def version_of(self, entity_set: str) -> int | None:
         return None if self.tracker is None else self.tracker.version(entity_set)
 
-    async def _count(self, p: CountPlan, options: QueryOptions, version: int | None) -> int:
+    async def reader(self, entity_set: EntitySet) -> asyncpg.Pool:
+        """Where a read of the set goes: the follower when it has replayed every change of the
+        set's tables that this process has been told of (by the primary's NOTIFY), else the
+        primary. So an answer is never older than the version it is cached and tagged under;
+        a set without a version is read from the follower, as stale as its replay lag."""
+        if self.read_pool is self.pool or self.tracker is None:
+            return self.read_pool
+        known = self.tracker.known(entity_set.name)
+        if not known:
+            return self.read_pool
+        try:
+            async with self.read_pool.acquire() as conn:
+                rows = await conn.fetch(_REPLAYED_SQL, list(known))
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("follower unavailable (%s); reading from the primary", type(exc).__name__)
+            self.follower_fallbacks += 1
+            return self.pool
+        replayed = {r["relid"]: r["version"] for r in rows}
+        if all(replayed.get(oid, 0) >= v for oid, v in known.items()):
+            return self.read_pool
+        self.follower_fallbacks += 1
+        return self.pool
+
+    async def _count(
+        self, p: CountPlan, options: QueryOptions, version: int | None, reader: asyncpg.Pool
+    ) -> int:
         key = (p.entity_set.name, options.raw.get("filter"), options.raw.get("search"), version)
         cached = self.counts.get(key) if version is not None else None
         if cached is not None:
             return cached
-        value = int(await self._fetchval(sql.count(p)))
+        value = int(await self._fetchval(sql.count(p), reader))
         if version is not None:
             self.counts.put(key, value)
         return value
@@ -355,7 +389,15 @@ class ODataService:
     ) -> Any:
         """Run a write; a refusal by the database becomes the error that names the property."""
         async with self.pool.acquire() as conn:
-            return await _guard(self._attempt(conn, entity_set, kind, entity, statement, vals))
+            done = await _guard(self._attempt(conn, entity_set, kind, entity, statement, vals))
+            if self.read_pool is not self.pool and self.tracker is not None:
+                # Read your writes: learn the version this write drew now, not when its NOTIFY
+                # arrives, so the next read of the set waits for the follower or asks the
+                # primary.
+                known = self.tracker.known(entity_set.name) or {}
+                for r in await conn.fetch(_REPLAYED_SQL, list(known)):
+                    self.tracker.learn(r["relid"], r["version"])
+            return done
 
     async def _attempt(
         self,
@@ -406,7 +448,8 @@ class ODataService:
         out: sql.OutputFormat,
         root: str,
         version: int | None,
-        tracking: _Tracking | None = None,
+        tracking: _Tracking | None,
+        reader: asyncpg.Pool,
     ) -> response.Response:
         raw = request.options.raw
         count_key = (p.entity_set.name, raw.get("filter"), raw.get("search"), version)
@@ -414,16 +457,16 @@ class ODataService:
         statement = sql.collection(p, out, with_count=known is None)
         since: changes.DeltaToken | None = None
         if tracking is None:
-            row = await self._fetchrow(statement)
+            row = await self._fetchrow(statement, reader)
         elif tracking.since is None:  # the first page: read the rows and the snapshot together
             row, snapshot = await self._read_with_snapshot(statement)
             since = self._token(p.entity_set, snapshot)
         else:
-            row, since = await self._fetchrow(statement), tracking.since
+            row, since = await self._fetchrow(statement, reader), tracking.since
         assert row is not None
         body, count, rows, last, more = row
         if body is None:  # over the byte budget: the rows that fit, and a link to the rest
-            row = await self._fetchrow(sql.collection(p, out, with_count=False, cut=True))
+            row = await self._fetchrow(sql.collection(p, out, with_count=False, cut=True), reader)
             body, _, rows, last, more = row
         if known is not None:
             count = known
@@ -561,17 +604,22 @@ class ODataService:
         raise AssertionError("unreachable")
 
     async def _entity(
-        self, request: ODataRequest, p: EntityPlan, out: sql.OutputFormat, root: str
+        self,
+        request: ODataRequest,
+        p: EntityPlan,
+        out: sql.OutputFormat,
+        root: str,
+        reader: asyncpg.Pool,
     ) -> response.Response:
         keys = resource_key_text(p.key)
         if p.prop is None:
-            found = await self._fetchrow(sql.entity(p, out))
+            found = await self._fetchrow(sql.entity(p, out), reader)
             if found is None:
                 raise EntityNotFound(f"{p.entity_set.name}({keys}) does not exist")
             body, opaque = found
             context = response.context_url(root, p.entity_set.name, p.select_context, "/$entity")
             return response.entity(request.format, context, body, etags.weak(opaque))
-        row = await self._fetchrow(sql.property_value(p, out))
+        row = await self._fetchrow(sql.property_value(p, out), reader)
         if row is None:
             raise EntityNotFound(f"{p.entity_set.name}({keys}) does not exist")
         value_json, raw = row
@@ -584,13 +632,17 @@ class ODataService:
         context = f"{root}$metadata#{p.entity_set.name}({keys})/{p.prop.name}"
         return response.property_value(request.format, context, value_json)
 
-    async def _fetchrow(self, statement: sql.Statement) -> Any:
-        async with self.pool.acquire() as conn:
+    async def _fetchrow(self, statement: sql.Statement, pool: asyncpg.Pool | None = None) -> Any:
+        async with (pool or self.pool).acquire() as conn:
             return await _guard(conn.fetchrow(statement.sql, *statement.params))
 
-    async def _fetchval(self, statement: sql.Statement) -> Any:
-        async with self.pool.acquire() as conn:
+    async def _fetchval(self, statement: sql.Statement, pool: asyncpg.Pool | None = None) -> Any:
+        async with (pool or self.pool).acquire() as conn:
             return await _guard(conn.fetchval(statement.sql, *statement.params))
+
+
+# The data versions a follower has replayed, for the tables a set reads.
+_REPLAYED_SQL = "SELECT relid, version FROM r2sf.data_versions WHERE relid = ANY($1::oid[])"
 
 
 @dataclass(frozen=True)

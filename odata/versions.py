@@ -129,6 +129,16 @@ class VersionTracker:
         # largest alone would miss a write committed after a larger version of another table).
         return sum(self.versions.get(oid, 0) for oid in deps)
 
+    def known(self, entity_set: str) -> dict[int, int] | None:
+        """The version of each table the set reads, as this process knows them; None when the
+        set has no trustworthy version."""
+        if not self.listening:
+            return None
+        deps = self.depends.get(entity_set)
+        if not deps:
+            return None
+        return {oid: self.versions.get(oid, 0) for oid in deps}
+
     async def start(self, sets: Iterable[EntitySet]) -> None:
         """Install what is missing, learn each set's tables, and LISTEN (again on reload)."""
         if self._conn is not None and not self._conn.is_closed():
@@ -244,6 +254,10 @@ class VersionTracker:
             self._bump(r["relid"], r["version"])
         self._conn = conn
         self.listening = True
+
+    def learn(self, oid: int, version: int) -> None:
+        """A version read from the primary (after this process wrote): as if notified."""
+        self._bump(oid, version)
 
     def _bump(self, oid: int, version: int) -> None:
         if version > self.versions.get(oid, 0):

@@ -38,7 +38,7 @@ from odata.errors import (
 )
 from odata.service import ODataService, ServiceConfig
 from odata.versions import VersionTracker
-from service import logs
+from service import database, logs
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
 from service.metrics import Metrics
@@ -95,7 +95,8 @@ class App:
         self.settings = settings
         self.root = settings.odata.path
         self.auth = BasicAuth(settings.credentials)
-        self.pool: asyncpg.Pool | None = None
+        self.pool: asyncpg.Pool | None = None  # the primary (through the pooler if any)
+        self.read_pool: asyncpg.Pool | None = None  # the follower, else the same as `pool`
         self.odata: ODataService | None = None
         self.tracker: VersionTracker | None = None
         cache_mb = settings.file.server.cache_mb
@@ -118,38 +119,36 @@ class App:
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        url = self.settings.database_url
-        try:
-            self.pool = await asyncpg.create_pool(
-                url,
-                min_size=1,
-                max_size=self.settings.file.server.pool_size,
-                statement_cache_size=1024,
-                reset=_keep_session,
-                server_settings={
-                    "TimeZone": "UTC",
-                    "application_name": "r2sf-odata",
-                    # JIT compilation costs more than these short queries take.
-                    "jit": "off",
-                    # Salesforce gives up after 120 s; free the connection well before.
-                    "statement_timeout": f"{self.settings.file.server.statement_timeout_s}s",
-                },
+        s = self.settings
+        timeout = s.file.server.statement_timeout_s
+        self.pool = await _create_pool(
+            s.write_url,
+            "DATABASE_CONNECTION_POOL_URL" if s.pool_url else "DATABASE_URL",
+            pooled=s.pool_url is not None,
+            size=s.file.server.pool_size,
+            statement_timeout_s=timeout,
+        )
+        self.read_pool = self.pool
+        if s.follower_url is not None:
+            self.read_pool = await _create_pool(
+                s.follower_url,
+                "DATABASE_FOLLOWER_URL",
+                pooled=False,
+                size=s.file.server.pool_size,
+                statement_timeout_s=timeout,
             )
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise ConfigError(
-                "DATABASE_URL",
-                f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
-                "check the host, port, database name and credentials",
-            ) from None
-        if self.cache is not None:
-            self.tracker = VersionTracker(url, install=self.settings.odata.track_changes)
-        self.odata = ODataService(self.pool, service_config(self.settings), self.tracker)
+        # The listener needs a session of its own on the primary: never the pooler (transaction
+        # mode keeps no LISTEN), never a follower (it receives no NOTIFY). With a follower it
+        # runs even when the cache is off: reads compare its versions with the follower's.
+        if self.cache is not None or s.follower_url is not None:
+            self.tracker = VersionTracker(s.database_url, install=s.odata.track_changes)
+        self.odata = ODataService(
+            self.pool, service_config(s), self.tracker, read_pool=self.read_pool
+        )
         try:
             await self.odata.reload()
         except CatalogError as exc:
-            raise ConfigError(
-                str(self.settings.config_path or "r2sf.toml"), str(exc), "edit [odata]"
-            ) from None
+            raise ConfigError(str(s.config_path or "r2sf.toml"), str(exc), "edit [odata]") from None
         loop = asyncio.get_running_loop()
         # Not possible outside the main thread (tests): reload() can still be called directly.
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -183,12 +182,13 @@ class App:
             if self.odata.published.relids:
                 try:
                     async with self.pool.acquire() as conn:
-                        # One pruner at a time across workers and dynos.
-                        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *PRUNE_LOCK):
-                            try:
+                        # One pruner at a time across workers and dynos; transaction-scoped,
+                        # so a pooler cannot leave it behind on a server connection.
+                        async with conn.transaction():
+                            if await conn.fetchval(
+                                "SELECT pg_try_advisory_xact_lock($1, $2)", *PRUNE_LOCK
+                            ):
                                 await changes.prune(conn, self.settings.odata.change_retention_s)
-                            finally:
-                                await conn.execute("SELECT pg_advisory_unlock($1, $2)", *PRUNE_LOCK)
                         self.change_log = await changes.log_size(conn)
                 except (OSError, asyncpg.PostgresError) as exc:
                     log.warning("pruning the change log failed: %s", type(exc).__name__)
@@ -199,6 +199,8 @@ class App:
             task.cancel()
         if self.tracker is not None:
             await self.tracker.close()
+        if self.read_pool is not None and self.read_pool is not self.pool:
+            await self.read_pool.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -227,7 +229,8 @@ class App:
         elif (forbidden := self._csrf_refusal(method, headers, request_id)) is not None:
             kind, result = "refused", forbidden
         elif path == "/metrics" and self._authorised(headers):
-            body = self._metrics(await self._sync_gauges()).encode()
+            gauges = await self._sync_gauges() + await self._follower_gauges()
+            body = self._metrics(gauges).encode()
             kind, result = "metrics", response.Response(200, body, METRICS_TYPE)
         else:
             # Only authorised reads use the cache: the key is None for everything else.
@@ -417,6 +420,42 @@ class App:
             log.warning("metrics: cannot read the sync runs: %s", exc)
             return []
 
+    async def _follower_gauges(self) -> list[tuple[str, str, dict[str, str], float]]:
+        """Replay lag of the follower and how often reads fell back to the primary."""
+        if self.read_pool is None or self.read_pool is self.pool or self.odata is None:
+            return []
+        out: list[tuple[str, str, dict[str, str], float]] = [
+            (
+                "r2sf_follower_fallbacks_total",
+                "Reads answered by the primary because the follower had not replayed the"
+                " current data version.",
+                {},
+                self.odata.follower_fallbacks,
+            )
+        ]
+        try:
+            lag = await asyncio.wait_for(database.replay_lag(self.read_pool), 5)
+        except Exception as exc:
+            log.warning("metrics: cannot read the follower's replay lag: %s", exc)
+            return out
+        if lag is not None:
+            out += [
+                (
+                    "r2sf_follower_replay_lag_seconds",
+                    "Age of the last transaction the follower replayed, while it has WAL to"
+                    " replay (0 when caught up).",
+                    {},
+                    lag[0],
+                ),
+                (
+                    "r2sf_follower_replay_lag_bytes",
+                    "WAL the follower received but has not replayed yet.",
+                    {},
+                    lag[1],
+                ),
+            ]
+        return out
+
     def _metrics(self, extra: list[tuple[str, str, dict[str, str], float]] | None = None) -> str:
         def gauges() -> list[tuple[str, str, dict[str, str], float]]:
             out: list[tuple[str, str, dict[str, str], float]] = list(extra or [])
@@ -589,13 +628,25 @@ async def _read_body(receive: Receive, headers: dict[str, str]) -> bytes:
     return body
 
 
-async def _keep_session(_conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's per-release `RESET ALL; UNLISTEN *; ...` round trip.
-
-    Pool connections carry no session state to undo (no SET, LISTEN or advisory locks; an open
-    transaction is still rolled back by asyncpg), and the reset would double the database round
-    trips of every request.
-    """
+async def _create_pool(
+    url: str, variable: str, *, pooled: bool, size: int, statement_timeout_s: int
+) -> asyncpg.Pool:
+    try:
+        return await asyncpg.create_pool(
+            url,
+            min_size=1,
+            max_size=size,
+            reset=database.keep_session,
+            **database.pool_options(
+                pooled=pooled, name="r2sf-odata", statement_timeout_s=statement_timeout_s
+            ),
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise ConfigError(
+            variable,
+            f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
+            "check the host, port, database name and credentials",
+        ) from None
 
 
 def _service_root(scope: Scope, headers: dict[str, str], root: str) -> str:

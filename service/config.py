@@ -120,6 +120,8 @@ class ServerConfig(_Strict):
         description="keep an answer once its URL was asked this often per data version",
     )
     cache_mb: int = Field(64, ge=0, le=65536, description="response cache per worker; 0 = off")
+    # A follower (streaming read replica) for OData reads; DATABASE_FOLLOWER_URL wins.
+    read_url: str | None = Field(None, description="follower URL for reads")
     # Behind Heroku's router a request that says `X-Forwarded-Proto: http` came in over plain
     # HTTP: Basic credentials crossed the internet in clear text, so it is refused (403).
     require_https: bool = True
@@ -146,6 +148,21 @@ class Settings:
     database_url: str
     credentials: tuple[Credential, ...]
     port: int
+    # DATABASE_CONNECTION_POOL_URL: PgBouncer in transaction mode in front of the primary.
+    pool_url: str | None = None
+    # DATABASE_FOLLOWER_URL or [server] read_url: a streaming replica of the primary.
+    follower_url: str | None = None
+
+    @property
+    def write_url(self) -> str:
+        """Where OData writes, catalogue loads and the change log go: the primary, pooled if
+        a pooler is configured."""
+        return self.pool_url or self.database_url
+
+    @property
+    def read_url(self) -> str:
+        """Where OData reads go: the follower, else the pooler, else the primary."""
+        return self.follower_url or self.write_url
 
     @property
     def odata(self) -> ODataConfig:
@@ -155,7 +172,7 @@ class Settings:
 _LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1", "[::1]"})
 
 
-def normalise_database_url(url: str) -> str:
+def normalise_database_url(url: str, variable: str = "DATABASE_URL") -> str:
     """Accept Heroku's `postgres://` scheme and SQLAlchemy-style driver suffixes; require SSL.
 
     Heroku Postgres is reached over the internet, so a remote host gets `sslmode=require` unless
@@ -168,9 +185,9 @@ def normalise_database_url(url: str) -> str:
         scheme = "postgresql"
     if scheme != "postgresql":
         raise ConfigError(
-            "DATABASE_URL",
+            variable,
             f"scheme '{parts.scheme}' is not a PostgreSQL URL",
-            "set DATABASE_URL to postgresql://user:password@host:5432/dbname",
+            f"set {variable} to postgresql://user:password@host:5432/dbname",
         )
     parts = parts._replace(scheme=scheme)
     if _is_remote(parts.netloc, parts.query):
@@ -346,10 +363,19 @@ def load_settings(
         file = file.model_copy(
             update={"server": file.server.model_copy(update={"cache_mb": int(cache_raw)})}
         )
+    pool_raw = env.get("DATABASE_CONNECTION_POOL_URL")
+    follower_raw = env.get("DATABASE_FOLLOWER_URL") or file.server.read_url
+    follower_var = (
+        "DATABASE_FOLLOWER_URL" if env.get("DATABASE_FOLLOWER_URL") else "[server] read_url"
+    )
     return Settings(
         config_path=path,
         file=file,
         database_url=normalise_database_url(raw_url),
         credentials=parse_credentials(env.get("ODATA_CREDENTIALS", "")),
         port=port,
+        pool_url=(
+            normalise_database_url(pool_raw, "DATABASE_CONNECTION_POOL_URL") if pool_raw else None
+        ),
+        follower_url=(normalise_database_url(follower_raw, follower_var) if follower_raw else None),
     )

@@ -147,16 +147,35 @@ def _classify(job: str, exc: BaseException, source_url: str, target_url: str) ->
 
 
 def session_settings(job: Job) -> dict[str, str]:
-    """The target session of a run: UTC whatever the server's default (timestamptz to
-    timestamp conversions and watermarks must not depend on it), bounded waits."""
+    """The startup parameters of a run's target session: only those PgBouncer forwards, so the
+    same run works through `DATABASE_CONNECTION_POOL_URL`. UTC whatever the server's default
+    (timestamptz to timestamp conversions and watermarks must not depend on it)."""
+    return {"application_name": f"r2sf sync {job.name}"[:63], "TimeZone": "UTC"}
+
+
+def transaction_settings(job: Job) -> dict[str, str]:
+    """Set with SET LOCAL at the start of the run's transaction: they hold for that transaction
+    only, so nothing is left on a pooled server connection."""
     return {
-        "application_name": f"r2sf sync {job.name}"[:63],
-        "TimeZone": "UTC",
         "lock_timeout": f"{job.lock_timeout}s",
         # The whole run is bounded by the job's timeout; no statement can outlast it.
         "statement_timeout": f"{job.timeout}s",
         "idle_in_transaction_session_timeout": f"{job.timeout}s",
+        # The staging joins and the duplicate-key check hash every staged key; with the default
+        # 4 MB they spill to disk from about 100k rows on.
+        "work_mem": WORK_MEM,
     }
+
+
+# Tried one by one in a savepoint: the server may refuse them (an older PostgreSQL, or, for
+# temp_buffers, a pooled server connection whose session already used temporary tables).
+OPTIONAL_SETTINGS = {
+    # If this process dies mid-merge, the server notices within seconds (PostgreSQL 14+),
+    # rolls the transaction back and frees the job lock for the next run.
+    "client_connection_check_interval": "2s",
+    # Staging lives in temp buffers (no WAL); with the default 8 MB a big load spills.
+    "temp_buffers": TEMP_BUFFERS,
+}
 
 
 async def run_job(
@@ -253,22 +272,6 @@ async def _run_connected(
     conn: Any, job: Job, source_url: str, target_url: str, opts: _Options, rep: Reporter
 ) -> RunResult:
     try:
-        # If this process dies mid-merge, the server notices within seconds (PostgreSQL 14+),
-        # rolls the transaction back and frees the job lock for the next run.
-        with contextlib.suppress(asyncpg.PostgresError):
-            await conn.execute("SET client_connection_check_interval = '2s'")
-        # The staging joins and the duplicate-key check hash every staged key; with the default
-        # 4 MB they spill to disk from about 100k rows on.
-        await conn.execute(f"SET work_mem = '{WORK_MEM}'")
-        # Staging lives in temp buffers (no WAL); with the default 8 MB a big load spills.
-        await conn.execute(f"SET temp_buffers = '{TEMP_BUFFERS}'")
-        holder = await state.try_lock(conn, job.name)
-        if holder is not None:
-            raise LockHeld(
-                job.name,
-                f"another run holds its lock ({holder}); wait for it to finish, or stop that"
-                " process",
-            )
         return await _run_locked(conn, job, source_url, target_url, opts, rep)
     except SyncError:
         raise
@@ -291,9 +294,52 @@ async def _run_locked(
     conn: Any, job: Job, source_url: str, target_url: str, opts: _Options, rep: Reporter
 ) -> RunResult:
     started = datetime.now(UTC)
-    full_refresh, dry_run = opts.full_refresh, opts.dry_run
+    dry_run = opts.dry_run
     if not dry_run:
         await state.migrate(conn)
+    # One transaction from here on: the job lock, a new target, its rows, the run record and
+    # the watermark commit together, and any failure leaves the target as it was. The lock is
+    # transaction-scoped: it ends with the transaction, whatever connection (or pooled server
+    # connection) it ran on.
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        holder = await state.try_lock(conn, job.name)
+        if holder is not None:
+            raise LockHeld(
+                job.name,
+                f"another run holds its lock ({holder}); wait for it to finish, or stop that"
+                " process",
+            )
+        await _set_local(conn, job)
+        return await _run_in_transaction(conn, tx, job, source_url, opts, rep, started)
+    except BaseException:
+        # Bounded: a connection that no longer answers is terminated by run_job instead.
+        if conn.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(tx.rollback(), 10)
+        raise
+
+
+async def _set_local(conn: Any, job: Job) -> None:
+    for name, value in transaction_settings(job).items():
+        await conn.execute("SELECT set_config($1, $2, true)", name, value)
+    for name, value in OPTIONAL_SETTINGS.items():
+        with contextlib.suppress(asyncpg.PostgresError):
+            async with conn.transaction():  # a savepoint
+                await conn.execute("SELECT set_config($1, $2, true)", name, value)
+
+
+async def _run_in_transaction(
+    conn: Any,
+    tx: Any,
+    job: Job,
+    source_url: str,
+    opts: _Options,
+    rep: Reporter,
+    started: datetime,
+) -> RunResult:
+    full_refresh, dry_run = opts.full_refresh, opts.dry_run
     watermark = None
     if job.incremental is not None and not full_refresh:
         if await _full_refresh_due(conn, job, started):
@@ -323,44 +369,34 @@ async def _run_locked(
         )
 
     source = new_source()
-    # One transaction from here on: a new target, its rows, the run record and the watermark
-    # commit together, and any failure leaves the target as it was.
-    tx = conn.transaction()
-    await tx.start()
     try:
         try:
+            await source.open()
+        except (ValueError, SyncError) as exc:
+            raise SourceError(job.name, str(exc)) from None
+        types = await load.staging_types(conn, source.columns)
+        target, created = await _target(conn, job, source.columns, types)
+        plan = load.plan(job, source.columns, types, target)
+        loaded = False
+        if not dry_run and await load.can_load_directly(conn, plan, source, created):
             try:
+                async with conn.transaction():  # a savepoint
+                    counts.read = await load.copy_into_target(conn, source, plan, progress)
+                loaded = True
+            except load.DIRECT_LOAD_ERRORS as exc:
+                # Something does not fit; the staging path names the row and column.
+                rep.log("direct_load_failed", job=job.name, error=str(exc).splitlines()[0])
+                await source.close()
+                source = new_source()
                 await source.open()
-            except (ValueError, SyncError) as exc:
-                raise SourceError(job.name, str(exc)) from None
-            types = await load.staging_types(conn, source.columns)
-            target, created = await _target(conn, job, source.columns, types)
-            plan = load.plan(job, source.columns, types, target)
-            loaded = False
-            if not dry_run and await load.can_load_directly(conn, plan, source, created):
-                try:
-                    async with conn.transaction():  # a savepoint
-                        counts.read = await load.copy_into_target(conn, source, plan, progress)
-                    loaded = True
-                except load.DIRECT_LOAD_ERRORS as exc:
-                    # Something does not fit; the staging path names the row and column.
-                    rep.log("direct_load_failed", job=job.name, error=str(exc).splitlines()[0])
-                    await source.close()
-                    source = new_source()
-                    await source.open()
-            if not loaded:
-                keys = [p.source for p in plan.keys]
-                counts.read = await load.stage(conn, source, types, keys, progress)
-        finally:
-            await source.close()
-        counts.source_rows = counts.read
-        rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
-        result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
-    except BaseException:
-        # Bounded: a connection that no longer answers is terminated by run_job instead.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(tx.rollback(), 10)
-        raise
+        if not loaded:
+            keys = [p.source for p in plan.keys]
+            counts.read = await load.stage(conn, source, types, keys, progress)
+    finally:
+        await source.close()
+    counts.source_rows = counts.read
+    rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
+    result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
     if job.heroku_connect is not None:
@@ -369,7 +405,6 @@ async def _run_locked(
         )
         if result.written:
             result.heroku_connect["push"] = heroku_connect.push_estimate(result.written)
-    await state.unlock(conn, job.name)
     return result
 
 

@@ -108,13 +108,19 @@ async def schema_exists(conn: Any) -> bool:
 
 
 async def try_lock(conn: Any, job: str) -> Holder | None:
-    """Take the job's session lock; None on success, else who holds it."""
-    got = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", LOCK_CLASS, job_lock_key(job))
+    """Take the job's lock for the current transaction; None on success, else who holds it.
+
+    Transaction-scoped: it ends with the transaction, so no connection (not even a server
+    connection PgBouncer hands to someone else) can keep it by mistake."""
+    got = await conn.fetchval(
+        "SELECT pg_try_advisory_xact_lock($1, $2)", LOCK_CLASS, job_lock_key(job)
+    )
     if got:
         return None
     row = await conn.fetchrow(
         """
-        SELECT a.pid, coalesce(a.application_name, '') AS app, a.backend_start
+        SELECT a.pid, coalesce(a.application_name, '') AS app,
+               coalesce(a.xact_start, a.backend_start) AS since
         FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
           AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid
@@ -125,11 +131,7 @@ async def try_lock(conn: Any, job: str) -> Holder | None:
     )
     if row is None:  # released between the two statements
         return Holder(pid=0, application_name="unknown (just released)", since=None)
-    return Holder(pid=row["pid"], application_name=row["app"], since=row["backend_start"])
-
-
-async def unlock(conn: Any, job: str) -> None:
-    await conn.execute("SELECT pg_advisory_unlock($1, $2)", LOCK_CLASS, job_lock_key(job))
+    return Holder(pid=row["pid"], application_name=row["app"], since=row["since"])
 
 
 async def get_watermark(conn: Any, job: str) -> Watermark | None:

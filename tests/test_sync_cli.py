@@ -225,6 +225,7 @@ def test_second_run_of_a_locked_job_exits_3_saying_who_holds_it(pair: Pair, tmp_
         conn = await asyncpg.connect(
             pair.target, server_settings={"application_name": "holder-under-test"}
         )
+        await conn.execute("BEGIN")  # the job lock lasts as long as this transaction
         assert await state.try_lock(conn, src) is None
         return conn, conn.get_server_pid()
 
