@@ -210,7 +210,73 @@ async def run_check(settings: Settings, out: TextIO) -> Findings:
         await _check_model(conn, settings, out, found)
     finally:
         await conn.close()
+    await _check_routes(settings, out, found)
     return found
+
+
+async def _check_routes(settings: Settings, out: TextIO, found: Findings) -> None:
+    """Which URL is what (primary, pooler, follower) and what goes where (docs §9)."""
+    from service import database
+
+    urls = [("DATABASE_URL", settings.database_url)]
+    if settings.pool_url:
+        urls.append(("DATABASE_CONNECTION_POOL_URL", settings.pool_url))
+    if settings.follower_url:
+        urls.append(("DATABASE_FOLLOWER_URL", settings.follower_url))
+    for variable, url in urls:
+        label = f"{variable}  {redact_url(url)}"
+        try:
+            pooler = await database.is_pooler(url, CONNECT_TIMEOUT)
+            facts = ["a pooler" if pooler else "direct"]
+            if pooler:
+                passes = await database.prepared_statements_pass(url, CONNECT_TIMEOUT)
+                facts.append(
+                    "prepared statements pass through"
+                    if passes
+                    else "prepared statements do not pass through (r2sf prepares none on it)"
+                    if passes is False
+                    else "prepared statements: cannot tell (too few server connections)"
+                )
+            else:
+                conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, statement_cache_size=0)
+                try:
+                    recovery = await conn.fetchval("SELECT pg_is_in_recovery()")
+                finally:
+                    await conn.close()
+                facts.append("a follower (read-only replica)" if recovery else "the primary")
+        except Exception as exc:
+            line = f"{label}: FAILED {explain_connect_error(exc)}"
+            print(line, file=out)
+            found.errors.append(line)
+            continue
+        print(f"{label}: {', '.join(facts)}; used for {_role(settings, variable)}", file=out)
+        if variable == "DATABASE_URL" and pooler:
+            found.errors.append(
+                "DATABASE_URL leads to a pooler: the change listener (LISTEN) and the sync need"
+                " the primary directly; set the pooler as DATABASE_CONNECTION_POOL_URL instead"
+            )
+        if variable == "DATABASE_CONNECTION_POOL_URL" and not pooler:
+            found.warnings.append(
+                "DATABASE_CONNECTION_POOL_URL answers like PostgreSQL itself, not a pooler"
+            )
+        if variable == "DATABASE_FOLLOWER_URL" and "a follower (read-only replica)" not in facts:
+            found.warnings.append(
+                "DATABASE_FOLLOWER_URL is not a follower (not in recovery): reads go to it anyway"
+            )
+
+
+def _role(settings: Settings, variable: str) -> str:
+    """What r2sf sends to the URL in `variable` (docs/architecture.md, "Past one dyno")."""
+    roles = {
+        "DATABASE_URL": ["the change listener", "sync", "migrations"],
+        "DATABASE_CONNECTION_POOL_URL": [],
+        "DATABASE_FOLLOWER_URL": ["OData reads (the primary answers while it lags)"],
+    }
+    writer = "DATABASE_CONNECTION_POOL_URL" if settings.pool_url else "DATABASE_URL"
+    roles[writer] += ["OData writes", "model loads", "change tracking"]
+    if not settings.follower_url:
+        roles[writer].append("OData reads")
+    return ", ".join(roles[variable])
 
 
 async def _check_jobs(jobs: list[Any], source: str, out: TextIO, found: Findings) -> None:

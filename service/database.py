@@ -17,6 +17,7 @@ PgBouncer forwards. Statement timeouts are then enforced by the client, which ca
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -77,3 +78,61 @@ async def replay_lag(pool: asyncpg.Pool) -> tuple[float, float] | None:
     if row is None or not row["follower"]:
         return None
     return float(row["seconds"]), float(row["bytes"])
+
+
+# -- what a URL leads to (`r2sf check`) ----------------------------------------------------------
+
+PROBE_PARAMETER = "r2sf.pooler_probe"  # a placeholder setting PostgreSQL accepts at startup
+
+
+async def is_pooler(url: str, timeout: float) -> bool:
+    """True when a pooler answers at `url`: PostgreSQL accepts any dotted (placeholder)
+    startup parameter, PgBouncer refuses one it does not know ("unsupported startup
+    parameter")."""
+    try:
+        conn = await asyncpg.connect(
+            url, timeout=timeout, statement_cache_size=0, server_settings={PROBE_PARAMETER: "1"}
+        )
+    except asyncpg.PostgresError as exc:
+        if "startup parameter" in str(exc).lower():
+            return True
+        raise
+    await conn.close()
+    return False
+
+
+async def prepared_statements_pass(url: str, timeout: float, holders: int = 8) -> bool | None:
+    """Whether a statement prepared through the pooler at `url` can be run later on another
+    server connection (PgBouncer >= 1.21 with max_prepared_statements); None when the pool
+    has too few server connections to tell.
+
+    A prepares a named statement on server connection S; other clients then open transactions
+    until one holds S, so A's next execution must run elsewhere.
+    """
+    conns: list[asyncpg.Connection] = []
+
+    async def connect() -> asyncpg.Connection:
+        conn = await asyncpg.connect(url, timeout=timeout, statement_cache_size=0)
+        conns.append(conn)
+        return conn
+
+    try:
+        a = await connect()
+        async with a.transaction():
+            s = await a.fetchval("SELECT pg_backend_pid()")
+            statement = await a.prepare("SELECT 41 + 1", name="r2sf_check_probe")
+        for _ in range(holders):
+            b = await connect()
+            await b.execute("BEGIN")
+            if await b.fetchval("SELECT pg_backend_pid()") == s:
+                try:
+                    await asyncio.wait_for(statement.fetchval(), timeout)
+                except asyncpg.InvalidSQLStatementNameError:
+                    return False
+                except TimeoutError:
+                    return None  # no other server connection to run on
+                return True
+        return None
+    finally:
+        for conn in conns:
+            conn.terminate()

@@ -220,7 +220,7 @@ async def _statuses(settings: Settings, per_job: int) -> tuple[list[JobStatus], 
     """Every job's status, and the change log's size per tracked table."""
     from odata.changes import log_size
 
-    conn = await asyncpg.connect(settings.database_url, timeout=10)
+    conn = await asyncpg.connect(settings.database_url, timeout=10, statement_cache_size=0)
     try:
         epoch = datetime(1970, 1, 1, tzinfo=UTC)
         return await job_statuses(conn, settings, epoch, per_job), await log_size(conn)
@@ -300,7 +300,7 @@ def migrate_command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
 
     async def run() -> int:
-        conn = await asyncpg.connect(settings.database_url, timeout=30)
+        conn = await asyncpg.connect(settings.database_url, timeout=30, statement_cache_size=0)
         try:
             return await migrate(conn)
         finally:

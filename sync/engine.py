@@ -210,8 +210,13 @@ async def run_job(
     try:
         async with deadline:
             try:
+                # No named prepared statements: a pooler in transaction mode may run each
+                # transaction on another server connection.
                 conn = await asyncpg.connect(
-                    target_url, server_settings=session_settings(job), timeout=60
+                    target_url,
+                    server_settings=session_settings(job),
+                    timeout=60,
+                    statement_cache_size=0,
                 )
             except Exception as exc:
                 raise _classify(job.name, exc, source_url, target_url) from None

@@ -55,7 +55,7 @@ def missed(schedule: str, last_run: datetime | None, now: datetime) -> bool:
 
 async def _last_runs(target_url: str, rep: Reporter) -> dict[str, datetime]:
     try:
-        conn = await asyncpg.connect(target_url, timeout=30)
+        conn = await asyncpg.connect(target_url, timeout=30, statement_cache_size=0)
     except Exception as exc:
         rep.log("warning", error=f"cannot read the run history, no catch-up: {exc}")
         return {}

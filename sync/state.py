@@ -202,7 +202,10 @@ async def record_failure(
 ) -> bool:
     """Record a failed run on a fresh connection (the run's own transaction was rolled back);
     True when it is the job's first failure since a successful run (or its first run)."""
-    conn = await asyncpg.connect(url, timeout=30, server_settings={"TimeZone": "UTC"})
+    # No named prepared statements: the same code runs through a pooler in transaction mode.
+    conn = await asyncpg.connect(
+        url, timeout=30, server_settings={"TimeZone": "UTC"}, statement_cache_size=0
+    )
     try:
         await migrate(conn)
         previous = await last_status(conn, job)

@@ -29,13 +29,14 @@ def serve(
     *,
     credentials: str = "sf:secret",
     allow_anonymous: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[tuple[str, App]]:
     """Yield (base URL, app) for a server on an ephemeral port, stopped on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "r2sf.toml"
         config.write_text(toml)
-        env = {"DATABASE_URL": database_url, "ODATA_CREDENTIALS": credentials}
-        settings = load_settings(str(config), env)
+        environ = {"DATABASE_URL": database_url, "ODATA_CREDENTIALS": credentials, **(env or {})}
+        settings = load_settings(str(config), environ)
         app = App(settings, allow_anonymous=allow_anonymous)
         port = free_port()
         server = uvicorn.Server(
