@@ -83,30 +83,32 @@ def test_odata_reads_and_writes_through_the_pooler(
         "/items(17)",
         "/items/$count?$filter=amount gt 100",
     ]
-    with serve(direct, TOML, env=env) as (base, _app):
-        with httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c:
+    with (
+        serve(direct, TOML, env=env) as (base, _app),
+        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
+    ):
 
-            def count(i: int) -> tuple[int, str]:
-                # A different URL each time: every request runs its statements.
-                r = c.get(f"/items/$count?$filter=id le {i + 1} and amount ge 0")
-                return r.status_code, r.text
+        def count(i: int) -> tuple[int, str]:
+            # A different URL each time: every request runs its statements.
+            r = c.get(f"/items/$count?$filter=id le {i + 1} and amount ge 0")
+            return r.status_code, r.text
 
-            # Concurrent reads: more client transactions than the pooler's 3 server connections.
-            with ThreadPoolExecutor(16) as pool:
-                answers = list(pool.map(count, range(200)))
-            assert answers == [(200, str(min(i + 1, 300))) for i in range(200)]
-            for url in urls:
-                assert c.get(url).status_code == 200, url
-            assert '"@odata.count":20' in c.get(urls[0]).text
-            assert c.get(urls[3]).text == "234"  # amount = 1.5 * id > 100 for id 67..300
-            # Writes, and reads of what was written, through the pooler.
-            made = c.post("/items", json={"id": 1000, "label": "new", "amount": "2.5"})
-            assert made.status_code == 201, made.text
-            assert c.patch("/items(1000)", json={"label": "renamed"}).status_code == 204
-            assert c.get("/items(1000)").json()["label"] == "renamed"
-            assert c.delete("/items(200)").status_code == 204
-            assert c.get("/items(200)").status_code == 404
-            assert c.get(urls[3]).text == "233"
+        # Concurrent reads: more client transactions than the pooler's 3 server connections.
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(count, range(200)))
+        assert answers == [(200, str(min(i + 1, 300))) for i in range(200)]
+        for url in urls:
+            assert c.get(url).status_code == 200, url
+        assert '"@odata.count":20' in c.get(urls[0]).text
+        assert c.get(urls[3]).text == "234"  # amount = 1.5 * id > 100 for id 67..300
+        # Writes, and reads of what was written, through the pooler.
+        made = c.post("/items", json={"id": 1000, "label": "new", "amount": "2.5"})
+        assert made.status_code == 201, made.text
+        assert c.patch("/items(1000)", json={"label": "renamed"}).status_code == 204
+        assert c.get("/items(1000)").json()["label"] == "renamed"
+        assert c.delete("/items(200)").status_code == 204
+        assert c.get("/items(200)").status_code == 404
+        assert c.get(urls[3]).text == "233"
     rows = asyncio.run(_fetch(direct, "select label from items where id in (200, 1000)"))
     assert [r["label"] for r in rows] == ["renamed"]
 
