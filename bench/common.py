@@ -342,6 +342,7 @@ def r2sf_server(
     logfile: Path,
     cache_mb: int | None = None,
     toml: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """`r2sf serve` as a user runs it; `cache_mb` 0 means `--no-cache`, None the default size.
 
@@ -356,7 +357,9 @@ def r2sf_server(
         command.append("--no-cache")
     elif cache_mb is not None:
         command += ["--cache-mb", str(cache_mb)]
-    env = dict(os.environ, DATABASE_URL=db_url, ODATA_CREDENTIALS=":".join(CREDENTIALS))
+    env = dict(
+        os.environ, **(env or {}), DATABASE_URL=db_url, ODATA_CREDENTIALS=":".join(CREDENTIALS)
+    )
     env.pop("R2SF_CACHE_MB", None)  # the command line alone decides the mode measured
     log(f"starting r2sf: {' '.join(command)} (log {logfile})")
     with logfile.open("wb") as out:

@@ -97,10 +97,13 @@ def pgbouncer(server_url: str, *, pool_size: int = 4) -> Iterator[Bouncer]:
     """PgBouncer in transaction mode in front of the server of `server_url` (trust auth)."""
     binary = pgbouncer_binary()
     version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
-    user = _unprivileged_user()
     parts = urlsplit(server_url)
     params = dict(parse_qsl(parts.query))
     host = params.get("host") or parts.hostname or "127.0.0.1"
+    user = _unprivileged_user()
+    if user is not None and host.startswith("/"):
+        # A unix socket (the embedded server): run as the user who owns its directory.
+        user = pwd.getpwuid(os.stat(host).st_uid).pw_name
     port = parts.port or 5432
     login = parts.username or "postgres"
     with tempfile.TemporaryDirectory(prefix="r2sf-pgbouncer-") as tmp:
