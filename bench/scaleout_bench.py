@@ -37,6 +37,7 @@ from bench.common import (
     ensure_wrk,
     free_port,
     log,
+    parse_wrk,
     r2sf_server,
 )
 from tests.scaleout import Replicated, pgbouncer, primary_with_replica
@@ -115,40 +116,39 @@ def load(served: list[Served], path: str, seconds: float, connections: int) -> d
     if "__N__" in path:
         template = path.replace(" ", "%20")
         script = [template, "1", "8000", "7919", str(int(time.time()) % 8000)]
-    if True:
-        procs = [
-            subprocess.Popen(
-                ["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "--latency"]
-                + [x for k, v in HEADERS.items() for x in ("-H", f"{k}: {v}")]
-                + (["-s", str(REPO / "bench/wrk/stride.lua")] if script else [])
-                + [s.base + (path.replace(" ", "%20") if not script else "/")]
-                + (["--", *script] if script else []),
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for s in served
-        ]
-        from bench.common import parse_wrk
-
-        results = [parse_wrk(p.communicate()[0]) for p in procs]
+    procs = [
+        subprocess.Popen(
+            ["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "--latency"]
+            + [x for k, v in HEADERS.items() for x in ("-H", f"{k}: {v}")]
+            + (["-s", str(REPO / "bench/wrk/stride.lua")] if script else [])
+            + [s.base + (path.replace(" ", "%20") if not script else "/")]
+            + (["--", *script] if script else []),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for s in served
+    ]
+    results = [parse_wrk(p.communicate()[0]) for p in procs]
     rps = sum(r.rps or 0 for r in results)
     p99 = max(r.p99_ms or 0 for r in results)
     errors = sum(r.non_2xx + sum(r.socket_errors.values()) for r in results)
     return {"rps": round(rps), "p99_ms": round(p99, 2), "errors": errors}
 
 
-def matrix(r: Replicated, bouncer_url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def matrix(r: Replicated, args: argparse.Namespace) -> list[dict[str, Any]]:
     primary, replica = r.on_primary(DB), r.on_replica(DB)
-    routes = {
-        "direct": {},
-        "pooler": {"DATABASE_CONNECTION_POOL_URL": bouncer_url},
-        "follower": {"DATABASE_FOLLOWER_URL": replica},
-    }
     rows = []
     for cache in (True, False):
-        for route, env in routes.items():
+        for route in ("direct", "pooler", "follower"):
             for n in (1, 2):
-                with processes(n, primary, env, cache, "") as served:
+                with contextlib.ExitStack() as stack:
+                    env = {}
+                    if route == "follower":
+                        env["DATABASE_FOLLOWER_URL"] = replica
+                    if route == "pooler":  # a new one per cell: its server connections go too
+                        bouncer = stack.enter_context(pgbouncer(r.primary, pool_size=8))
+                        env["DATABASE_CONNECTION_POOL_URL"] = bouncer.url(DB)
+                    served = stack.enter_context(processes(n, primary, env, cache, ""))
                     for name, path in SHAPES.items():
                         if cache and "__N__" in path:
                             continue  # a miss shape: the same with the cache as without
@@ -233,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     with primary_with_replica() as r:
         ensure_tickit(r.primary, DB, args.rows)
         caught_up(r)
-        with pgbouncer(r.primary, pool_size=8) as bouncer:
-            rows = matrix(r, bouncer.url(DB), args)
+        rows = matrix(r, args)
         merge = None if args.skip_merge else merge_under_load(r, args)
     print_matrix(rows)
     if merge:
