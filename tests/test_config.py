@@ -219,3 +219,48 @@ def test_serve_with_allow_anonymous_starts_and_answers_healthz(
         _out, err = proc.communicate(timeout=30)
     assert proc.returncode is not None
     assert "Traceback" not in err, err
+
+
+def empty(tmp_path: Path) -> str:
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    return str(path)
+
+
+def test_pooler_and_follower_urls_decide_where_reads_and_writes_go(tmp_path: Path) -> None:
+    config = tmp_path / "r2sf.toml"
+    config.write_text('[server]\nread_url = "postgres://r:pw@file-follower.example/db"\n')
+    pool = "postgres://app:pw@pooler.example:5432/warehouse"
+    follower = "postgres://app:pw@follower.example:5432/warehouse"
+    plain = load_settings(empty(tmp_path), {"DATABASE_URL": DB})
+    assert plain.read_url == plain.write_url == plain.database_url
+    pooled = load_settings(
+        empty(tmp_path), {"DATABASE_URL": DB, "DATABASE_CONNECTION_POOL_URL": pool}
+    )
+    assert pooled.write_url == pooled.read_url
+    assert pooled.write_url.startswith("postgresql://app:pw@pooler.example:5432/")
+    assert pooled.write_url.endswith("sslmode=require")  # a remote pooler gets SSL like the rest
+    both = load_settings(
+        str(config),
+        {
+            "DATABASE_URL": DB,
+            "DATABASE_CONNECTION_POOL_URL": pool,
+            "DATABASE_FOLLOWER_URL": follower,
+        },
+    )
+    assert "follower.example" in both.read_url and "pooler.example" in both.write_url
+    assert "file-follower" not in both.read_url  # the environment wins over [server] read_url
+    from_file = load_settings(str(config), {"DATABASE_URL": DB})
+    assert (
+        "file-follower.example" in from_file.read_url
+        and from_file.write_url == from_file.database_url
+    )
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_CONNECTION_POOL_URL", "DATABASE_FOLLOWER_URL"])
+def test_a_bad_pooler_or_follower_url_names_its_variable_and_hides_the_password(
+    tmp_path: Path, variable: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(empty(tmp_path), {"DATABASE_URL": DB, variable: "mysql://u:sekrit@h/db"})
+    assert str(info.value).startswith(variable) and "sekrit" not in str(info.value)
