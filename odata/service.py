@@ -633,12 +633,27 @@ class ODataService:
         return response.property_value(request.format, context, value_json)
 
     async def _fetchrow(self, statement: sql.Statement, pool: asyncpg.Pool | None = None) -> Any:
-        async with (pool or self.pool).acquire() as conn:
-            return await _guard(conn.fetchrow(statement.sql, *statement.params))
+        return await self._read(statement, pool, "fetchrow")
 
     async def _fetchval(self, statement: sql.Statement, pool: asyncpg.Pool | None = None) -> Any:
-        async with (pool or self.pool).acquire() as conn:
-            return await _guard(conn.fetchval(statement.sql, *statement.params))
+        return await self._read(statement, pool, "fetchval")
+
+    async def _read(self, statement: sql.Statement, pool: asyncpg.Pool | None, how: str) -> Any:
+        pool = pool or self.pool
+        if pool is not self.pool:
+            # On the follower: a read it cancels (a replication conflict) or cannot run (down,
+            # promoted away) is answered by the primary instead.
+            try:
+                async with pool.acquire() as conn:
+                    return await getattr(conn, how)(statement.sql, *statement.params)
+            except (asyncpg.SerializationError, asyncpg.PostgresConnectionError, OSError) as exc:
+                log.warning("follower read failed (%s); asking the primary", type(exc).__name__)
+                self.follower_fallbacks += 1
+            except Exception as exc:  # the client's error, a timeout: classified as on the primary
+                return await _guard(_failed(exc))
+            pool = self.pool
+        async with pool.acquire() as conn:
+            return await _guard(getattr(conn, how)(statement.sql, *statement.params))
 
 
 # The data versions a follower has replayed, for the tables a set reads.
@@ -687,6 +702,10 @@ _DATA_ERRORS = {
     "2201E": "a logarithm in it is of zero or a negative number",
     "22019": "an escape character in it is not valid",
 }
+
+
+async def _failed(exc: BaseException) -> Any:
+    raise exc
 
 
 async def _guard(awaitable: Any) -> Any:

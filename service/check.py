@@ -125,7 +125,7 @@ class Findings:
 
 
 async def _connect_postgres(url: str) -> asyncpg.Connection:
-    return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT)
+    return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT, statement_cache_size=0)
 
 
 def _connect_redshift(url: str) -> str:
