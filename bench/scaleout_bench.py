@@ -166,7 +166,7 @@ def matrix(r: Replicated, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def merge_under_load(r: Replicated, args: argparse.Namespace) -> dict[str, Any]:
     """List-view p99 (16 connections) while `r2sf sync` merges a 10% change into the exposed
-    table. wrk runs in 2-second slices while the sync is running; the worst slice's p99 is
+    table. wrk runs in --slice-second slices (2 s by default) while the sync is running; the worst slice's p99 is
     reported (a conservative bound on the p99 over the whole merge)."""
     admin = r.primary
     ensure_tickit(admin, SRC, args.merge_rows)
@@ -194,12 +194,13 @@ def merge_under_load(r: Replicated, args: argparse.Namespace) -> dict[str, Any]:
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         slices: list[dict[str, Any]] = []
         while sync.poll() is None:
-            slices.append(load(served, LIST_VIEW, 2, args.connections))
+            slices.append(load(served, LIST_VIEW, args.slice, args.connections))
         out["merge_seconds"] = round(time.monotonic() - t0, 1)
         out["sync_exit"] = sync.returncode
         out["during"] = {
             "slices": len(slices),
             "worst_p99_ms": max((s["p99_ms"] for s in slices), default=None),
+            "p99_ms_per_slice": [s["p99_ms"] for s in slices],
             "rps": round(sum(s["rps"] for s in slices) / max(1, len(slices))),
             "errors": sum(s["errors"] for s in slices),
         }
@@ -227,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="wrk duration per cell")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--skip-merge", action="store_true")
+    parser.add_argument("--skip-matrix", action="store_true")
+    parser.add_argument("--slice", type=float, default=2.0, help="wrk slice during the merge")
     args = parser.parse_args(argv)
     ensure_wrk()
     OUT.mkdir(parents=True, exist_ok=True)
     with primary_with_replica() as r:
         ensure_tickit(r.primary, DB, args.rows)
         caught_up(r)
-        rows = matrix(r, args)
+        rows = [] if args.skip_matrix else matrix(r, args)
         merge = None if args.skip_merge else merge_under_load(r, args)
     print_matrix(rows)
     if merge:
