@@ -168,7 +168,7 @@ async def run_check(settings: Settings, out: TextIO) -> Findings:
         from sync.config import load_jobs, source_url
 
         jobs = load_jobs(settings.file, settings.config_path)
-        if jobs or settings.file.source:
+        if jobs or settings.file.source.model_fields_set:
             source = source_url(settings.file, settings.config_path)
     except ConfigError as exc:
         found.errors.append(f"config: {exc}")

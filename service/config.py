@@ -1,34 +1,53 @@
 """Configuration: `r2sf.toml` for what the service does, the environment for secrets and URLs.
 
-Everything is validated once, at start-up, into one typed `Settings` object. A bad file or value
-raises `ConfigError` naming the file, the key and the fix; nothing here ever prints a secret.
+Everything the service needs is validated once, at start-up, into one typed `Settings` object:
+the `[odata]` and `[server]` sections are defined here, the sync's sections by sync/config.py,
+and the shared plumbing (`ConfigError`, the file, DATABASE_URL, `redact_url`) lives in
+sync/settings.py. A bad file or value raises `ConfigError` naming the file, the key and the fix;
+nothing here ever prints a secret.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-DEFAULT_CONFIG = "r2sf.toml"
+from sync import config as sync_config
+from sync.config import SourceConfig, SyncConfig
+from sync.settings import (
+    DEFAULT_CONFIG,
+    ConfigError,
+    config_path,
+    database_url,
+    explain_validation,
+    normalise_database_url,
+    read_toml,
+    redact_url,
+)
 
-
-class ConfigError(Exception):
-    """A configuration problem, phrased as `where: what. Fix: how`."""
-
-    def __init__(self, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
-        self.where = where
-        self.problem = problem
-        self.fix = fix
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "Credential",
+    "FileConfig",
+    "ODataConfig",
+    "ServerConfig",
+    "SetConfig",
+    "Settings",
+    "config_path",
+    "database_url",
+    "explain_validation",
+    "load_file",
+    "load_settings",
+    "normalise_database_url",
+    "parse_credentials",
+    "redact_url",
+]
 
 
 class _Strict(BaseModel):
@@ -130,9 +149,10 @@ class ServerConfig(_Strict):
 class FileConfig(_Strict):
     odata: ODataConfig = Field(default_factory=ODataConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
-    # Sections owned by other parts (sync/, demo) are validated by those parts.
-    source: dict[str, Any] = Field(default_factory=dict)
-    sync: dict[str, Any] = Field(default_factory=dict)
+    # The sync's sections, typed by sync/config.py (which owns them) and validated here too, so
+    # `serve`, `status` and `check` see the same errors as `r2sf sync`.
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
 
 
 @dataclass(frozen=True)
@@ -169,61 +189,6 @@ class Settings:
         return self.file.odata
 
 
-_LOCAL_HOSTS = frozenset({"", "localhost", "127.0.0.1", "::1", "[::1]"})
-
-
-def normalise_database_url(url: str, variable: str = "DATABASE_URL") -> str:
-    """Accept Heroku's `postgres://` scheme and SQLAlchemy-style driver suffixes; require SSL.
-
-    Heroku Postgres is reached over the internet, so a remote host gets `sslmode=require` unless
-    the URL already chooses (`sslmode=disable` turns it off). Local hosts and unix sockets
-    (no host, or a `host=/path` parameter) are left alone: they have no TLS to negotiate.
-    """
-    parts = urlsplit(url)
-    scheme = parts.scheme.split("+", 1)[0]
-    if scheme == "postgres":
-        scheme = "postgresql"
-    if scheme != "postgresql":
-        raise ConfigError(
-            variable,
-            f"scheme '{parts.scheme}' is not a PostgreSQL URL",
-            f"set {variable} to postgresql://user:password@host:5432/dbname",
-        )
-    parts = parts._replace(scheme=scheme)
-    if _is_remote(parts.netloc, parts.query):
-        query = parts.query + ("&" if parts.query else "") + "sslmode=require"
-        parts = parts._replace(query=query)
-    return urlunsplit(parts)
-
-
-def _is_remote(netloc: str, query: str) -> bool:
-    """True when the URL reaches a TCP host other than this machine and sets no SSL option."""
-    params = parse_qsl(query, keep_blank_values=True)
-    if any(k in ("sslmode", "ssl") for k, _ in params):
-        return False
-    hosts = [v for k, v in params if k == "host"]
-    if not hosts:
-        # `user:pass@h1:5432,h2:5432`: libpq's multi-host form, so split by hand.
-        hosts = [unquote(_host_of(h)) for h in netloc.rpartition("@")[2].split(",")]
-    names = [n for h in hosts for n in h.split(",")]
-    return any(not n.startswith("/") and n.lower() not in _LOCAL_HOSTS for n in names)
-
-
-def _host_of(hostport: str) -> str:
-    if hostport.startswith("["):  # [::1]:5432
-        return hostport[1 : hostport.find("]")]
-    return hostport.rsplit(":", 1)[0] if hostport.count(":") == 1 else hostport
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe for logs and error messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def parse_credentials(raw: str) -> tuple[Credential, ...]:
     creds: list[Credential] = []
     for i, item in enumerate(x.strip() for x in raw.split(",")):
@@ -240,93 +205,15 @@ def parse_credentials(raw: str) -> tuple[Credential, ...]:
     return tuple(creds)
 
 
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
-def explain_validation(
-    where: str | Path,
-    exc: ValidationError,
-    model: type[BaseModel],
-    *,
-    prefix: tuple[str, ...] = (),
-    fixes: Mapping[str, str] | None = None,
-) -> ConfigError:
-    """A pydantic error as `file: key: problem. Fix: ...`, with "did you mean" for typos.
-
-    `prefix` is where `model` sits in the file (e.g. ("sync",)); `fixes` maps a field name to a
-    more precise fix than the generic one.
-    """
-    errors = exc.errors()
-    # A misspelt key also makes the real one "missing"; the misspelling is the useful report.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc = tuple(err["loc"])
-    key = _key_path((*prefix, *loc))
-    if err["type"] == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
-        guess = difflib.get_close_matches(str(loc[-1]), known, n=1)
-        hint = f"did you mean '{guess[0]}'?" if guess else f"known keys here: {', '.join(known)}"
-        return ConfigError(f"{where}: {key}", "unknown key", f"remove it or rename it ({hint})")
-    msg = err["msg"].removeprefix("Value error, ")
-    field = next((p for p in reversed(loc) if isinstance(p, str)), "")
-    fix = (fixes or {}).get(field, "correct the value (see README, Configuration)")
-    return ConfigError(f"{where}: {key}", msg, fix)
-
-
-def _known_keys(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
-    """The keys allowed at `loc` inside `model` (through lists and optional sub-models)."""
-    current: type[BaseModel] | None = model
-    for part in loc:
-        if isinstance(part, int) or current is None:
-            continue
-        field = current.model_fields.get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args: tuple[Any, ...] = getattr(ann, "__args__", ())
-        current = next(
-            (
-                a
-                for a in (ann, *args, *(getattr(x, "__args__", ()) for x in args))
-                if isinstance(a, type) and issubclass(a, BaseModel)
-            ),
-            None,
-        )
-    return sorted(current.model_fields) if current else []
-
-
 def load_file(path: Path | None) -> FileConfig:
-    if path is None:
-        return FileConfig()
+    """The whole r2sf.toml, every section validated (the sync's by sync/config.py's models)."""
+    where = path or "r2sf.toml"
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            str(path),
-            "file not found",
-            "create it, or point R2SF_CONFIG / --config at your r2sf.toml",
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            str(path), f"not valid TOML ({exc})", "fix the syntax at that line"
-        ) from None
-    try:
-        return FileConfig.model_validate(raw)
+        file = FileConfig.model_validate(read_toml(path))
     except ValidationError as exc:
-        raise explain_validation(path, exc, FileConfig) from None
-
-
-def config_path(explicit: str | None, environ: dict[str, str] | None = None) -> Path | None:
-    env = os.environ if environ is None else environ
-    if explicit:
-        return Path(explicit)
-    if env.get("R2SF_CONFIG"):
-        return Path(env["R2SF_CONFIG"])
-    default = Path(DEFAULT_CONFIG)
-    return default if default.exists() else None
+        raise explain_validation(where, exc, FileConfig, fixes=sync_config.FIXES) from None
+    sync_config.check_sync(file.sync, str(where))
+    return file
 
 
 def load_settings(
@@ -335,13 +222,7 @@ def load_settings(
     env = dict(os.environ if environ is None else environ)
     path = config_path(explicit_config, env)
     file = load_file(path)
-    raw_url = env.get("DATABASE_URL")
-    if not raw_url:
-        raise ConfigError(
-            "DATABASE_URL",
-            "not set",
-            "export DATABASE_URL=postgresql://user:password@host:5432/dbname",
-        )
+    target_url = database_url(env)
     port_raw = env.get("PORT")
     port = file.server.port
     if port_raw:
@@ -371,7 +252,7 @@ def load_settings(
     return Settings(
         config_path=path,
         file=file,
-        database_url=normalise_database_url(raw_url),
+        database_url=target_url,
         credentials=parse_credentials(env.get("ODATA_CREDENTIALS", "")),
         port=port,
         pool_url=(

@@ -12,8 +12,16 @@ import asyncio
 import sys
 from typing import Any
 
-from service.config import load_settings
-from sync.config import Job, alert_webhook, load_jobs, select_jobs, source_url
+from sync.config import (
+    Job,
+    SyncSettings,
+    alert_webhook,
+    load_jobs,
+    load_sync_file,
+    load_sync_settings,
+    select_jobs,
+    source_url,
+)
 from sync.errors import LockHeld, SyncError
 from sync.progress import Reporter
 
@@ -69,9 +77,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     disc.set_defaults(handler=discover_command)
 
 
-def _jobs(args: argparse.Namespace) -> tuple[Any, list[Job], str]:
-    settings = load_settings(getattr(args, "config", None))
-    where = str(settings.config_path or "r2sf.toml")
+def _jobs(args: argparse.Namespace) -> tuple[SyncSettings, list[Job], str]:
+    # Only the sync's own settings: a bad [odata] section or ODATA_CREDENTIALS is not its concern.
+    settings = load_sync_settings(getattr(args, "config", None))
+    where = settings.where
     jobs = load_jobs(settings.file, where)
     url = source_url(settings.file, where)
     args.alert_webhook = alert_webhook(settings.file, where)
@@ -80,7 +89,7 @@ def _jobs(args: argparse.Namespace) -> tuple[Any, list[Job], str]:
 
 def sync_command(args: argparse.Namespace) -> int:
     settings, jobs, url = _jobs(args)
-    where = str(settings.config_path or "r2sf.toml")
+    where = settings.where
     chosen = select_jobs(jobs, args.jobs, where)
     if not chosen:
         print(f"r2sf sync: no jobs configured in {where} ([[sync.jobs]])", file=sys.stderr)
@@ -182,15 +191,13 @@ def scheduler_command(args: argparse.Namespace) -> int:
 def discover_command(args: argparse.Namespace) -> int:
     import os
 
-    from service.config import ConfigError, load_file
     from sync.discover import discover
+    from sync.settings import ConfigError, config_path
 
     url = args.source
     if not url:
-        from service.config import config_path
-
         path = config_path(getattr(args, "config", None))
-        url = source_url(load_file(path), path)
+        url = source_url(load_sync_file(path), path)
     target = os.environ.get("DATABASE_URL") if args.heroku_connect else None
     if args.heroku_connect and not target:
         raise ConfigError(

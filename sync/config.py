@@ -1,8 +1,10 @@
 """Sync job configuration: the `[source]` and `[[sync.jobs]]` sections of r2sf.toml, validated.
 
 Turns raw TOML dicts into typed `Job` objects once, at start-up, and reports any problem as a
-`ConfigError` naming the file, the key (`r2sf.toml: sync.jobs[0].deletes`) and the fix. It never
-connects to a database; checks that need the target's catalogue happen in `sync.load`.
+`ConfigError` naming the file, the key (`r2sf.toml: sync.jobs[0].deletes`) and the fix. The sync
+commands load only these sections (`load_sync_settings`); service/config.py composes them into
+the whole file. It never connects to a database; checks that need the target's catalogue happen
+in `sync.load`.
 """
 
 from __future__ import annotations
@@ -10,15 +12,23 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from service.config import ConfigError, FileConfig, explain_validation
 from sync import warehouse
+from sync.settings import (
+    ConfigError,
+    config_path,
+    database_url,
+    explain_validation,
+    read_toml,
+)
 
 # A plain (unquoted-safe) SQL name: what job keys may name. Anything else is almost always a typo.
 _NAME = r"[A-Za-z_][A-Za-z0-9_$]*"
@@ -300,7 +310,7 @@ def parse_max_deletes(v: Any) -> Any:
     raise ValueError(f"'{v}' is neither a count (e.g. 500) nor a percentage (e.g. \"10%\")")
 
 
-_FIXES = {
+_FIELD_FIXES = {
     "deletes": 'use "hard", "soft" (with soft_delete_column) or "ignore"',
     "schedule": 'write five cron fields in UTC, e.g. "*/15 * * * *"',
     "max_deletes": 'write a count (500) or a percentage ("10%")',
@@ -316,13 +326,66 @@ _FIXES = {
 }
 
 
-def load_jobs(file: FileConfig, path: Path | str | None = None) -> list[Job]:
-    """The validated jobs of `[[sync.jobs]]`, with unique names."""
-    where = str(path or "r2sf.toml")
+# Keyed `section.field`, so `[[odata.sets]] table` keeps its own advice.
+FIXES = {f"{section}.{k}": v for section in ("sync", "source") for k, v in _FIELD_FIXES.items()}
+
+
+class SyncSections(Protocol):
+    """What the sync reads of r2sf.toml: service's FileConfig and `SyncFile` both are one."""
+
+    @property
+    def source(self) -> SourceConfig: ...
+
+    @property
+    def sync(self) -> SyncConfig: ...
+
+
+class SyncFile(BaseModel):
+    """The `[source]` and `[sync]` sections alone; the other sections are not the sync's to read."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Everything `r2sf sync` and the scheduler need: the file's sections and the target."""
+
+    config_path: Path | None
+    file: SyncFile
+    database_url: str
+
+    @property
+    def where(self) -> str:
+        return str(self.config_path or "r2sf.toml")
+
+
+def parse_sync_file(raw: Mapping[str, Any], where: str | Path = "r2sf.toml") -> SyncFile:
+    """Validate the sync's sections of an already-read r2sf.toml (a ConfigError names the key)."""
     try:
-        sync = SyncConfig.model_validate(file.sync)
+        file = SyncFile.model_validate(raw)
     except ValidationError as exc:
-        raise explain_validation(where, exc, SyncConfig, prefix=("sync",), fixes=_FIXES) from None
+        raise explain_validation(where, exc, SyncFile, fixes=FIXES) from None
+    check_sync(file.sync, str(where))
+    return file
+
+
+def load_sync_file(path: Path | None) -> SyncFile:
+    return parse_sync_file(read_toml(path), path or "r2sf.toml")
+
+
+def load_sync_settings(
+    explicit_config: str | None = None, environ: Mapping[str, str] | None = None
+) -> SyncSettings:
+    """The sync's settings only: r2sf.toml's [source]/[sync] and DATABASE_URL (no OData ones)."""
+    env = os.environ if environ is None else environ
+    path = config_path(explicit_config, env)
+    return SyncSettings(path, load_sync_file(path), database_url(env))
+
+
+def check_sync(sync: SyncConfig, where: str) -> None:
+    """What one field cannot check: every job has its own name."""
     seen: dict[str, int] = {}
     for i, job in enumerate(sync.jobs):
         if job.name in seen:
@@ -332,7 +395,12 @@ def load_jobs(file: FileConfig, path: Path | str | None = None) -> list[Job]:
                 "give every job its own name",
             )
         seen[job.name] = i
-    return sync.jobs
+
+
+def load_jobs(file: SyncSections, path: Path | str | None = None) -> list[Job]:
+    """The validated jobs of `[[sync.jobs]]`, with unique names."""
+    check_sync(file.sync, str(path or "r2sf.toml"))
+    return list(file.sync.jobs)
 
 
 def select_jobs(jobs: list[Job], names: list[str], where: str = "r2sf.toml") -> list[Job]:
@@ -354,16 +422,11 @@ def select_jobs(jobs: list[Job], names: list[str], where: str = "r2sf.toml") -> 
     return chosen
 
 
-def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = None) -> str:
+def source_url(file: SyncSections, path: Path | str | None = None, environ: Any = None) -> str:
     """The warehouse URL: REDSHIFT_URL, else `[source] url`."""
     env = os.environ if environ is None else environ
     where = str(path or "r2sf.toml")
-    try:
-        source = SourceConfig.model_validate(file.source)
-    except ValidationError as exc:
-        raise explain_validation(
-            where, exc, SourceConfig, prefix=("source",), fixes=_FIXES
-        ) from None
+    source = file.source
     from_env = bool(env.get("REDSHIFT_URL"))
     url: str | None = env.get("REDSHIFT_URL") or source.url
     if not url:
@@ -392,16 +455,11 @@ def source_url(file: FileConfig, path: Path | str | None = None, environ: Any = 
 
 
 def alert_webhook(
-    file: FileConfig, path: Path | str | None = None, environ: Any = None
+    file: SyncSections, path: Path | str | None = None, environ: Any = None
 ) -> str | None:
     """The URL to POST failure and recovery alerts to: R2SF_ALERT_WEBHOOK, else [sync]."""
     env = os.environ if environ is None else environ
-    try:
-        sync = SyncConfig.model_validate(file.sync)
-    except ValidationError as exc:
-        raise explain_validation(str(path or "r2sf.toml"), exc, SyncConfig, prefix=("sync",),
-                                 fixes=_FIXES) from None  # fmt: skip
-    url: str | None = env.get("R2SF_ALERT_WEBHOOK") or sync.alert_webhook
+    url: str | None = env.get("R2SF_ALERT_WEBHOOK") or file.sync.alert_webhook
     if url and urlsplit(url).scheme not in ("http", "https"):
         raise ConfigError(
             "R2SF_ALERT_WEBHOOK"

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
-from service.config import redact_url
 from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS
 from sync.errors import SourceError
+from sync.settings import redact_url
 from sync.source import is_redshift, redshift_connect_args
 
 _COLUMNS_SQL = """

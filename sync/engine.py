@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 from croniter import croniter
 
-from service.config import redact_url
 from sync import alerts, heroku_connect, load, state
 from sync.config import Job, quote_ident
 from sync.errors import (
@@ -30,6 +29,7 @@ from sync.errors import (
     TransientError,
 )
 from sync.progress import Reporter
+from sync.settings import redact_url
 from sync.source import ExtractError, Limits, Source, SourceColumn, open_source, window
 
 WORK_MEM = "64MB"

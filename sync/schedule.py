@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 from croniter import croniter
 
-from service.config import ConfigError
 from sync import state
 from sync.config import Job
 from sync.errors import LockHeld, SyncError, TransientError
 from sync.progress import Reporter
+from sync.settings import ConfigError
 
 if TYPE_CHECKING:
     from sync.engine import RunResult

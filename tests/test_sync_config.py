@@ -4,11 +4,12 @@ naming the file, the key (`sync.jobs[0].deletes`) and a fix. No database needed.
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, FileConfig
-from sync.config import load_jobs, select_jobs, source_url
+from service.config import ConfigError, FileConfig, load_settings
+from sync.config import load_jobs, load_sync_settings, parse_sync_file, select_jobs, source_url
 
 MINIMAL = """
 [[sync.jobs]]
@@ -20,7 +21,7 @@ key = ["catid"]
 
 
 def jobs_from(text: str) -> list:  # type: ignore[type-arg]
-    return load_jobs(FileConfig.model_validate(tomllib.loads(text)), "r2sf.toml")
+    return load_jobs(parse_sync_file(tomllib.loads(text), "r2sf.toml"), "r2sf.toml")
 
 
 def error_for(text: str) -> ConfigError:
@@ -125,3 +126,36 @@ def test_source_url_comes_from_the_environment_before_the_file() -> None:
     with pytest.raises(ConfigError) as err:
         source_url(FileConfig(), environ={"REDSHIFT_URL": "mysql://x/y"})
     assert "not supported" in str(err.value)
+
+
+def test_sync_settings_ignore_what_only_the_service_reads(tmp_path: Path) -> None:
+    # A bad [odata] section, ODATA_CREDENTIALS or PORT must not stop `r2sf sync` or the scheduler.
+    path = tmp_path / "r2sf.toml"
+    path.write_text(MINIMAL + "\n[odata]\npage_size = 0\n", encoding="utf-8")
+    env = {"DATABASE_URL": "postgresql://u@localhost/db", "PORT": "http",
+           "ODATA_CREDENTIALS": "no-colon"}  # fmt: skip
+    settings = load_sync_settings(str(path), env)
+    assert [j.name for j in load_jobs(settings.file)] == ["category"]
+    assert settings.database_url == "postgresql://u@localhost/db"
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(path), env)  # the service reads them all, and refuses
+    assert "odata.page_size" in str(err.value)
+
+
+def test_a_bad_sync_section_stops_the_service_too(tmp_path: Path) -> None:
+    path = tmp_path / "r2sf.toml"
+    path.write_text(MINIMAL + 'deletes = "sometimes"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(path), {"DATABASE_URL": "postgresql://u@localhost/db"})
+    assert err.value.where == f"{path}: sync.jobs[0].deletes"
+    assert err.value.fix.startswith('use "hard", "soft"')  # the sync's own advice
+
+
+def test_duplicate_job_names_stop_every_command(tmp_path: Path) -> None:
+    path = tmp_path / "r2sf.toml"
+    path.write_text(MINIMAL + MINIMAL, encoding="utf-8")
+    env = {"DATABASE_URL": "postgresql://u@localhost/db"}
+    for load in (load_settings, load_sync_settings):
+        with pytest.raises(ConfigError) as err:
+            load(str(path), env)
+        assert err.value.where == f"{path}: sync.jobs[1].name"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.config import ConfigError, FileConfig
-from sync.config import load_jobs
+from service.config import ConfigError
+from sync.config import load_jobs, parse_sync_file
 from sync.errors import SourceError
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
@@ -106,5 +106,5 @@ def test_lookback_is_validated_in_the_config(lookback: object, message: str) -> 
     raw = {"jobs": [{"name": "j", "query": "select 1 as id", "target": "public.j", "key": ["id"],
                      "incremental": {"column": "id", "lookback": lookback}}]}  # fmt: skip
     with pytest.raises(ConfigError, match=message) as err:
-        load_jobs(FileConfig.model_validate({"sync": raw}))
+        load_jobs(parse_sync_file({"sync": raw}))
     assert "sync.jobs[0].incremental.lookback" in str(err.value)
