@@ -41,6 +41,7 @@ from odata.versions import VersionTracker
 from service import database, logs
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
+from service.http import service_root
 from service.metrics import Metrics
 from service.security import plain_http_refusal
 from service.status import status_router
@@ -562,7 +563,7 @@ class App:
                     raw_path[len(self.root) :],
                     query,
                     headers,
-                    _service_root(scope, headers, self.root),
+                    service_root(scope, headers, self.root),
                     body,
                 )
         except RecursionError:
@@ -647,18 +648,6 @@ async def _create_pool(
             f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
             "check the host, port, database name and credentials",
         ) from None
-
-
-def _service_root(scope: Scope, headers: dict[str, str], root: str) -> str:
-    # Behind Heroku's router the client's scheme and host arrive as X-Forwarded-*.
-    scheme = headers.get("x-forwarded-proto", "").split(",")[0].strip() or scope.get(
-        "scheme", "http"
-    )
-    host = headers.get("x-forwarded-host", "").split(",")[0].strip() or headers.get("host")
-    if not host:
-        server = scope.get("server") or ("localhost", 80)
-        host = f"{server[0]}:{server[1]}"
-    return f"{scheme}://{host}{root}/"
 
 
 async def _send(

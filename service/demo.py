@@ -92,15 +92,10 @@ def demo_command(args: argparse.Namespace) -> int:
         if code != 0:
             return code
         _announce_when_ready(args.port, password, started, out)
-        # Exactly `r2sf --config demo/r2sf.toml serve ...`: the same parser, the same handler.
-        from service.cli import build_parser
+        # Exactly `r2sf --config demo/r2sf.toml serve ...`: the function that command calls.
+        from service.serve import serve
 
-        serve = build_parser().parse_args(
-            ["--config", str(config), "serve", "--host", "127.0.0.1", "--port", str(args.port),
-             "--workers", "1"]
-        )  # fmt: skip
-        served: int = serve.handler(serve)
-        return served
+        return serve(str(config), host="127.0.0.1", port=args.port, workers=1)
     except (KeyboardInterrupt, Stopped):
         return 0
     finally:

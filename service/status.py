@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import asyncpg
 from fastapi import APIRouter, Request
@@ -24,14 +24,31 @@ from fastapi.responses import HTMLResponse
 
 from odata.sql import ident
 from service.config import Settings, load_settings
+from service.http import service_root
 
 if TYPE_CHECKING:
-    from service.app import App
+    from odata.service import ODataService
 
 EXACT_COUNT_BELOW = 100_000  # rows; above this the planner's estimate is shown instead
 COUNT_TIMEOUT_MS = 2000
 PAGE_DAYS = 7
 PAGE_RUNS_PER_JOB = 200
+
+
+class App(Protocol):
+    """What the page reads of the running service (service/app.py's App), without importing it."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def root(self) -> str: ...
+
+    @property
+    def pool(self) -> asyncpg.Pool | None: ...
+
+    @property
+    def odata(self) -> ODataService | None: ...
 
 
 @dataclass(frozen=True)
@@ -322,7 +339,7 @@ class SetRow:
     changes: int | None = None  # change tracking on: entries in the change log
 
 
-async def set_rows(conn: Any, app: App, service_root: str) -> list[SetRow]:
+async def set_rows(conn: Any, app: App, root: str) -> list[SetRow]:
     """Each entity set with its row count: the planner's estimate for big tables, else exact."""
     assert app.odata is not None
     from odata.changes import log_size
@@ -349,9 +366,7 @@ async def set_rows(conn: Any, app: App, service_root: str) -> list[SetRow]:
             estimated = False
         tracked = s.name in app.odata.published.relids
         kept = log.get(f"{s.schema}.{s.table}", 0) if tracked else None
-        out.append(
-            SetRow(s.name, f"{s.schema}.{s.table}", rows, estimated, service_root + s.name, kept)
-        )
+        out.append(SetRow(s.name, f"{s.schema}.{s.table}", rows, estimated, root + s.name, kept))
     return out
 
 
@@ -372,14 +387,12 @@ async def status_page(app: App, service_root: str) -> tuple[int, str]:
 
 def status_router(app: App) -> APIRouter:
     """GET / for the FastAPI part of the app; authentication has already been checked."""
-    from service.app import _service_root
-
     router = APIRouter()
 
     @router.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
-        root = _service_root(request.scope, headers, app.root)
+        root = service_root(request.scope, headers, app.root)
         status, body = await status_page(app, root)
         return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 

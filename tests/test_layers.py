@@ -8,6 +8,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("service", "odata", "sync")
 LIBRARIES = ("odata", "sync")  # what they may not import: the app that uses them
@@ -85,3 +87,21 @@ def test_libraries_never_import_the_service() -> None:
         if m.split(".")[0] in LIBRARIES and t.split(".")[0] == "service"
     )
     assert wrong == []
+
+
+def test_no_import_cycles() -> None:
+    assert [" -> ".join(c) for c in cycles(graph())] == []
+
+
+@pytest.mark.parametrize(
+    ("edges", "expected"),
+    [
+        ({"a": {"b"}, "b": {"a"}}, [["a", "b", "a"]]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}}, [["a", "b", "c", "a"]]),
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+    ],
+)
+def test_cycle_finder_finds_cycles_it_is_shown(
+    edges: dict[str, set[str]], expected: list[list[str]]
+) -> None:
+    assert cycles(edges) == expected
