@@ -35,48 +35,8 @@ from odata.model import EntitySet
 
 log = logging.getLogger("r2sf.odata.changes")
 
-LOCK_CLASS = 0x72327366 & 0x7FFFFFFF  # "r2sf", shared with odata/versions.py and sync/state.py
+LOCK_CLASS = 0x72327366 & 0x7FFFFFFF  # "r2sf", shared with odata/versions.py and sync/schema.py
 INSTALL_LOCK = 2
-
-SCHEMA_SQL = """
-CREATE SCHEMA IF NOT EXISTS r2sf;
-CREATE TABLE IF NOT EXISTS r2sf.changes (
-    relid oid NOT NULL,
-    xid xid8 NOT NULL DEFAULT pg_current_xact_id(),
-    key jsonb,  -- the row's key values as a JSON array; NULL marks a TRUNCATE
-    changed_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS changes_relid_xid ON r2sf.changes (relid, xid);
--- Rows arrive in time order: a BRIN index finds the expired ones at almost no write cost.
-CREATE INDEX IF NOT EXISTS changes_changed_at ON r2sf.changes USING brin (changed_at);
-CREATE TABLE IF NOT EXISTS r2sf.secrets (name text PRIMARY KEY, value bytea NOT NULL);
-CREATE OR REPLACE FUNCTION r2sf.log_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    keys text;
-BEGIN
-    IF TG_OP = 'TRUNCATE' THEN
-        INSERT INTO r2sf.changes (relid, key) VALUES (TG_RELID, NULL);
-        RETURN NULL;
-    END IF;
-    -- TG_ARGV: the key columns, already quoted, in key order.
-    keys := 'jsonb_build_array(' || array_to_string(TG_ARGV, ', ') || ')';
-    -- A statement touches each key once, so inserts and deletes need no DISTINCT; a delta read
-    -- folds repeated keys anyway.
-    IF TG_OP = 'INSERT' THEN
-        EXECUTE 'INSERT INTO r2sf.changes (relid, key) SELECT $1, ' || keys
-             || ' FROM r2sf_new' USING TG_RELID;
-    ELSIF TG_OP = 'DELETE' THEN
-        EXECUTE 'INSERT INTO r2sf.changes (relid, key) SELECT $1, ' || keys
-             || ' FROM r2sf_old' USING TG_RELID;
-    ELSE  -- an UPDATE may change the key: the old key is gone, the new one changed
-        EXECUTE 'INSERT INTO r2sf.changes (relid, key) SELECT $1, k FROM (SELECT ' || keys
-             || ' AS k FROM r2sf_new UNION SELECT ' || keys || ' AS k FROM r2sf_old) c'
-             USING TG_RELID;
-    END IF;
-    RETURN NULL;
-END $$;
-"""
 
 _TRIGGERS = {
     "r2sf_ct_ins": "AFTER INSERT ON {rel} REFERENCING NEW TABLE AS r2sf_new FOR EACH STATEMENT",
@@ -114,12 +74,14 @@ def fingerprint(entity_set: EntitySet) -> str:
 
 
 async def install(conn: asyncpg.Connection, entity_set: EntitySet, oid: int) -> None:
-    """Create the log and the set's triggers when missing (or when its key changed)."""
+    """Create the set's triggers when missing (or when its key changed).
+
+    The log, the key table and `r2sf.log_changes()` are migration 4 of sync/schema.py.
+    """
     rel = f"{_quote(entity_set.schema)}.{_quote(entity_set.table)}"
     args = ", ".join(_literal(_quote(c)) for c in key_columns(entity_set))
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
-        await conn.execute(SCHEMA_SQL)
         existing = {
             r["tgname"]: r["args"]
             for r in await conn.fetch(

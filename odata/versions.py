@@ -5,6 +5,8 @@ transaction and NOTIFY the new version, so the sync, the service's writes, Herok
 manual UPDATE are all seen. Each process LISTENs on one connection and keeps the versions in
 memory: reading a version costs no round trip. A set without a trustworthy version (no trigger,
 a materialized view, a lost LISTEN connection) has version None and is served uncached.
+The table, sequence and trigger function are migration 3 of sync/schema.py; this module only
+installs the per-table triggers, and without the schema every set is served uncached.
 """
 
 from __future__ import annotations
@@ -19,42 +21,9 @@ from odata.model import EntitySet
 
 log = logging.getLogger("r2sf.odata.versions")
 
-CHANNEL = "r2sf_data_version"
-LOCK_CLASS = 0x72327366 & 0x7FFFFFFF  # shared with sync/state.py: "r2sf"
+CHANNEL = "r2sf_data_version"  # r2sf.bump_data_version() (sync/schema.py) notifies on it
+LOCK_CLASS = 0x72327366 & 0x7FFFFFFF  # shared with sync/schema.py: "r2sf"
 INSTALL_LOCK = 1
-
-_SCHEMA_SQL = f"""
-CREATE SCHEMA IF NOT EXISTS r2sf;
-CREATE SEQUENCE IF NOT EXISTS r2sf.data_version_seq;
-CREATE TABLE IF NOT EXISTS r2sf.data_versions (
-    relid oid PRIMARY KEY,
-    version bigint NOT NULL,
-    changed_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE OR REPLACE FUNCTION r2sf.bump_data_version() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-    v bigint;
-BEGIN
-    -- A statement that changed no row (a sync rerun with nothing new) keeps the version.
-    -- (Nested: TRUNCATE triggers have no transition table to look at.)
-    IF TG_OP <> 'TRUNCATE' THEN
-        IF NOT EXISTS (SELECT 1 FROM r2sf_changed) THEN
-            RETURN NULL;
-        END IF;
-    END IF;
-    -- The row lock first, the number second: a concurrent writer of the same table waits here
-    -- until this transaction ends and then draws a larger number, so a table's versions follow
-    -- commit order and a notification is never older than one already sent.
-    INSERT INTO r2sf.data_versions (relid, version, changed_at) VALUES (TG_RELID, 0, now())
-    ON CONFLICT (relid) DO NOTHING;
-    PERFORM 1 FROM r2sf.data_versions WHERE relid = TG_RELID FOR UPDATE;
-    v := nextval('r2sf.data_version_seq');
-    UPDATE r2sf.data_versions SET version = v, changed_at = now() WHERE relid = TG_RELID;
-    PERFORM pg_notify('{CHANNEL}', TG_RELID::text || ':' || v::text);
-    RETURN NULL;
-END $$;
-"""
 
 _TRIGGERS = {
     "r2sf_dv_ins": "AFTER INSERT ON {rel} REFERENCING NEW TABLE AS r2sf_changed",
@@ -155,8 +124,6 @@ class VersionTracker:
     async def _prepare(
         self, conn: asyncpg.Connection, sets: list[EntitySet]
     ) -> dict[str, tuple[int, ...]]:
-        if self.install:
-            await self._install_schema(conn)
         if await conn.fetchval("select to_regclass('r2sf.data_versions')") is None:
             return {}
         rows = await conn.fetch(_RELATIONS_SQL, [s.schema for s in sets], [s.table for s in sets])
@@ -199,14 +166,6 @@ class VersionTracker:
             else:
                 log.info("entity set %s is served uncached: its changes cannot be tracked", s.name)
         return depends
-
-    async def _install_schema(self, conn: asyncpg.Connection) -> None:
-        try:
-            async with conn.transaction():
-                await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
-                await conn.execute(_SCHEMA_SQL)
-        except asyncpg.InsufficientPrivilegeError:
-            log.warning("cannot create schema r2sf (no privilege): responses are not cached")
 
     async def _ensure_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
         if len(row["triggers"]) == len(_TRIGGERS):

@@ -141,6 +141,7 @@ class App:
         # The listener needs a session of its own on the primary: never the pooler (transaction
         # mode keeps no LISTEN), never a follower (it receives no NOTIFY). With a follower it
         # runs even when the cache is off: reads compare its versions with the follower's.
+        await _migrate(self.pool)
         if self.cache is not None or s.follower_url is not None:
             self.tracker = VersionTracker(s.database_url, install=s.odata.track_changes)
         self.odata = ODataService(
@@ -648,6 +649,22 @@ async def _create_pool(
             f"cannot connect to {redact_url(url)} ({type(exc).__name__}: {exc})",
             "check the host, port, database name and credentials",
         ) from None
+
+
+async def _migrate(pool: asyncpg.Pool) -> None:
+    """Bring the r2sf schema up to date, as `r2sf migrate` does, if this role may.
+
+    A role without the privilege still serves: against a schema its owner migrated, fully;
+    without one, uncached and without change tracking (as odata/versions.py and
+    odata/service.py find no tables to use).
+    """
+    from sync.schema import migrate
+
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    except asyncpg.InsufficientPrivilegeError:
+        log.warning("cannot create schema r2sf (no privilege): responses are not cached")
 
 
 async def _send(

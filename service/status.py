@@ -2,7 +2,7 @@
 
 Reads `r2sf.sync_runs` (see sync/state.py), the configured jobs and the catalogue; renders plain
 text for the terminal and one server-rendered HTML page with inline SVG charts (no scripts, no
-front-end build). It only reads, except `migrate`, which applies sync/state.py's migrations.
+front-end build). It only reads, except `migrate`, which applies sync/schema.py's migrations.
 Everything shown is escaped; no URL with a password is ever rendered.
 """
 
@@ -310,12 +310,15 @@ def _hc_summary(hc: dict[str, Any]) -> str:
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    from sync.state import migrate
+    import os
 
-    settings = load_settings(args.config)
+    from sync.schema import migrate
+    from sync.settings import database_url
+
+    url = database_url(os.environ)  # the one setting it needs
 
     async def run() -> int:
-        conn = await asyncpg.connect(settings.database_url, timeout=30, statement_cache_size=0)
+        conn = await asyncpg.connect(url, timeout=30, statement_cache_size=0)
         try:
             return await migrate(conn)
         finally:

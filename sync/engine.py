@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 from croniter import croniter
 
-from sync import alerts, heroku_connect, load, state
+from sync import alerts, heroku_connect, load, schema, state
 from sync.config import Job, quote_ident
 from sync.errors import (
     JobTimeout,
@@ -301,7 +301,7 @@ async def _run_locked(
     started = datetime.now(UTC)
     dry_run = opts.dry_run
     if not dry_run:
-        await state.migrate(conn)
+        await schema.migrate(conn)
     # One transaction from here on: the job lock, a new target, its rows, the run record and
     # the watermark commit together, and any failure leaves the target as it was. The lock is
     # transaction-scoped: it ends with the transaction, whatever connection (or pooled server

@@ -1,6 +1,7 @@
 """Sync state in the target database: the `r2sf` schema, its runs, watermarks and job locks.
 
-The schema is created and migrated on first use (versioned in `r2sf.schema_version`). Run
+The schema is created and migrated by sync/schema.py (on first use, at start-up and by
+`r2sf migrate`). Run
 records and watermarks are written on the caller's connection, inside the caller's merge
 transaction, so data and state commit together. This module never touches target tables.
 """
@@ -14,53 +15,9 @@ from typing import Any
 
 import asyncpg
 
-# Key 1 of every r2sf advisory lock ("r2sf" in ASCII); key 2 is a hash of the job name.
-LOCK_CLASS = 0x72327366 & 0x7FFFFFFF
-MIGRATION_LOCK = 0
+from sync.schema import LOCK_CLASS, migrate
 
-MIGRATIONS: list[str] = [
-    # 1: runs and watermarks
-    """
-    CREATE TABLE r2sf.sync_runs (
-        id bigserial PRIMARY KEY,
-        job text NOT NULL,
-        started_at timestamptz NOT NULL,
-        finished_at timestamptz,
-        status text NOT NULL CHECK (status IN ('ok', 'failed')),
-        full_refresh boolean NOT NULL DEFAULT false,
-        rows_read bigint,
-        rows_inserted bigint,
-        rows_updated bigint,
-        rows_unchanged bigint,
-        rows_deleted bigint,
-        rows_skipped bigint,
-        source_rows bigint,
-        target_rows bigint,
-        error text
-    );
-    CREATE INDEX sync_runs_job_started ON r2sf.sync_runs (job, started_at DESC);
-    CREATE TABLE r2sf.watermarks (
-        job text PRIMARY KEY,
-        column_name text NOT NULL,
-        value text NOT NULL,
-        value_type text NOT NULL,
-        updated_at timestamptz NOT NULL DEFAULT now()
-    );
-    """,
-    # 2: what each Heroku Connect job owns (sync/heroku_connect.py). Jobs that already ran
-    # before ownership was kept adopt the rows their warehouse query returns on their next run.
-    """
-    CREATE TABLE r2sf.hc_owned (
-        job text NOT NULL,
-        mapping text NOT NULL,  -- target table and external ID column: schema.table.column
-        external_id text NOT NULL,
-        PRIMARY KEY (job, mapping, external_id)
-    );
-    CREATE TABLE r2sf.hc_adopt_pending (job text PRIMARY KEY);
-    INSERT INTO r2sf.hc_adopt_pending SELECT DISTINCT job FROM r2sf.sync_runs WHERE status = 'ok';
-    ALTER TABLE r2sf.sync_runs ADD COLUMN rows_not_owned bigint;
-    """,
-]
+# Job locks: key 1 is LOCK_CLASS ("r2sf"), key 2 a hash of the job name.
 
 
 @dataclass(frozen=True)
@@ -83,24 +40,6 @@ class Holder:
 
 def job_lock_key(job: str) -> int:
     return zlib.crc32(job.encode()) & 0x7FFFFFFF
-
-
-async def migrate(conn: Any) -> int:
-    """Bring schema `r2sf` to the latest version; returns that version."""
-    async with conn.transaction():
-        # Two processes starting at once must not both create the schema.
-        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, MIGRATION_LOCK)
-        await conn.execute("CREATE SCHEMA IF NOT EXISTS r2sf")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS r2sf.schema_version ("
-            " version int NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM r2sf.schema_version")
-        for version, sql in enumerate(MIGRATIONS, start=1):
-            if version > current:
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO r2sf.schema_version (version) VALUES ($1)", version)
-        return len(MIGRATIONS)
 
 
 async def schema_exists(conn: Any) -> bool:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from croniter import croniter
 
-from sync import state
+from sync import schema, state
 from tests import heroku_connect as hcx
 from tests.live import serve
 
@@ -78,7 +78,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 async def record(url: str, runs: list[tuple[str, datetime, float, str, dict[str, int]]]) -> None:
     conn = await asyncpg.connect(url)
     try:
-        await state.migrate(conn)
+        await schema.migrate(conn)
         for job, started, seconds, status, counts in runs:
             run_id = await state.record_run(
                 conn, job, started, status, False, counts, ERROR if status == "failed" else None

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync import state
+from sync import schema
 from sync.progress import Reporter
 from sync.schedule import missed, run_scheduler
 from tests.conftest import Databases
@@ -97,7 +97,7 @@ def test_a_slot_missed_while_down_runs_once_at_start_up(pair: Pair) -> None:
 
         conn = await asyncpg.connect(pair.target)
         try:
-            await state.migrate(conn)
+            await schema.migrate(conn)
         finally:
             await conn.close()
         await execute(pair.target, "INSERT INTO r2sf.sync_runs (job, started_at, finished_at,"
