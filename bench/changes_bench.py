@@ -31,6 +31,7 @@ from common import CREDENTIALS, OUT, free_port, log, r2sf_server, with_database
 from odata import changes
 from odata.catalog import SetOptions, load_model
 from odata.versions import VersionTracker
+from sync import schema
 from sync.config import Job
 from sync.engine import run_job
 from sync.progress import Reporter
@@ -83,6 +84,7 @@ async def prepare(server: str, rows: int) -> None:
         # The triggers the service installs: data versions always, the change log when on.
         conn = await asyncpg.connect(url)
         try:
+            await schema.migrate(conn)  # as the service does at start-up
             sets = [SetOptions("public.items", change_tracking=mode == "on")]
             model = await load_model(conn, expose=["public.items"], sets=sets)
             if mode == "on":
