@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import asyncpg
 
+from odata.errors import CatalogError
 from odata.model import Constraint, EntitySet, EntityType, Generation, Model, Property
 from odata.naming import assign_names, is_safe
 
@@ -61,10 +62,6 @@ _EDM_TYPES = {
 def is_native(db_type: str) -> bool:
     """False for types exposed through their text form (json, arrays, intervals, enums, ...)."""
     return db_type in _EDM_TYPES
-
-
-class CatalogError(Exception):
-    """A relation the configuration asks for cannot be exposed; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ never carry SQL, stack traces or secrets.
     ├── UnsupportedMediaType (415)
     ├── NotImplementedFeature (501) valid OData that this service does not implement
     └── ServiceError (500)          a fault on our side; the message is generic
-        └── ServiceUnavailable (503)
+        ├── ServiceUnavailable (503)
+        └── CatalogError            the configuration asks for a relation that cannot be
+                                    exposed: raised at start-up (where it becomes a
+                                    ConfigError) and on reload (logged); never sent to a client
+
+Every code is listed in docs/errors.md with what the client or the admin does about it.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 class ODataError(Exception):
     status = 500
-    code = "InternalError"
+    code: str  # each class below has its own (docs/errors.md); the root is never raised
 
     def __init__(self, message: str, *, target: str | None = None) -> None:
         super().__init__(message)
@@ -167,3 +172,12 @@ class ServiceError(ODataError):
 class ServiceUnavailable(ServiceError):
     status = 503
     code = "ServiceUnavailable"
+
+
+class CatalogError(ServiceError):
+    """A relation the configuration asks for cannot be exposed; the message says how to fix it."""
+
+    code = "CatalogError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)

@@ -25,25 +25,24 @@ from fastapi import FastAPI
 
 from odata import etags, response
 from odata.cache import Doorkeeper, Entry, ResponseCache, etag
-from odata.catalog import CatalogError, SetOptions
+from odata.catalog import SetOptions
 from odata.errors import (
     BadRequest,
+    CatalogError,
     Forbidden,
-    NotImplementedFeature,
     ODataError,
     PayloadTooLarge,
-    ServiceError,
     Unauthorized,
     UriTooLong,
 )
 from odata.service import ODataService, ServiceConfig
 from odata.versions import VersionTracker
-from service import database, logs
+from service import database, errors, logs
 from service.auth import BasicAuth
 from service.config import ConfigError, Settings, load_settings, redact_url
 from service.http import service_root
 from service.metrics import Metrics
-from service.security import plain_http_refusal
+from service.security import refuse_plain_http
 from service.status import status_router
 
 log = logging.getLogger("r2sf.service")
@@ -226,10 +225,8 @@ class App:
         result: response.Response | None
         if path == "/healthz":
             kind, result = "health", response.plain("ok")
-        elif (refused := plain_http_refusal(headers, self.settings, request_id)) is not None:
-            kind, result = "refused", refused  # X-Forwarded-Proto: http (service/security.py)
-        elif (forbidden := self._csrf_refusal(method, headers, request_id)) is not None:
-            kind, result = "refused", forbidden
+        elif (refused := self._refusal(method, headers, request_id)) is not None:
+            kind, result = "refused", refused
         elif path == "/metrics" and self._authorised(headers):
             gauges = await self._sync_gauges() + await self._follower_gauges()
             body = self._metrics(gauges).encode()
@@ -344,21 +341,26 @@ class App:
             return {"X-CSRF-Token": self.csrf_token}
         return {}
 
-    def _csrf_refusal(
+    def _refusal(
         self, method: str, headers: dict[str, str], request_id: str
     ) -> response.Response | None:
+        """The answer to a request refused before authentication, or None to go on."""
+        try:
+            refuse_plain_http(headers, self.settings)  # X-Forwarded-Proto: http
+            self._check_csrf(method, headers)
+        except ODataError as exc:
+            return errors.render(exc, request_id)
+        return None
+
+    def _check_csrf(self, method: str, headers: dict[str, str]) -> None:
         if not self.settings.odata.csrf or method in ("GET", "HEAD", "OPTIONS"):
-            return None
+            return
         sent = headers.get("x-csrf-token", "")
-        if hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
-            return None
-        return response.error(
-            Forbidden(
+        if not hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
+            raise Forbidden(
                 "CSRF token missing or invalid: fetch one with a GET carrying "
                 "'X-CSRF-Token: Fetch' and send it back on writes"
-            ),
-            request_id,
-        )
+            )
 
     def _authorised(self, headers: dict[str, str]) -> bool:
         return not self.auth.enabled or self.auth.user(headers.get("authorization")) is not None
@@ -567,19 +569,8 @@ class App:
                     service_root(scope, headers, self.root),
                     body,
                 )
-        except RecursionError:
-            return response.error(
-                BadRequest("the request is nested too deeply; simplify it"), request_id
-            )
-        except ODataError as exc:
-            if exc.status >= 500 and not isinstance(exc, NotImplementedFeature):
-                log.error("request %s failed: %s", request_id, exc.message)
-            return response.error(exc, request_id)
-        except Exception:
-            log.exception("request %s failed with an unexpected error", request_id)
-            return response.error(
-                ServiceError(f"internal error (request id {request_id})"), request_id
-            )
+        except Exception as exc:  # RecursionError included: a filter nested too deeply
+            return errors.render(exc, request_id)
         await self.api(scope, receive, send)
         return None
 

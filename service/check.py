@@ -20,7 +20,8 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from odata.catalog import CatalogError, load_model, matches
+from odata.catalog import load_model, matches
+from odata.errors import CatalogError
 from odata.model import EntitySet, Model, Property
 from odata.naming import MAX_LENGTH
 from odata.sql import ident

@@ -2,12 +2,12 @@
 
 Heroku's router terminates TLS and tells the app the client's scheme in `X-Forwarded-Proto`.
 A request that arrived over plain HTTP has already sent its Basic credentials in clear text, so
-it is refused rather than answered. This module only decides; it never logs header values.
+it is refused rather than answered: `refuse_plain_http` raises a 403 that service/errors.py
+renders. This module only decides; it never logs header values.
 """
 
 from __future__ import annotations
 
-from odata import response
 from odata.errors import Forbidden
 from service.config import Settings
 
@@ -18,18 +18,15 @@ MESSAGE = (
 )
 
 
-def plain_http_refusal(
-    headers: dict[str, str], settings: Settings, request_id: str
-) -> response.Response | None:
-    """A 403 response when a proxy reports that the client used plain HTTP, else None.
+def refuse_plain_http(headers: dict[str, str], settings: Settings) -> None:
+    """Raise Forbidden (403) when a proxy reports that the client used plain HTTP.
 
     Without the header (a direct connection: local runs, tests, health checks inside the
     container) nothing is refused: only the router knows what the client used.
     """
     if not settings.file.server.require_https:
-        return None
+        return
     # With several proxies the header is a list; the first entry is the client's own scheme.
     proto = headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
-    if proto != "http":
-        return None
-    return response.error(Forbidden(MESSAGE), request_id)
+    if proto == "http":
+        raise Forbidden(MESSAGE)

@@ -21,6 +21,7 @@ from croniter import croniter
 from sync import alerts, heroku_connect, load, schema, state
 from sync.config import Job, quote_ident
 from sync.errors import (
+    ExtractError,
     JobTimeout,
     LockHeld,
     SourceError,
@@ -30,7 +31,7 @@ from sync.errors import (
 )
 from sync.progress import Reporter
 from sync.settings import redact_url
-from sync.source import ExtractError, Limits, Source, SourceColumn, open_source, window
+from sync.source import Limits, Source, SourceColumn, open_source, window
 
 WORK_MEM = "64MB"
 TEMP_BUFFERS = "256MB"

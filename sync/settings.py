@@ -18,19 +18,20 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ValidationError
 
+from sync.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "ConfigError",
+    "config_path",
+    "database_url",
+    "explain_validation",
+    "normalise_database_url",
+    "read_toml",
+    "redact_url",
+]
+
 DEFAULT_CONFIG = "r2sf.toml"
-
-
-class ConfigError(Exception):
-    """A configuration problem, phrased as `where: what. Fix: how`."""
-
-    code = "ConfigError"
-
-    def __init__(self, where: str, problem: str, fix: str) -> None:
-        super().__init__(f"{where}: {problem}. Fix: {fix}")
-        self.where = where
-        self.problem = problem
-        self.fix = fix
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:

@@ -23,6 +23,7 @@ import asyncpg
 
 from sync import redshift, warehouse
 from sync.config import Incremental, quote_ident
+from sync.errors import ExtractError
 from sync.state import Watermark
 
 TEXT_OID = 25
@@ -47,16 +48,6 @@ class SourceColumn:
     typmod: int = -1  # the source's type modifier (length, precision, scale) when known
     not_null: bool = False  # declared NOT NULL in the source table (`table =` jobs)
     redshift_type: str = ""  # a Redshift-only type's name, and what it becomes: "SUPER -> jsonb"
-
-
-class ExtractError(Exception):
-    """An error the source driver raised (in the extract process), by its type name."""
-
-    def __init__(self, type_name: str, message: str, transient: bool) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.message = message
-        self.transient = transient
 
 
 is_redshift = warehouse.is_redshift

@@ -330,7 +330,8 @@ def test_a_token_for_a_set_whose_columns_changed_answers_410(databases: Database
 
 
 def test_a_view_cannot_be_tracked(databases: Databases) -> None:
-    from odata.catalog import CatalogError, SetOptions, load_model
+    from odata.catalog import SetOptions, load_model
+    from odata.errors import CatalogError
 
     db = databases.create(SETUP + "CREATE VIEW west AS SELECT * FROM account;")
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync import schema
+from sync.errors import JobTimeout, LockHeld
 from sync.progress import Reporter
 from sync.schedule import missed, run_scheduler
 from tests.conftest import Databases
@@ -145,7 +146,7 @@ def test_a_job_never_overlaps_itself(pair: Pair) -> None:
     before = watch.lines[:first_done]
     assert sum(f"event=start job={src}" in ln for ln in before) <= 2, watch.lines
     assert watch.count(f"event=skipped job={src}") >= 2
-    assert watch.count("code=lock_held") == 0  # never started while running
+    assert watch.count(f"code={LockHeld.code}") == 0  # never started while running
 
 
 def test_a_run_over_its_timeout_is_stopped_and_the_scheduler_goes_on(pair: Pair) -> None:
@@ -158,7 +159,8 @@ def test_a_run_over_its_timeout_is_stopped_and_the_scheduler_goes_on(pair: Pair)
                  key=["id"], schedule="* * * * * *"),
     ]  # fmt: skip
     x(pair.source, "UPDATE ctl SET pause = true")
-    watch = Watch(lambda lines: any(f"event=failed job={slow} code=timeout" in ln for ln in lines)
+    failed = f"event=failed job={slow} code={JobTimeout.code}"
+    watch = Watch(lambda lines: any(failed in ln for ln in lines)
                   and any(f"event=done job={fast}" in ln for ln in lines))  # fmt: skip
     try:
         schedule(pair, jobs, watch)
