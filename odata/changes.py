@@ -31,6 +31,7 @@ from typing import Any
 import asyncpg
 
 from odata.errors import BadRequest, Gone
+from odata.ident import ident, qualified
 from odata.model import EntitySet
 
 log = logging.getLogger("r2sf.odata.changes")
@@ -50,10 +51,6 @@ _TRIGGERS = {
 
 
 TRIGGER_NAMES = tuple(_TRIGGERS)
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:
@@ -78,8 +75,8 @@ async def install(conn: asyncpg.Connection, entity_set: EntitySet, oid: int) -> 
 
     The log, the key table and `r2sf.log_changes()` are migration 4 of sync/schema.py.
     """
-    rel = f"{_quote(entity_set.schema)}.{_quote(entity_set.table)}"
-    args = ", ".join(_literal(_quote(c)) for c in key_columns(entity_set))
+    rel = qualified(entity_set.schema, entity_set.table)
+    args = ", ".join(_literal(ident(c)) for c in key_columns(entity_set))
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
         existing = {

@@ -215,13 +215,14 @@ def _entity_set(model: Model, name: str) -> EntitySet:
     found = model.entity_set(name)
     if found is None:
         names = [s.name for s in model.entity_sets]
-        guess = _closest(name, names)
+        guess = closest(name, names)
         hint = f"; did you mean '{guess}'?" if guess else ""
         raise ResourceNotFound(f"no entity set named '{name}'{hint}", target=name)
     return found
 
 
-def _closest(name: str, candidates: list[str]) -> str | None:
+def closest(name: str, candidates: list[str]) -> str | None:
+    """The candidate `name` most likely meant (any case), for "did you mean" hints; or None."""
     lowered = {c.lower(): c for c in candidates}
     if name.lower() in lowered:
         return lowered[name.lower()]
@@ -230,7 +231,7 @@ def _closest(name: str, candidates: list[str]) -> str | None:
 
 
 def _unknown(entity_set: EntitySet, name: str) -> str:
-    guess = _closest(name, [p.name for p in entity_set.entity_type.properties])
+    guess = closest(name, [p.name for p in entity_set.entity_type.properties])
     hint = f"; did you mean '{guess}'?" if guess else ""
     return f"'{name}' is not a property of {entity_set.name}{hint}"
 
@@ -397,6 +398,20 @@ def resolve_key(entity_set: EntitySet, key: ast.KeyPredicate) -> tuple[tuple[Pro
             )
         given[name] = literal
     return tuple((p, coerce_key(p, given[p.name])) for p in key_props)
+
+
+def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
+    """The key predicate as written in a URL: `1`, `'S-1'`, `OrderID=1,LineNo=2`."""
+    single = len(key) == 1
+    out = []
+    for prop, lit in key:
+        # Only strings are quoted: Int64 keys arrive as strings under IEEE754Compatible.
+        value = str(lit.value)
+        text = (
+            f"'{value.replace(chr(39), chr(39) * 2)}'" if prop.edm_type == "Edm.String" else value
+        )
+        out.append(text if single else f"{prop.name}={text}")
+    return ",".join(out)
 
 
 def coerce_key(prop: Property, literal: ast.Literal) -> Lit:
@@ -629,7 +644,7 @@ class _Checker:
             )
         spec = _FUNCTIONS.get(name)
         if spec is None:
-            guess = _closest(name, list(_FUNCTIONS))
+            guess = closest(name, list(_FUNCTIONS))
             hint = f"; did you mean {guess}()?" if guess else ""
             raise BadRequest(f"{option}: unknown function '{name}'{hint}", target=name)
         low, high, categories, result = spec

@@ -35,7 +35,7 @@ from odata.errors import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
-from odata.model import EntitySet, Model, Property
+from odata.model import EntitySet, Model
 from odata.plan import (
     MAX_PAGE_BYTES,
     CollectionPlan,
@@ -47,6 +47,7 @@ from odata.plan import (
     encode_token,
     plan,
     resolve_key,
+    resource_key_text,
 )
 from odata.request import (
     Format,
@@ -333,10 +334,16 @@ class ODataService:
             )
         out = sql.OutputFormat(ieee754=fmt.ieee754, full=fmt.metadata == "full")
         if method == "POST":
-            vals = write.values(entity_set, self._body(headers, body))
-            created = await self._write_row(
-                entity_set, "create", entity_set.name, write.insert(entity_set, vals, out), vals
-            )
+            plan = write.plan_write(entity_set, method, (), self._body(headers, body))
+        else:
+            assert resource.key is not None
+            key = resolve_key(entity_set, resource.key)
+            precondition = etags.Precondition.from_headers(headers)
+            data = None if method == "DELETE" else self._body(headers, body)
+            plan = write.plan_write(entity_set, method, key, data, precondition)
+        outcome = await self._write_row(plan, sql.write(plan, out))
+        if plan.kind == "create":
+            created = outcome
             assert created is not None
             entity_json, opaque = created
             link = f"{root}{entity_set.name}({_key_of(entity_set, entity_json)})"
@@ -350,25 +357,12 @@ class ODataService:
             result.status = 201
             result.headers.update(written)
             return result
-        assert resource.key is not None
-        key = resolve_key(entity_set, resource.key)
-        entity = f"{entity_set.name}({resource_key_text(key)})"
-        precondition = etags.Precondition.from_headers(headers)
-        if method == "DELETE":
-            vals = write.Values(())
-            kind = "delete"
-            statement = write.delete(entity_set, key, precondition)
-        else:
-            vals = write.values(entity_set, self._body(headers, body))
-            kind = "replace" if method == "PUT" else "update"
-            statement = write.update(
-                entity_set, key, vals, replace=method == "PUT", precondition=precondition
-            )
-        outcome = await self._write_row(entity_set, kind, entity, statement, vals)
+        entity = plan.entity
         done, exists = outcome if outcome is not None else (None, False)
         if not exists:
             raise EntityNotFound(f"{entity} does not exist")
         if not done:
+            precondition = plan.precondition
             if precondition.present:
                 raise PreconditionFailed(
                     f"{entity} has changed: its current ETag does not satisfy "
@@ -376,43 +370,31 @@ class ODataService:
                     target="If-Match" if precondition.if_match is not None else "If-None-Match",
                 )
             raise EntityNotFound(f"{entity} does not exist")  # deleted while we waited for it
-        tag = {} if kind == "delete" else {"ETag": etags.weak(done)}
+        tag = {} if plan.kind == "delete" else {"ETag": etags.weak(done)}
         return response.Response(204, b"", None, tag)
 
-    async def _write_row(
-        self,
-        entity_set: EntitySet,
-        kind: str,
-        entity: str,
-        statement: sql.Statement,
-        vals: write.Values,
-    ) -> Any:
+    async def _write_row(self, plan: write.WritePlan, statement: sql.Statement) -> Any:
         """Run a write; a refusal by the database becomes the error that names the property."""
         async with self.pool.acquire() as conn:
-            done = await _guard(self._attempt(conn, entity_set, kind, entity, statement, vals))
+            done = await _guard(self._attempt(conn, plan, statement))
             if self.read_pool is not self.pool and self.tracker is not None:
                 # Read your writes: learn the version this write drew now, not when its NOTIFY
                 # arrives, so the next read of the set waits for the follower or asks the
                 # primary.
-                known = self.tracker.known(entity_set.name) or {}
+                known = self.tracker.known(plan.entity_set.name) or {}
                 for r in await conn.fetch(_REPLAYED_SQL, list(known)):
                     self.tracker.learn(r["relid"], r["version"])
             return done
 
     async def _attempt(
-        self,
-        conn: asyncpg.Connection,
-        entity_set: EntitySet,
-        kind: str,
-        entity: str,
-        statement: sql.Statement,
-        vals: write.Values,
+        self, conn: asyncpg.Connection, plan: write.WritePlan, statement: sql.Statement
     ) -> Any:
+        entity_set, entity, vals = plan.entity_set, plan.entity, plan.values
         try:
             return await conn.fetchrow(statement.sql, *statement.params)
         except asyncpg.DataError:
             # A value PostgreSQL's input rules refuse; its error does not say whose it is.
-            for prop, probe in write.probes(vals):
+            for prop, probe in sql.probes(vals):
                 try:
                     await conn.fetchval(probe.sql, *probe.params)
                 except asyncpg.DataError:
@@ -423,7 +405,7 @@ class ODataService:
                 + (f" (check {names})" if names else "")
             ) from None
         except asyncpg.PostgresError as exc:
-            refusal = violations.explain(self.published.model, entity_set, kind, entity, exc)
+            refusal = violations.explain(self.published.model, entity_set, plan.kind, entity, exc)
             if refusal is None:
                 raise
             raise refusal from None
@@ -673,20 +655,6 @@ def _key_of(entity_set: EntitySet, entity_json: str) -> str:
         for prop in entity_set.entity_type.key_properties
     )
     return resource_key_text(key)
-
-
-def resource_key_text(key: tuple[tuple[Property, Lit], ...]) -> str:
-    """The key predicate as written in a URL: `1`, `'S-1'`, `OrderID=1,LineNo=2`."""
-    single = len(key) == 1
-    out = []
-    for prop, lit in key:
-        # Only strings are quoted: Int64 keys arrive as strings under IEEE754Compatible.
-        value = str(lit.value)
-        text = (
-            f"'{value.replace(chr(39), chr(39) * 2)}'" if prop.edm_type == "Edm.String" else value
-        )
-        out.append(text if single else f"{prop.name}={text}")
-    return ",".join(out)
 
 
 _DATA_ERRORS = {

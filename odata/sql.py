@@ -1,17 +1,19 @@
 """Compile a query plan into ONE parametrised SQL statement whose result is the response body.
 
 PostgreSQL builds the JSON (`json_agg` over a LIMITed, ordered subquery) and the count in the same
-round trip; Python only frames it. Identifiers are quoted by `ident`, every value is a bound
+round trip; Python only frames it. Identifiers are quoted by `odata.ident`, every value is a bound
 parameter, and OData's two-valued null semantics are translated exactly (see `_cond`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from odata import etags
 from odata.catalog import is_native
+from odata.ident import ident, qualified
 from odata.model import EntitySet, Property
 from odata.plan import (
     Arith,
@@ -28,6 +30,7 @@ from odata.plan import (
     SortKey,
     TExpr,
 )
+from odata.write import Values, WritePlan
 
 # Edm type -> the PostgreSQL type a literal of it is bound as.
 _BIND_TYPES = {
@@ -57,13 +60,8 @@ _ARITH = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%"}
 _EXTRACT = {"year": "year", "month": "month", "day": "day", "hour": "hour", "minute": "minute"}
 
 
-def ident(name: str) -> str:
-    """The one place identifiers are quoted."""
-    return '"' + name.replace('"', '""') + '"'
-
-
 def relation(entity_set: EntitySet) -> str:
-    return f"{ident(entity_set.schema)}.{ident(entity_set.table)}"
+    return qualified(entity_set.schema, entity_set.table)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +76,9 @@ class OutputFormat:
     full: bool = False  # odata.metadata=full annotations
 
 
-class _Params:
+class Params:
+    """The bound values of one statement; `bind` returns the placeholder, cast to its type."""
+
     def __init__(self) -> None:
         self.values: list[Any] = []
 
@@ -111,8 +111,10 @@ def _pg_type(expr: TExpr) -> str:
     return _BIND_TYPES.get(expr.edm, "text")
 
 
-class _Compiler:
-    def __init__(self, params: _Params) -> None:
+class Compiler:
+    """SQL fragments for typed plan expressions: values, conditions, ORDER BY, outputs."""
+
+    def __init__(self, params: Params) -> None:
         self.p = params
 
     # -- values --------------------------------------------------------------------------------
@@ -396,7 +398,7 @@ def output_value(prop: Property, fmt: OutputFormat) -> str:
     return col
 
 
-def _where(compiler: _Compiler, entity_set: EntitySet, where: TExpr | None) -> str:
+def _where(compiler: Compiler, entity_set: EntitySet, where: TExpr | None) -> str:
     cond = compiler.cond(where, True) if where is not None else "true"
     if entity_set.nullable_key:  # a row without a key is not an entity
         by_name = {p.name: p for p in entity_set.entity_type.properties}
@@ -421,8 +423,8 @@ def collection(
     Rows are turned into JSON only after the LIMIT, so a sort stays a top-N sort and `$skip` rows
     cost no JSON.
     """
-    p = _Params()
-    c = _Compiler(p)
+    p = Params()
+    c = Compiler(p)
     rel = relation(plan.entity_set)
     outputs = c.outputs(plan.entity_set, plan.select, fmt)
     where = _where(c, plan.entity_set, plan.where)
@@ -487,22 +489,22 @@ def collection(
 
 
 def count(plan: CountPlan) -> Statement:
-    p = _Params()
-    where = _where(_Compiler(p), plan.entity_set, plan.where)
+    p = Params()
+    where = _where(Compiler(p), plan.entity_set, plan.where)
     return Statement(
         f"SELECT count(*) FROM {relation(plan.entity_set)} AS t WHERE {where}", tuple(p.values)
     )
 
 
-def _key_condition(c: _Compiler, plan: EntityPlan) -> str:
+def _key_condition(c: Compiler, plan: EntityPlan) -> str:
     return " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in plan.key)
 
 
 def entity(plan: EntityPlan, fmt: OutputFormat) -> Statement:
     """Columns: body (the entity as a JSON object text), etag (the opaque part of its ETag, a
     hash of the row); no row when the key matches nothing."""
-    p = _Params()
-    c = _Compiler(p)
+    p = Params()
+    c = Compiler(p)
     outputs = c.outputs(plan.entity_set, plan.select, fmt)
     key = _key_condition(c, plan)
     sql = (
@@ -515,8 +517,8 @@ def entity(plan: EntityPlan, fmt: OutputFormat) -> Statement:
 def property_value(plan: EntityPlan, fmt: OutputFormat) -> Statement:
     """Columns: json (the value as JSON text), raw (text form, or bytes for Binary)."""
     assert plan.prop is not None
-    p = _Params()
-    c = _Compiler(p)
+    p = Params()
+    c = Compiler(p)
     prop = plan.prop
     key = _key_condition(c, plan)
     raw = column(prop) if prop.edm_type == "Edm.Binary" else f"{column(prop)}::text"
@@ -546,8 +548,8 @@ def delta(
     transaction `since` did not see and `until` did (or, without `until`, the reading
     transaction's own snapshot sees: it only sees committed ones).
     """
-    p = _Params()
-    c = _Compiler(p)
+    p = Params()
+    c = Compiler(p)
     es = plan.entity_set
     outputs = c.outputs(es, plan.select, fmt)
     matches = c.cond(plan.where, True) if plan.where is not None else "true"
@@ -574,5 +576,150 @@ def delta(
         f"CASE WHEN t.ctid IS NOT NULL AND ({matches}) THEN row_to_json(r)::text END AS body "
         f"FROM c LEFT JOIN {relation(es)} AS t ON {join} "
         f"LEFT JOIN LATERAL (SELECT {outputs}) AS r ON true ORDER BY c.key"
+    )
+    return Statement(sql, tuple(p.values))
+
+
+# -- writes: compile a WritePlan (odata/write.py) ----------------------------------------------
+
+
+def probes(vals: Values) -> Iterator[tuple[Property, Statement]]:
+    """One statement per written value that casts it exactly as the write does: the first one
+    PostgreSQL refuses names the property behind a refused write (its error names none)."""
+    for prop, value in vals.items:
+        if value is not None:
+            p = Params()
+            yield prop, Statement(f"SELECT {cast_value(p, prop, value)}", tuple(p.values))
+
+
+def cast_value(p: Params, prop: Property, value: Any) -> str:
+    """A written value, bound as text (bytes for Binary) and cast to the column's type."""
+    if value is None:
+        return "NULL"
+    if prop.edm_type == "Edm.Binary":
+        return p.bind(value, "bytea")
+    text = p.bind(value, "text")
+    if prop.db_type == "timestamp":
+        # A DateTimeOffset with an offset is converted to UTC, the zone naive columns are kept in.
+        return f"(CAST({text} AS timestamptz) AT TIME ZONE 'UTC')"
+    return f"CAST({text} AS {column_type(prop)})"
+
+
+def column_type(prop: Property) -> str:
+    """The column's type, schema-qualified, as a CAST target."""
+    # The catalogue's type name is enough to cast to: facets (length, precision) are enforced by
+    # the column itself when the value is stored. Qualified, so a type outside the search_path
+    # (an enum in the table's own schema) is found.
+    if not prop.db_type:
+        return "text"
+    if not prop.type_schema:
+        return ident(prop.db_type)
+    return f"{ident(prop.type_schema)}.{ident(prop.db_type)}"
+
+
+def precondition_holds(p: Params, pre: etags.Precondition) -> str:
+    """SQL true when the row `t` satisfies If-Match and If-None-Match, evaluated on the row the
+    write locks, so no change can slip in between the check and the write."""
+    terms = []
+    row = etags.row_hash("t")
+    if isinstance(pre.if_match, tuple):
+        terms.append(f"{row} = ANY({p.bind(list(pre.if_match), 'text[]')})")
+    if pre.if_none_match == "*":
+        terms.append("false")  # the entity exists wherever this is evaluated
+    elif isinstance(pre.if_none_match, tuple):
+        terms.append(f"{row} <> ALL({p.bind(list(pre.if_none_match), 'text[]')})")
+    return " AND ".join(terms) or "true"
+
+
+def write(plan: WritePlan, fmt: OutputFormat) -> Statement:
+    """The one statement of a write; its columns are those of `insert`, `update` or `delete`."""
+    if plan.kind == "create":
+        return insert(plan.entity_set, plan.values, fmt)
+    if plan.kind == "delete":
+        return delete(plan.entity_set, plan.key, plan.precondition)
+    return update(plan.entity_set, plan.key, plan.values, replace=plan.kind == "replace",
+                  precondition=plan.precondition)  # fmt: skip
+
+
+def insert(entity_set: EntitySet, vals: Values, fmt: OutputFormat) -> Statement:
+    """Columns: body (the created entity as JSON text), etag (its row hash)."""
+    p = Params()
+    c = Compiler(p)
+    target = f"{relation(entity_set)} AS t"
+    if vals.items:
+        cols = ", ".join(ident(prop.column) for prop, _ in vals.items)
+        exprs = ", ".join(cast_value(p, prop, v) for prop, v in vals.items)
+        insert_sql = f"INSERT INTO {target} ({cols}) VALUES ({exprs}) RETURNING *"
+    else:
+        insert_sql = f"INSERT INTO {target} DEFAULT VALUES RETURNING *"
+    outputs = c.outputs(entity_set, entity_set.entity_type.properties, fmt)
+    # `changed` has the table's columns in order, so its row text is the table row's.
+    sql = (
+        f"WITH changed AS ({insert_sql}) SELECT to_json(r)::text, {etags.row_hash('t')} "
+        f"FROM changed AS t CROSS JOIN LATERAL (SELECT {outputs}) AS r"
+    )
+    return Statement(sql, tuple(p.values))
+
+
+def update(
+    entity_set: EntitySet,
+    key: tuple[tuple[Property, Lit], ...],
+    vals: Values,
+    *,
+    replace: bool,
+    precondition: etags.Precondition = etags.NONE,
+) -> Statement:
+    """UPDATE by key, guarded by the precondition. Columns: etag (the entity's row hash after
+    the write; NULL when nothing was written), exists (whether the key names an entity).
+    The values were checked by `odata.write.plan_write`.
+
+    `replace` (PUT) resets the properties the body leaves out to their defaults, except those
+    the database generates: a sequence would renumber them."""
+    p = Params()
+    c = Compiler(p)
+    key_names = {prop.name for prop, _ in key}
+    given = {prop.name for prop, _ in vals.items}  # a changed key was refused by plan_write
+    sets = [
+        f"{ident(prop.column)} = {cast_value(p, prop, v)}"
+        for prop, v in vals.items
+        if prop.name not in key_names
+    ]
+    if replace:
+        sets += [
+            f"{ident(prop.column)} = DEFAULT"
+            for prop in entity_set.entity_type.properties
+            if prop.name not in key_names and prop.name not in given and prop.generation == "client"
+        ]
+    where = " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in key)
+    holds = precondition_holds(p, precondition)
+    target = f"{relation(entity_set)} AS t"
+    row = etags.row_hash("t")
+    if not sets:  # nothing to change: still 404 for a missing entity, 412 for a failed condition
+        return Statement(
+            f"SELECT CASE WHEN {holds} THEN {row} END, true FROM {target} WHERE {where}",
+            tuple(p.values),
+        )
+    sql = (
+        f"WITH changed AS (UPDATE {target} SET {', '.join(sets)} WHERE {where} AND {holds} "
+        f"RETURNING {row} AS etag) "
+        f"SELECT (SELECT etag FROM changed), EXISTS (SELECT 1 FROM {target} WHERE {where})"
+    )
+    return Statement(sql, tuple(p.values))
+
+
+def delete(
+    entity_set: EntitySet,
+    key: tuple[tuple[Property, Lit], ...],
+    precondition: etags.Precondition = etags.NONE,
+) -> Statement:
+    """DELETE by key, guarded by the precondition. Columns: deleted, exists (as `update`)."""
+    p = Params()
+    c = Compiler(p)
+    where = " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in key)
+    holds = precondition_holds(p, precondition)
+    target = f"{relation(entity_set)} AS t"
+    sql = (
+        f"WITH changed AS (DELETE FROM {target} WHERE {where} AND {holds} RETURNING 1) "
+        f"SELECT EXISTS (SELECT 1 FROM changed), EXISTS (SELECT 1 FROM {target} WHERE {where})"
     )
     return Statement(sql, tuple(p.values))

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from odata.ident import qualified
 from odata.model import EntitySet
 
 log = logging.getLogger("r2sf.odata.versions")
@@ -64,10 +65,6 @@ select deps.view_oid, array_agg(distinct deps.ref) as bases,
 from deps join pg_class c on c.oid = deps.ref
 group by deps.view_oid
 """
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class VersionTracker:
@@ -173,7 +170,7 @@ class VersionTracker:
         return self.install and await self._install_triggers(conn, row)
 
     async def _install_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
-        rel = f"{_quote(row['schema'])}.{_quote(row['table'])}"
+        rel = qualified(row["schema"], row["table"])
         try:
             async with conn.transaction():
                 await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)

@@ -3,10 +3,11 @@
 Validates a JSON entity body against the entity type before the database sees it: unknown
 names, wrong JSON types, values outside the declared facets (MaxLength, Precision, Scale, the
 range of each integer type), enum labels and text PostgreSQL cannot store are 400s that name the
-property and the rule. It then compiles ONE parametrised INSERT/UPDATE/DELETE; values are bound
+property and the rule. The result is a `WritePlan`, the write's counterpart of the read plan;
+`odata.sql.write` compiles it into ONE parametrised INSERT/UPDATE/DELETE whose values are bound
 as text and cast by PostgreSQL to the column type, so its own input rules decide the rest (a
-value they refuse is traced back to its property with `probes`). Refusals by the table's rules
-are translated in `odata.violations`.
+value they refuse is traced back to its property with `odata.sql.probes`). Refusals by the
+table's rules are translated in `odata.violations`. This module builds no SQL.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import decimal
 import json
 import re
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,8 +25,7 @@ from odata import etags
 from odata.catalog import is_native
 from odata.errors import InvalidBody, MethodNotAllowed
 from odata.model import EntitySet, Property
-from odata.plan import Lit, _closest
-from odata.sql import OutputFormat, Statement, _Compiler, _Params, column, ident, relation
+from odata.plan import Lit, closest, resource_key_text
 
 WriteKind = Literal["create", "update", "replace", "delete"]
 READ_ONLY_ALLOW = ("GET", "HEAD")
@@ -97,7 +96,7 @@ def values(entity_set: EntitySet, body: dict[str, Any]) -> Values:
             continue  # instance annotations (`@odata.type`, `Name@odata.type`) carry no data
         prop = etype.prop(name)
         if prop is None:
-            guess = _closest(name, [p.name for p in etype.properties])
+            guess = closest(name, [p.name for p in etype.properties])
             hint = f"; did you mean '{guess}'?" if guess else ""
             shown = _printable(name)
             raise InvalidBody(
@@ -285,133 +284,50 @@ def bad_value(prop: Property) -> InvalidBody:
     return _invalid(prop, f"must be {expected}")
 
 
-def probes(vals: Values) -> Iterator[tuple[Property, Statement]]:
-    """One statement per written value that casts it exactly as the write does: the first one
-    PostgreSQL refuses names the property behind a refused write (its error names none)."""
-    for prop, value in vals.items:
-        if value is not None:
-            p = _Params()
-            yield prop, Statement(f"SELECT {_cast(p, prop, value)}", tuple(p.values))
+@dataclass(frozen=True, slots=True)
+class WritePlan:
+    """A validated write, what `odata.sql.write` compiles (as `CollectionPlan` is for a read).
+
+    `key` is empty for a create; `values` is empty for a delete. `entity` is how messages name
+    the target: `Sales(3)`, or the entity set for a create.
+    """
+
+    entity_set: EntitySet
+    kind: WriteKind
+    entity: str
+    key: tuple[tuple[Property, Lit], ...] = ()
+    values: Values = Values(())
+    precondition: etags.Precondition = etags.NONE
 
 
-def _cast(p: _Params, prop: Property, value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if prop.edm_type == "Edm.Binary":
-        return p.bind(value, "bytea")
-    text = p.bind(value, "text")
-    if prop.db_type == "timestamp":
-        # A DateTimeOffset with an offset is converted to UTC, the zone naive columns are kept in.
-        return f"(CAST({text} AS timestamptz) AT TIME ZONE 'UTC')"
-    return f"CAST({text} AS {_column_type(prop)})"
+_KINDS: dict[str, WriteKind] = {
+    "POST": "create",
+    "PATCH": "update",
+    "PUT": "replace",
+    "DELETE": "delete",
+}
 
 
-def _column_type(prop: Property) -> str:
-    # The catalogue's type name is enough to cast to: facets (length, precision) are enforced by
-    # the column itself when the value is stored. Qualified, so a type outside the search_path
-    # (an enum in the table's own schema) is found.
-    if not prop.db_type:
-        return "text"
-    if not prop.type_schema:
-        return ident(prop.db_type)
-    return f"{ident(prop.type_schema)}.{ident(prop.db_type)}"
-
-
-def _precondition(p: _Params, pre: etags.Precondition) -> str:
-    """SQL true when the row `t` satisfies If-Match and If-None-Match, evaluated on the row the
-    write locks, so no change can slip in between the check and the write."""
-    terms = []
-    row = etags.row_hash("t")
-    if isinstance(pre.if_match, tuple):
-        terms.append(f"{row} = ANY({p.bind(list(pre.if_match), 'text[]')})")
-    if pre.if_none_match == "*":
-        terms.append("false")  # the entity exists wherever this is evaluated
-    elif isinstance(pre.if_none_match, tuple):
-        terms.append(f"{row} <> ALL({p.bind(list(pre.if_none_match), 'text[]')})")
-    return " AND ".join(terms) or "true"
-
-
-def insert(entity_set: EntitySet, vals: Values, fmt: OutputFormat) -> Statement:
-    """Columns: body (the created entity as JSON text), etag (its row hash)."""
-    p = _Params()
-    c = _Compiler(p)
-    target = f"{relation(entity_set)} AS t"
-    if vals.items:
-        cols = ", ".join(ident(prop.column) for prop, _ in vals.items)
-        exprs = ", ".join(_cast(p, prop, v) for prop, v in vals.items)
-        insert_sql = f"INSERT INTO {target} ({cols}) VALUES ({exprs}) RETURNING *"
-    else:
-        insert_sql = f"INSERT INTO {target} DEFAULT VALUES RETURNING *"
-    outputs = c.outputs(entity_set, entity_set.entity_type.properties, fmt)
-    # `changed` has the table's columns in order, so its row text is the table row's.
-    sql = (
-        f"WITH changed AS ({insert_sql}) SELECT to_json(r)::text, {etags.row_hash('t')} "
-        f"FROM changed AS t CROSS JOIN LATERAL (SELECT {outputs}) AS r"
-    )
-    return Statement(sql, tuple(p.values))
-
-
-def update(
+def plan_write(
     entity_set: EntitySet,
+    method: str,
     key: tuple[tuple[Property, Lit], ...],
-    vals: Values,
-    *,
-    replace: bool,
+    body: dict[str, Any] | None,
     precondition: etags.Precondition = etags.NONE,
-) -> Statement:
-    """UPDATE by key, guarded by the precondition. Columns: etag (the entity's row hash after
-    the write; NULL when nothing was written), exists (whether the key names an entity).
-
-    `replace` (PUT) resets the properties the body leaves out to their defaults, except those
-    the database generates: a sequence would renumber them."""
-    p = _Params()
-    c = _Compiler(p)
-    key_names = {prop.name for prop, _ in key}
-    given = {prop.name: (prop, v) for prop, v in vals.items}
-    for prop, lit in key:
-        if prop.name in given and str(given[prop.name][1]) != str(lit.value):
+) -> WritePlan:
+    """The write a POST (no key), PATCH, PUT or DELETE (with the key `plan.resolve_key` found)
+    asks for, refused (400) before any SQL when a name, a value or a key change is wrong."""
+    check_writable(entity_set)
+    kind = _KINDS[method]
+    if kind == "create":
+        return WritePlan(entity_set, kind, entity_set.name, values=values(entity_set, body or {}))
+    resolved = key
+    entity = f"{entity_set.name}({resource_key_text(resolved)})"
+    if kind == "delete":
+        return WritePlan(entity_set, kind, entity, resolved, precondition=precondition)
+    vals = values(entity_set, body or {})
+    given = {prop.name: v for prop, v in vals.items}
+    for prop, lit in resolved:
+        if prop.name in given and str(given[prop.name]) != str(lit.value):
             raise _invalid(prop, "is the key and cannot be changed")
-    sets = [
-        f"{ident(prop.column)} = {_cast(p, prop, v)}"
-        for prop, v in vals.items
-        if prop.name not in key_names
-    ]
-    if replace:
-        sets += [
-            f"{ident(prop.column)} = DEFAULT"
-            for prop in entity_set.entity_type.properties
-            if prop.name not in key_names and prop.name not in given and prop.generation == "client"
-        ]
-    where = " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in key)
-    holds = _precondition(p, precondition)
-    target = f"{relation(entity_set)} AS t"
-    row = etags.row_hash("t")
-    if not sets:  # nothing to change: still 404 for a missing entity, 412 for a failed condition
-        return Statement(
-            f"SELECT CASE WHEN {holds} THEN {row} END, true FROM {target} WHERE {where}",
-            tuple(p.values),
-        )
-    sql = (
-        f"WITH changed AS (UPDATE {target} SET {', '.join(sets)} WHERE {where} AND {holds} "
-        f"RETURNING {row} AS etag) "
-        f"SELECT (SELECT etag FROM changed), EXISTS (SELECT 1 FROM {target} WHERE {where})"
-    )
-    return Statement(sql, tuple(p.values))
-
-
-def delete(
-    entity_set: EntitySet,
-    key: tuple[tuple[Property, Lit], ...],
-    precondition: etags.Precondition = etags.NONE,
-) -> Statement:
-    """DELETE by key, guarded by the precondition. Columns: deleted, exists (as `update`)."""
-    p = _Params()
-    c = _Compiler(p)
-    where = " AND ".join(f"{column(prop)} = {c.value(lit)}" for prop, lit in key)
-    holds = _precondition(p, precondition)
-    target = f"{relation(entity_set)} AS t"
-    sql = (
-        f"WITH changed AS (DELETE FROM {target} WHERE {where} AND {holds} RETURNING 1) "
-        f"SELECT EXISTS (SELECT 1 FROM changed), EXISTS (SELECT 1 FROM {target} WHERE {where})"
-    )
-    return Statement(sql, tuple(p.values))
+    return WritePlan(entity_set, kind, entity, resolved, vals, precondition)

@@ -22,9 +22,9 @@ import asyncpg
 
 from odata.catalog import load_model, matches
 from odata.errors import CatalogError
+from odata.ident import ident
 from odata.model import EntitySet, Model, Property
 from odata.naming import MAX_LENGTH
-from odata.sql import ident
 from service.config import ConfigError, Settings, load_settings, redact_url
 
 CONNECT_TIMEOUT = 10.0

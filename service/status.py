@@ -22,7 +22,7 @@ import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from odata.sql import ident
+from odata.ident import ident
 from service.config import Settings, load_settings
 from service.http import service_root
 

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from odata.ident import ident
 from sync import warehouse
 from sync.settings import (
     ConfigError,
@@ -235,7 +236,7 @@ class Job(_Strict):
             return self.query.strip().rstrip(";")
         assert self.table is not None
         schema, table = self.table.split(".")
-        return f"SELECT * FROM {quote_ident(schema)}.{quote_ident(table)}"
+        return f"SELECT * FROM {ident(schema)}.{ident(table)}"
 
     @property
     def target_schema(self) -> str:
@@ -279,11 +280,6 @@ class SyncConfig(_Strict):
     jobs: list[Job] = Field(default_factory=list)
     # Called with a JSON POST when a job fails and when it recovers (R2SF_ALERT_WEBHOOK wins).
     alert_webhook: str | None = None
-
-
-def quote_ident(name: str) -> str:
-    """The one place SQL identifiers are quoted."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _column_name(v: str) -> str:

@@ -18,8 +18,9 @@ from typing import Any
 import asyncpg
 from croniter import croniter
 
+from odata.ident import ident
 from sync import alerts, heroku_connect, load, schema, state
-from sync.config import Job, quote_ident
+from sync.config import Job
 from sync.errors import (
     ExtractError,
     JobTimeout,
@@ -475,9 +476,9 @@ async def _merge(
     if job.incremental is not None:
         pair = next(p for p in plan.pairs if p.source == job.incremental.column)
         if loaded:  # the target was empty: everything in it came from this run
-            expr = f"(SELECT max({quote_ident(pair.target.name)}) FROM {plan.target.sql})"
+            expr = f"(SELECT max({ident(pair.target.name)}) FROM {plan.target.sql})"
         else:
-            col = quote_ident(pair.source)
+            col = ident(pair.source)
             expr = f"(SELECT max({col}) FROM {load.STAGING})"
             if plan.has_skipped:
                 # Hold the watermark at the oldest skipped row, so the next run reads it again

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync.config import Job, quote_ident
+from odata.ident import ident
+from sync.config import Job
 
 # Heroku Connect pushes about 55-65 records per second to Salesforce (Heroku's published figure
 # for writes through the trigger log); estimates use the range.
@@ -70,7 +71,7 @@ def owner(job: Job) -> tuple[str, str]:
 def owned(alias: str, external_id: str) -> str:
     """SQL that is true when target row `alias` belongs to the job (NULL for a NULL ID)."""
     # IN, not EXISTS: PostgreSQL hashes the owned IDs once instead of probing per row.
-    return f"CAST({alias}.{quote_ident(external_id)} AS text) IN (SELECT external_id FROM {OWNED})"
+    return f"CAST({alias}.{ident(external_id)} AS text) IN (SELECT external_id FROM {OWNED})"
 
 
 async def prepare(
@@ -84,7 +85,7 @@ async def prepare(
     run or a failed run adopts nothing.
     """
     assert job.heroku_connect is not None
-    ext = quote_ident(job.heroku_connect.external_id)
+    ext = ident(job.heroku_connect.external_id)
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{OWNED}")
     await conn.execute(f"CREATE TEMP TABLE {OWNED} (external_id text PRIMARY KEY)")
     kept = await conn.fetchval("SELECT to_regclass('r2sf.hc_owned') IS NOT NULL")
@@ -126,7 +127,7 @@ def record_inserts(insert_sql: str, external_id: str) -> str:
 
     The statement takes `owner(job)` as $1, $2 and returns the rows inserted.
     """
-    ext = quote_ident(external_id)
+    ext = ident(external_id)
     return (
         f"WITH written AS ({insert_sql} RETURNING CAST({ext} AS text) AS id),"
         " kept AS (INSERT INTO r2sf.hc_owned (job, mapping, external_id)"
@@ -137,7 +138,7 @@ def record_inserts(insert_sql: str, external_id: str) -> str:
 
 def record_deletes(delete_sql: str, external_id: str) -> str:
     """Wrap a DELETE from the target so the IDs it removed are no longer owned ($1, $2: owner)."""
-    ext = quote_ident(external_id)
+    ext = ident(external_id)
     return (
         f"WITH gone AS ({delete_sql} RETURNING CAST({ext} AS text) AS id),"
         " released AS (DELETE FROM r2sf.hc_owned h USING gone"
@@ -197,7 +198,7 @@ async def report(
             table,
         )
     }
-    target = f"{quote_ident(schema)}.{quote_ident(table)}"
+    target = f"{ident(schema)}.{ident(table)}"
     if "_hc_lastop" in cols:
         out["failed"] = await conn.fetchval(
             f"SELECT count(*) FROM {target} WHERE _hc_lastop = 'FAILED'"
@@ -205,12 +206,12 @@ async def report(
         if out["failed"] and "_hc_err" in cols:
             key = next((c for c in (external_id or "", "sfid") if c in cols), "id")
             rows = await conn.fetch(
-                f"SELECT coalesce({quote_ident(key)}::text, 'id ' || id) AS k, _hc_err"
+                f"SELECT coalesce({ident(key)}::text, 'id ' || id) AS k, _hc_err"
                 f" FROM {target}"
                 " WHERE _hc_lastop = 'FAILED' ORDER BY id LIMIT 3"
             )
             out["failures"] = [f"{r['k']}: {_clip(r['_hc_err'] or '')}" for r in rows]
-    log = f"{quote_ident(schema)}._trigger_log"
+    log = f"{ident(schema)}._trigger_log"
     if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", log):
         out["backlog"] = await conn.fetchval(
             f"SELECT count(*) FROM {log} WHERE table_name = $1 AND state IN ('NEW', 'PENDING')",

@@ -15,8 +15,9 @@ from typing import Any
 
 import asyncpg
 
+from odata.ident import ident
 from sync import heroku_connect as hc
-from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS, Job, quote_ident
+from sync.config import HEROKU_CONNECT_SYSTEM_COLUMNS, Job
 from sync.errors import SourceError, TargetError, TooManyChanges, TooManyDeletes, ValueDoesNotFit
 from sync.source import Source, SourceColumn
 
@@ -80,7 +81,7 @@ class Target:
 
     @property
     def sql(self) -> str:
-        return f"{quote_ident(self.schema)}.{quote_ident(self.table)}"
+        return f"{ident(self.schema)}.{ident(self.table)}"
 
     @property
     def name(self) -> str:
@@ -109,7 +110,7 @@ class Pair:
 
     def value(self, alias: str = "s") -> str:
         """The staged value as the target's type."""
-        ref = f"{alias}.{quote_ident(self.source)}"
+        ref = f"{alias}.{ident(self.source)}"
         return f"CAST({ref} AS {self.target.type_sql})" if self.needs_cast else ref
 
     def stored(self, alias: str = "s") -> str:
@@ -118,7 +119,7 @@ class Pair:
 
     def stored_target(self, alias: str = "t") -> str:
         """The target's current value, normalised the same way for comparison."""
-        return self._normal(f"{alias}.{quote_ident(self.target.name)}")
+        return self._normal(f"{alias}.{ident(self.target.name)}")
 
     def _normal(self, expr: str) -> str:
         if not self.salesforce:
@@ -150,19 +151,18 @@ class Plan:
         return [p for p in self.pairs if p not in self.keys]
 
     def key_join(self, t: str = "t", s: str = "s") -> str:
-        return " AND ".join(f"{t}.{quote_ident(k.target.name)} = {k.value(s)}" for k in self.keys)
+        return " AND ".join(f"{t}.{ident(k.target.name)} = {k.value(s)}" for k in self.keys)
 
     def key_text(self, alias: str) -> str:
         """Key columns as one readable string for messages: `catid=12`."""
         parts = [
-            f"'{k.source}=' || coalesce({alias}.{quote_ident(k.source)}::text, 'NULL')"
-            for k in self.keys
+            f"'{k.source}=' || coalesce({alias}.{ident(k.source)}::text, 'NULL')" for k in self.keys
         ]
         return " || ', ' || ".join(parts)
 
     def target_key_text(self, alias: str) -> str:
         parts = [
-            f"'{k.source}=' || coalesce({alias}.{quote_ident(k.target.name)}::text, 'NULL')"
+            f"'{k.source}=' || coalesce({alias}.{ident(k.target.name)}::text, 'NULL')"
             for k in self.keys
         ]
         return " || ', ' || ".join(parts)
@@ -292,7 +292,7 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], targe
     if job.heroku_connect is not None:
         _check_heroku_connect(job, target, pairs, keys[0])
     elif key_set not in target.unique_keys:
-        cols = ", ".join(quote_ident(k) for k in sorted(key_set))
+        cols = ", ".join(ident(k) for k in sorted(key_set))
         raise TargetError(
             job.name,
             f"{target.name} has no primary key or unique index on ({', '.join(sorted(key_set))});"
@@ -307,7 +307,7 @@ def plan(job: Job, columns: Sequence[SourceColumn], types: dict[str, str], targe
         raise TargetError(
             job.name,
             f"{target.name} has no soft-delete column '{soft}'; ALTER TABLE {target.sql}"
-            f" ADD COLUMN {quote_ident(soft)} boolean NOT NULL DEFAULT false",
+            f" ADD COLUMN {ident(soft)} boolean NOT NULL DEFAULT false",
         )
     return Plan(job, target, pairs, keys, soft)
 
@@ -339,13 +339,13 @@ async def create_target(
     for col in columns:
         dst = job.target_column(col.name)
         not_null = " NOT NULL" if col.not_null or col.name in job.key else ""
-        defs.append(f"{quote_ident(dst)} {types[col.name]}{not_null}")
+        defs.append(f"{ident(dst)} {types[col.name]}{not_null}")
     if job.deletes == "soft" and job.soft_delete_column:
-        defs.append(f"{quote_ident(job.soft_delete_column)} boolean NOT NULL DEFAULT false")
-    keys = ", ".join(quote_ident(job.target_column(k)) for k in job.key)
-    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(job.target_schema)}")
+        defs.append(f"{ident(job.soft_delete_column)} boolean NOT NULL DEFAULT false")
+    keys = ", ".join(ident(job.target_column(k)) for k in job.key)
+    await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ident(job.target_schema)}")
     await conn.execute(
-        f"CREATE TABLE {quote_ident(job.target_schema)}.{quote_ident(job.target_table)}"
+        f"CREATE TABLE {ident(job.target_schema)}.{ident(job.target_table)}"
         f" ({', '.join(defs)}, PRIMARY KEY ({keys}))"
     )
 
@@ -361,7 +361,7 @@ async def stage(
     progress: Progress | None = None,
 ) -> int:
     """Create the staging table and stream every source batch into it; returns rows staged."""
-    defs = ", ".join(f"{quote_ident(c.name)} {types[c.name]}" for c in source.columns)
+    defs = ", ".join(f"{ident(c.name)} {types[c.name]}" for c in source.columns)
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
     await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
     names = [c.name for c in source.columns]
@@ -376,7 +376,7 @@ async def stage(
     staged = int(status.split()[-1])
     # Temp tables are never auto-analyzed; the merge's joins need estimates for the key columns
     # (the others are only compared, so their statistics would not change any plan).
-    await conn.execute(f"ANALYZE {STAGING} ({', '.join(quote_ident(k) for k in key_columns)})")
+    await conn.execute(f"ANALYZE {STAGING} ({', '.join(ident(k) for k in key_columns)})")
     return staged
 
 
@@ -462,7 +462,7 @@ def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
     """SQL that is true when the staged value cannot be written, and the limit it breaks."""
     if pair.same_type:
         return None  # staged by the same input function, with the same limits
-    col = f"s.{quote_ident(pair.source)}"
+    col = f"s.{ident(pair.source)}"
     t = pair.target
     src = pair.staging_oid
     as_text = f"CAST({col} AS text)"
@@ -490,7 +490,7 @@ def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
 async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> None:
     """Fail (or with on_error="skip", drop and report) staged rows the target cannot take."""
     job = p.job.name
-    keys = ", ".join(quote_ident(k.source) for k in p.keys)
+    keys = ", ".join(ident(k.source) for k in p.keys)
     # A unique index is the cheapest duplicate check (a sort, faster than hashing every key).
     try:
         await conn.execute(f"CREATE UNIQUE INDEX ON {STAGING} ({keys})")
@@ -510,16 +510,14 @@ async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> Non
         if bad is not None:
             checks.append((pair, f"coalesce({bad[0]}, false)", bad[1]))
         if pair.target.not_null or pair in p.keys:
-            checks.append((pair, f"s.{quote_ident(pair.source)} IS NULL", "not null"))
+            checks.append((pair, f"s.{ident(pair.source)} IS NULL", "not null"))
     if not checks:
         return
     where = " OR ".join(f"({c})" for _, c, _ in checks)
     flags = ", ".join(f"({c}) AS f{i}" for i, (_, c, _) in enumerate(checks))
     rows = await conn.fetch(
         f"SELECT {p.key_text('s')} AS k, {flags}, "
-        + ", ".join(
-            f"s.{quote_ident(pr.source)}::text AS v{i}" for i, (pr, _, _) in enumerate(checks)
-        )
+        + ", ".join(f"s.{ident(pr.source)}::text AS v{i}" for i, (pr, _, _) in enumerate(checks))
         + f" FROM {STAGING} s WHERE {where} LIMIT {SAMPLE}"
     )
     if not rows:
@@ -544,7 +542,7 @@ async def check_values(conn: Any, p: Plan, on_error: str, counts: Counts) -> Non
     kept = keys
     inc = p.job.incremental
     if inc is not None and inc.column not in {k.source for k in p.keys}:
-        kept += f", {quote_ident(inc.column)}"  # the watermark must not pass a skipped row
+        kept += f", {ident(inc.column)}"  # the watermark must not pass a skipped row
     await conn.execute(f"CREATE TEMP TABLE {SKIPPED} AS SELECT {kept} FROM {STAGING} WITH NO DATA")
     status = await conn.execute(
         f"WITH bad AS (DELETE FROM {STAGING} s WHERE {where} RETURNING {kept})"
@@ -573,7 +571,7 @@ def _sides(pr: Pair) -> tuple[str, str]:
 def _distinct(p: Plan) -> str:
     sides = [_sides(pr) for pr in p.values]
     if p.soft_column:
-        sides.append((f"t.{quote_ident(p.soft_column)}", "false"))
+        sides.append((f"t.{ident(p.soft_column)}", "false"))
     left = ", ".join(a for a, _ in sides)
     right = ", ".join(b for _, b in sides)
     return f"ROW({left}) IS DISTINCT FROM ROW({right})"
@@ -582,7 +580,7 @@ def _distinct(p: Plan) -> str:
 def _not_skipped(p: Plan) -> str:
     if not p.has_skipped:
         return "true"
-    join = " AND ".join(f"t.{quote_ident(k.target.name)} = {k.value('k')}" for k in p.keys)
+    join = " AND ".join(f"t.{ident(k.target.name)} = {k.value('k')}" for k in p.keys)
     return f"NOT EXISTS (SELECT 1 FROM {SKIPPED} k WHERE {join})"
 
 
@@ -591,7 +589,7 @@ def _missing(p: Plan) -> str:
     cond = f"NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE {p.key_join()})"
     cond += f" AND {_not_skipped(p)} AND {p.owned('t')}"
     if p.soft_column:
-        cond += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
+        cond += f" AND t.{ident(p.soft_column)} IS DISTINCT FROM true"
     return cond
 
 
@@ -614,7 +612,7 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
     if deletes:
         gone = f"s.ctid IS NULL AND {_not_skipped(p)} AND {owned}"
         if p.soft_column:
-            gone += f" AND t.{quote_ident(p.soft_column)} IS DISTINCT FROM true"
+            gone += f" AND t.{ident(p.soft_column)} IS DISTINCT FROM true"
     both = "t.ctid IS NOT NULL AND s.ctid IS NOT NULL"
     row = await conn.fetchrow(
         f"SELECT count(t.ctid) FILTER (WHERE {owned}) AS target_rows,"
@@ -706,17 +704,17 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
     if counts.updated:
         sets = [_assignment(pr, ext is not None) for pr in p.values]
         if p.soft_column:
-            sets.append(f"{quote_ident(p.soft_column)} = false")
+            sets.append(f"{ident(p.soft_column)} = false")
         status = await conn.execute(
             f"UPDATE {t} t SET {', '.join(sets)} FROM {STAGING} s"
             f" WHERE {p.key_join()} AND {p.owned('t')} AND {_distinct(p)}"
         )
         counts.updated = int(status.split()[-1])
     if counts.inserted:
-        cols = [quote_ident(pr.target.name) for pr in p.pairs]
+        cols = [ident(pr.target.name) for pr in p.pairs]
         vals = [pr.stored("s") for pr in p.pairs]
         if p.soft_column:
-            cols.append(quote_ident(p.soft_column))
+            cols.append(ident(p.soft_column))
             vals.append("false")
         sql = (
             f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
@@ -729,7 +727,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
     counts.deleted = 0
     if deletes and n_deletes:
         if p.soft_column:
-            sql = f"UPDATE {t} t SET {quote_ident(p.soft_column)} = true WHERE {_missing(p)}"
+            sql = f"UPDATE {t} t SET {ident(p.soft_column)} = true WHERE {_missing(p)}"
             counts.deleted = int((await conn.execute(sql)).split()[-1])
         elif ext is None:
             sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
@@ -744,7 +742,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
 
 
 def _assignment(pr: Pair, changed_only: bool) -> str:
-    col = quote_ident(pr.target.name)
+    col = ident(pr.target.name)
     if not changed_only:
         return f"{col} = {pr.value('s')}"
     t, s = _sides(pr)

@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import asyncpg
 
+from odata.ident import ident
 from sync import redshift, warehouse
-from sync.config import Incremental, quote_ident
+from sync.config import Incremental
 from sync.errors import ExtractError
 from sync.state import Watermark
 
@@ -120,9 +121,7 @@ def extraction_sql(
     """
     select = "*"
     if columns is not None:
-        select = ", ".join(
-            quote_ident(c.name) + ("::text" if c.cast_to_text else "") for c in columns
-        )
+        select = ", ".join(ident(c.name) + ("::text" if c.cast_to_text else "") for c in columns)
     out = f"SELECT {select} FROM ({sql}) AS r2sf_src"
     if watermark is not None:
         # `>=`, not `>`: a row committed after the last run with the watermark's own value
@@ -133,7 +132,7 @@ def extraction_sql(
         if watermark.lookback is not None:
             step = "interval" if isinstance(watermark.lookback, str) else wm.value_type
             bound = f"{bound} - CAST({lookback_placeholder} AS {step})"
-        out += f" WHERE r2sf_src.{quote_ident(wm.column)} >= {bound}"
+        out += f" WHERE r2sf_src.{ident(wm.column)} >= {bound}"
     return out
 
 
@@ -233,7 +232,7 @@ class PostgresSource(Source):
         )
         if self.table is not None:
             schema, table = self.table.split(".")
-            name = f"{quote_ident(schema)}.{quote_ident(table)}"
+            name = f"{ident(schema)}.{ident(table)}"
             rows = await self.conn.fetch(sql, name)
             return {r["attname"]: (r["atttypmod"], r["attnotnull"]) for r in rows}
         tx = self.conn.transaction()
@@ -415,7 +414,7 @@ def _redshift_column(name: str, oid: int, typmod: int, not_null: bool) -> Source
         if only.refused is not None:
             raise ValueError(
                 f"column '{name}' is {only.name}, which PostgreSQL has no type for;"
-                f" {only.refused.format(col=quote_ident(name))} in the job's query"
+                f" {only.refused.format(col=ident(name))} in the job's query"
             )
         return SourceColumn(name, only.staged_as, cast_to_text=only.staged_as == TEXT_OID,
                             not_null=not_null, redshift_type=f"{only.name} -> {only.form}")  # fmt: skip
