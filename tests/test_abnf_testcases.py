@@ -1,8 +1,11 @@
-"""The OASIS OData ABNF test cases for the rules `odata.parser` implements, run against it.
+"""The OASIS OData ABNF test cases (vendored in tests/spec/odata/), run against odata/.
 
-Positive cases must parse (NotImplementedFeature counts as accepted: the text is valid OData the
-service refuses with 501). Negative cases (with `FailAt`) must raise QuerySyntaxError; a 501 is
-not acceptable for them. Every case not run is listed in SKIPPED with its reason.
+Rules `odata.parser` implements run through it: positive cases must parse (NotImplementedFeature
+counts as accepted: the text is valid OData the service refuses with 501), negative cases (with
+`FailAt`) must raise QuerySyntaxError. Rules that are a whole request URL or query string run
+through `odata.request` (`REQUEST_RULES`). Every case not run, or not coming out as the ABNF
+says, is listed with its reason: one case in SKIPPED, a kind of input in REQUEST_DEVIATIONS, a
+whole rule in RULES_NOT_RUN.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+import yaml
 
-from odata.errors import NotImplementedFeature, QuerySyntaxError
+from odata.errors import NotImplementedFeature, ODataError, QuerySyntaxError
 from odata.parser import (
     parse_filter,
     parse_literal,
@@ -23,15 +27,11 @@ from odata.parser import (
     parse_search,
     parse_select,
 )
+from odata.request import parse_path, parse_query
 from tests.abnf_report import record
 
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared/spec/odata"
+SPEC_DIR = Path(__file__).resolve().parent / "spec" / "odata"  # vendored: tests/spec/README.md
 CASES_FILE = SPEC_DIR / "odata-abnf-testcases.yaml"
-
-if not CASES_FILE.is_file():
-    pytest.skip(f"OASIS ABNF test cases not found at {CASES_FILE}", allow_module_level=True)
-
-yaml = pytest.importorskip("yaml")
 
 
 def _option(name: str, parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -180,15 +180,19 @@ def _load_cases() -> list[dict[str, str]]:
     data = yaml.load(text, Loader=yaml.BaseLoader)
     cases = []
     for case in data["TestCases"]:
-        only = ONLY_INPUTS.get(case["Rule"])
-        if case["Rule"] in RULES and (only is None or only.match(case["Input"])):
-            cases.append(
-                {k: v.replace("\ue000", "\t") for k, v in case.items() if isinstance(v, str)}
-            )
+        cases.append({k: v.replace("\ue000", "\t") for k, v in case.items() if isinstance(v, str)})
     return cases
 
 
-CASES = _load_cases()
+ALL_CASES = _load_cases()
+
+
+def _parser_case(case: dict[str, str]) -> bool:
+    only = ONLY_INPUTS.get(case["Rule"])
+    return case["Rule"] in RULES and (only is None or only.match(case["Input"]) is not None)
+
+
+CASES = [c for c in ALL_CASES if _parser_case(c)]
 
 
 def _key(case: dict[str, str]) -> str:
@@ -223,3 +227,172 @@ def test_abnf_case(case: dict[str, str]) -> None:
         outcome = "passed"
     finally:
         record(rule, outcome)
+
+
+# -- whole request URLs, through odata/request.py -------------------------------------------------
+
+# Rules whose inputs are a request URL (or its query part): run through `parse_path` and
+# `parse_query`, which turn them into a Resource and QueryOptions without the model. Positive
+# cases must parse (or be refused as not implemented, 501); negative cases must be refused.
+REQUEST_RULES: dict[str, str] = {
+    "odataRelativeUri": "",  # `path?query` below the service root
+    "resourcePath": "",
+    "entitySetName": "",
+    "queryOptions": "?",  # the query part alone (its $search cases run above)
+    "systemQueryOption": "?",
+    "customQueryOption": "?",
+    "skiptoken": "?",
+    "deltatoken": "?",
+}
+
+# Why a request case does not come out as the ABNF says, by what its input uses (first match).
+# Most are OData features this service does not have: its model is flat tables and views (no
+# navigation, complex or collection properties, functions or actions), which is all Salesforce
+# Connect's adapter needs; such paths are a 404 ("no such resource") rather than a 501.
+REQUEST_DEVIATIONS: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"^\$entity"),
+        "$entity is answered 501 (not implemented) before its options are checked",
+    ),
+    (
+        re.compile(r"\$expand="),
+        "$expand is answered 501 (not implemented) before its value is parsed",
+    ),
+    (
+        re.compile(r"\$index="),
+        "$index is answered 501 (not implemented) before its value is checked",
+    ),
+    (re.compile(r"\$ref\b"), "$ref (entity references): no navigation properties, so 404"),
+    (re.compile(r"/\$query\b"), "/$query (queries in a POST body): not supported, 404"),
+    (
+        re.compile(r"/\$filter\(|/\$each\b"),
+        "path-segment $filter and $each (4.01): not supported, 404",
+    ),
+    (re.compile(r"^\$crossjoin"), "$crossjoin: not supported (it is refused as such, 501, or 404)"),
+    (re.compile(r"^\$metadata#"), "URL-level: '#' starts the fragment, which clients never send"),
+    (
+        re.compile(r"@\w+=[\[{]|@\w+=\$root|@\w+=\w+\.\w+\(|@expression="),
+        "parameter aliases holding JSON, $root paths or expressions: only literals are supported",
+    ),
+    (re.compile(r"^\w+\((\w+=)?@\w+\)"), "parameter aliases as key values: keys are literals"),
+    (
+        re.compile(r"^[A-Za-z]\w*\([^)]*\)(\(|/|\?|$)(?<!\d\))"),
+        "function imports: the model has no functions, so the name is no entity set (404, or 400 for"
+        " parameters that are no key)",
+    ),
+    (
+        re.compile(r"/(\w+\.)+\w+|/\w+\(|\)/\w+/"),
+        "navigation, complex and collection properties, functions, actions and type casts below an"
+        " entity: the model has only primitive properties (404)",
+    ),
+    (
+        re.compile(r"^\w+/\d+/\d+|^\w+/\w+/\w+"),
+        "key-as-segment with a multi-part key, or a singleton: not supported (404)",
+    ),
+    (re.compile(r"\w+\(\d+\)/\$value$"), "media entities (/$value of an entity): not supported"),
+    (
+        re.compile(r"/\w+/\$value$"),
+        "model-dependent: whether /$value applies depends on the property's type, which the plan"
+        " stage checks with the model (it answers 400 or 404 there)",
+    ),
+    (
+        re.compile(r"^\w+/\w+\(\)$"),
+        "key-as-segment: 'TheBestProduct()' reads as a string key; looking it up answers 404",
+    ),
+    (
+        re.compile(r"\$format=\w+&\$Format=|\$format=JSON&\$format="),
+        "deliberate: a system query option given twice is refused (400, InvalidQueryOption) rather"
+        " than one of its values silently chosen",
+    ),
+    (
+        re.compile(r"^\?\$skiptoken=Not&this"),
+        "URL-level: the query splits at '&', leaving a custom option 'this'; a skiptoken is opaque"
+        " and checked when it is used (400 for one the service did not issue)",
+    ),
+]
+
+# Rules not run at all, each with the reason. Every rule of the corpus is in RULES,
+# REQUEST_RULES or here (test_every_rule_is_run_or_listed).
+RULES_NOT_RUN: dict[str, str] = {
+    "context": "context URLs are what responses carry (odata/response.py builds them), not input",
+    "preference": "Prefer header values: only odata.maxpagesize, return= and odata.track-changes"
+    " are read, by substring, and anything else is ignored as RFC 7240 asks",
+    "prefer": "as preference",
+    "includeAnnotationsPreference": "as preference",
+    "maxpagesizePreference": "as preference",
+    "header": "HTTP header syntax is the ASGI server's job; the service reads a few headers",
+    "request-id": "X-Request-ID is echoed, never parsed",
+    "expand": "$expand is not supported: every value is answered 501 (not implemented)",
+    "compute": "$compute is not supported: every value is answered 501 (not implemented)",
+    "odataUri": "absolute URLs: the service sees only the path below its root; the same"
+    " resources are the odataRelativeUri cases, which run",
+    "odataIdentifier": "identifier charset: the model's names come from odata/naming.py, which"
+    " produces only names Salesforce accepts (tests/test_naming.py)",
+    "functionParameter": "functions are not supported",
+    "geographyPoint": "geo types are not supported",
+    "geographyMultiPoint": "geo types are not supported",
+    "geometryMultiPoint": "geo types are not supported",
+    "geographyCollection": "geo types are not supported",
+    "geographyLineString": "geo types are not supported",
+    "geographyMultiLineString": "geo types are not supported",
+    "geographyMultiPolygon": "geo types are not supported",
+    "geographyPolygon": "geo types are not supported",
+    "geometryCollection": "geo types are not supported",
+    "geometryLineString": "geo types are not supported",
+    "geometryMultiLineString": "geo types are not supported",
+    "geometryMultiPolygon": "geo types are not supported",
+    "geometryPoint": "geo types are not supported",
+    "geometryPolygon": "geo types are not supported",
+}
+
+REQUEST_CASES = [c for c in ALL_CASES if c["Rule"] in REQUEST_RULES and not _parser_case(c)]
+
+
+def _request(text: str) -> None:
+    path, _, query = text.partition("?")
+    parse_path(path)
+    parse_query(query)
+
+
+def _deviation(text: str) -> str | None:
+    return next((why for pattern, why in REQUEST_DEVIATIONS if pattern.search(text)), None)
+
+
+def test_every_rule_is_run_or_listed() -> None:
+    rules = {c["Rule"] for c in ALL_CASES}
+    unlisted = rules - set(RULES) - set(REQUEST_RULES) - set(RULES_NOT_RUN)
+    assert sorted(unlisted) == []
+    assert sorted(set(RULES_NOT_RUN) - rules) == []  # no reason left for a rule that is gone
+    run = len(CASES) + len(REQUEST_CASES)
+    not_run = sum(c["Rule"] in RULES_NOT_RUN for c in ALL_CASES)
+    assert run + not_run == len(ALL_CASES)
+
+
+@pytest.mark.parametrize(
+    "case", REQUEST_CASES, ids=[f"{c['Rule']}:{_key(c)}" for c in REQUEST_CASES]
+)
+def test_abnf_request_case(case: dict[str, str]) -> None:
+    rule = case["Rule"]
+    text = REQUEST_RULES[rule] + case["Input"]
+    negative = "FailAt" in case
+    try:
+        _request(text)
+        refused = False
+    except NotImplementedFeature:
+        refused = negative  # 501 accepts a valid request; it is no answer to an invalid one
+    except ODataError:
+        refused = True
+    if refused == negative:
+        record(rule, "passed")
+        return
+    why = _deviation(text)
+    record(rule, "skipped" if why else "failed")
+    assert why is not None, f"{'accepted' if refused is False else 'refused'}: {text}"
+    pytest.skip(why)
+
+
+def test_every_request_deviation_is_used() -> None:
+    # A reason no input matches any more is stale: the case it excused now passes, or is gone.
+    texts = [REQUEST_RULES[c["Rule"]] + c["Input"] for c in REQUEST_CASES]
+    unused = [p.pattern for p, _ in REQUEST_DEVIATIONS if not any(p.search(t) for t in texts)]
+    assert unused == []
