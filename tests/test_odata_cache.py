@@ -16,7 +16,7 @@ import pytest
 from odata.cache import Doorkeeper
 from sync.config import Job
 from sync.engine import run_job
-from tests.live import serve
+from tests.live import free_port, serve
 from tests.test_odata_read import sql
 
 SETUP = """
@@ -62,16 +62,32 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.01)
 
 
-def poll(client: httpx.Client, url: str, expect: Any, timeout: float = 5.0) -> float:
-    """Seconds until `expect(body)` holds for a fresh GET of `url`."""
-    start = time.perf_counter()
-    while True:
-        body = client.get(url).json()
-        if expect(body):
-            return time.perf_counter() - start
-        if time.perf_counter() - start > timeout:
-            raise AssertionError(f"{url} still answers {body} after {timeout} s")
-        time.sleep(0.005)
+def cached(client: httpx.Client, app: Any, url: str) -> httpx.Response:
+    """Ask `url` until its answer comes from the cache (kept once asked twice under one data
+    version, served from memory the third time); that third answer."""
+    client.get(url)
+    client.get(url)
+    before = hits(app)
+    r = client.get(url)
+    assert hits(app) == before + 1, f"{url} was not answered from the cache"
+    return r
+
+
+def fresh(client: httpx.Client, app: Any, url: str) -> httpx.Response:
+    """One GET of `url` that must be answered by PostgreSQL, not from the cache."""
+    before = hits(app)
+    r = client.get(url)
+    assert hits(app) == before, f"{url} was answered from the cache"
+    return r
+
+
+def changed(app: Any, entity_set: str, version: int | None) -> None:
+    """Wait for the change's notification (the deadline only says it never came)."""
+    wait_until(
+        lambda: app.tracker.version(entity_set) not in (version, None),
+        10,
+        f"the data version of {entity_set} did not change",
+    )
 
 
 def test_repeated_request_is_served_from_the_cache(
@@ -121,8 +137,10 @@ def test_a_kept_url_is_kept_again_right_after_a_change(
     url = "/sales(11)"
     client.get(url)
     client.get(url)  # asked twice: kept
+    version = app.tracker.version("sales")
     sql(db, "update sales set amount = 11.11 where id = 11")
-    poll(client, url, lambda b: b["amount"] == 11.11)  # the first answer under the new version
+    changed(app, "sales", version)
+    assert fresh(client, app, url).json()["amount"] == 11.11  # the first under the new version
     before = hits(app)
     assert client.get(url).json()["amount"] == 11.11
     assert hits(app) == before + 1
@@ -180,13 +198,16 @@ def test_min_uses_one_keeps_every_answer(databases: Any) -> None:
         assert app.cache.hits == 1
 
 
-def test_manual_update_reaches_the_cache_within_a_second(client: httpx.Client, db: str) -> None:
+def test_manual_update_invalidates_a_cached_answer(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
+    app = server[1]
     url = "/sales(7)"
-    client.get(url)
-    client.get(url)  # cached now
+    assert cached(client, app, url).json()["amount"] != 999.99
+    version = app.tracker.version("sales")
     sql(db, "update sales set amount = 999.99 where id = 7")
-    waited = poll(client, url, lambda b: b["amount"] == 999.99)
-    assert waited < 1.0
+    changed(app, "sales", version)
+    assert fresh(client, app, url).json()["amount"] == 999.99
 
 
 def test_unchanged_statements_keep_the_version(
@@ -219,29 +240,36 @@ def test_if_none_match_answers_304_until_the_data_changes(client: httpx.Client, 
     assert client.get(url).headers["etag"] != tag
 
 
-def test_service_writes_invalidate(client: httpx.Client) -> None:
+def test_service_writes_invalidate(client: httpx.Client, server: tuple[str, Any]) -> None:
+    app = server[1]
     url = "/sales(9)"
-    client.get(url)
+    assert cached(client, app, url).json()["region"] != "PATCHED"
+    version = app.tracker.version("sales")
     assert client.patch(url, json={"region": "PATCHED"}).status_code == 204
-    poll(client, url, lambda b: b["region"] == "PATCHED", timeout=1.0)
+    changed(app, "sales", version)
+    assert fresh(client, app, url).json()["region"] == "PATCHED"
 
 
-def test_views_follow_their_base_tables(client: httpx.Client, db: str) -> None:
+def test_views_follow_their_base_tables(
+    client: httpx.Client, db: str, server: tuple[str, Any]
+) -> None:
+    app = server[1]
     url = "/region_totals('CA')"
-    before = client.get(url).json()["n"]
-    client.get(url)
+    before = cached(client, app, url).json()["n"]
+    version = app.tracker.version("region_totals")
     sql(db, "insert into sales values (100001, 'CA', 1)")
-    poll(client, url, lambda b: b["n"] == before + 1, timeout=1.0)
+    changed(app, "region_totals", version)
+    assert fresh(client, app, url).json()["n"] == before + 1
 
 
-def test_truncate_invalidates(client: httpx.Client, db: str) -> None:
+def test_truncate_invalidates(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+    app = server[1]
     url = "/untracked/$count"
-    assert client.get(url).text == "1"
+    assert cached(client, app, url).text == "1"
+    version = app.tracker.version("untracked")
     sql(db, "truncate untracked")
-    poll_text = time.perf_counter()
-    while client.get(url).text != "0":
-        assert time.perf_counter() - poll_text < 1.0
-        time.sleep(0.005)
+    changed(app, "untracked", version)
+    assert fresh(client, app, url).text == "0"
 
 
 def test_counts_are_computed_once_per_version(
@@ -254,11 +282,13 @@ def test_counts_are_computed_once_per_version(
     assert first == second and counts.hits == before + 1
 
 
-def test_sync_commit_is_visible_within_a_second(client: httpx.Client, db: str) -> None:
+def test_a_sync_commit_invalidates(client: httpx.Client, db: str, server: tuple[str, Any]) -> None:
+    app = server[1]
     sql(db, "insert into source_rows select id, region, amount from sales")
     sql(db, "update source_rows set amount = 4242.42 where id = 11")
     url = "/sales(11)"
-    client.get(url)
+    assert cached(client, app, url).json()["amount"] != 4242.42
+    version = app.tracker.version("sales")
     job = Job(
         name="sales",
         query="select id, region, amount from source_rows",
@@ -266,28 +296,34 @@ def test_sync_commit_is_visible_within_a_second(client: httpx.Client, db: str) -
         key=["id"],
     )
     asyncio.run(run_job(job, target_url=db, source_url=db))
-    waited = poll(client, url, lambda b: b["amount"] == 4242.42, timeout=1.0)
-    assert waited < 1.0
+    changed(app, "sales", version)
+    assert fresh(client, app, url).json()["amount"] == 4242.42
 
 
 def test_lost_listen_connection_serves_uncached_and_recovers(
     client: httpx.Client, db: str, server: tuple[str, Any]
 ) -> None:
     app = server[1]
-    sql(
-        db,
-        "select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'r2sf-listen' and datname = current_database()",
-    )
-    deadline = time.perf_counter() + 2
-    while app.tracker.listening and time.perf_counter() < deadline:
-        time.sleep(0.01)
-    # While deaf, every answer comes from PostgreSQL: a change is visible immediately.
-    sql(db, "update sales set region = 'DEAF' where id = 13")
-    if not app.tracker.listening:
-        assert client.get("/sales(13)").json()["region"] == "DEAF"
-    wait_until(lambda: app.tracker.listening, 10, "the LISTEN connection was not restored")
+    url = "/sales(13)"
+    cached(client, app, url)
+    # Keep it deaf until told otherwise: reconnection attempts go to a port nothing listens on.
+    real_url, app.tracker.url = app.tracker.url, f"postgresql://nobody@127.0.0.1:{free_port()}/x"
+    try:
+        sql(db, "select pg_terminate_backend(pid) from pg_stat_activity"
+                " where application_name = 'r2sf-listen' and datname = current_database()")  # fmt: skip
+        wait_until(lambda: not app.tracker.listening, 10, "the LISTEN connection did not drop")
+        # While deaf, every answer comes from PostgreSQL: a change is visible immediately.
+        sql(db, "update sales set region = 'DEAF' where id = 13")
+        assert fresh(client, app, url).json()["region"] == "DEAF"
+        assert fresh(client, app, url).json()["region"] == "DEAF"  # and is not kept
+    finally:
+        app.tracker.url = real_url
+    wait_until(lambda: app.tracker.listening, 30, "the LISTEN connection was not restored")
+    cached(client, app, url)
+    version = app.tracker.version("sales")
     sql(db, "update sales set region = 'BACK' where id = 13")
-    poll(client, "/sales(13)", lambda b: b["region"] == "BACK", timeout=1.0)
+    changed(app, "sales", version)
+    assert fresh(client, app, url).json()["region"] == "BACK"
 
 
 def test_without_change_tracking_nothing_is_cached(databases: Any) -> None:
@@ -353,8 +389,9 @@ def test_concurrent_identical_misses_run_one_query(
     app = server[1]
     url = "/sales?$count=true&$top=5&$filter=amount gt 10"
     client.get(url)
+    version = app.tracker.version("sales")
     sql(db, "update sales set amount = amount + 1 where id = 2")
-    poll(client, "/sales(2)", lambda b: b["amount"] == 4.0, timeout=2.0)
+    changed(app, "sales", version)  # the count below is computed under the new version
     before = app.odata.counts.misses
     joined = app.coalesced
 

@@ -315,15 +315,13 @@ def test_scheduler_stops_on_sigterm_mid_run_without_writing(pair: Pair, tmp_path
     try:
         proc = start(pair, write_config(tmp_path, body), "scheduler")
         wait_for_sleep(pair.source, "r2sf sync (extract)", src)
-        t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
+        # Heroku kills 30 s after SIGTERM; not exiting by then raises TimeoutExpired here.
         _, err = proc.communicate(timeout=25)
-        elapsed = time.monotonic() - t0
     finally:
         x(pair.source, "UPDATE ctl SET pause = false")
         end_stalled_queries(pair.source, src)
     assert proc.returncode == 0, err
-    assert elapsed < 10
     assert "event=scheduler_stopped" in err and "event=cancelling" in err
     assert changed(before, pair.versions(f"public.{src}")) == set()
 

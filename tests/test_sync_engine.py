@@ -352,18 +352,21 @@ def test_readers_see_the_old_rows_or_the_new_rows_never_a_mix(pair: Pair) -> Non
     pair.sync(job)
     x(pair.source, f"UPDATE {src} SET label = 'v2'")
 
-    async def watch() -> set[int]:
-        seen: set[int] = set()
+    async def watch() -> list[int]:
+        seen: list[int] = []
         conn = await asyncpg.connect(pair.target)
         task = asyncio.create_task(asyncio.to_thread(pair.sync, job))
         while not task.done():
-            seen.add(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE label = 'v2'"))
+            seen.append(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE label = 'v2'"))
         await task
-        seen.add(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE label = 'v2'"))
+        seen.append(await conn.fetchval(f"SELECT count(*) FROM {target} WHERE label = 'v2'"))
         await conn.close()
         return seen
 
-    assert asyncio.run(watch()) <= {0, 20000}
+    seen = asyncio.run(watch())
+    # Old rows until the commit, then all the new ones: never a part, never back.
+    assert set(seen) <= {0, 20000} and seen[-1] == 20000, seen
+    assert seen == sorted(seen), seen
 
 
 def test_first_load_copies_straight_into_the_new_target_and_reruns_stage(pair: Pair) -> None:
