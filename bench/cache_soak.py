@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import asyncpg
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import salesforce  # bench/salesforce.py: the request shapes and their encoding
 from common import (  # bench/ is a directory of scripts, not a package
     CREDENTIALS,
     OUT,
@@ -79,12 +79,7 @@ class Query:
     with_count: bool = True
 
 
-def _odata(resource: str, options: list[tuple[str, str]]) -> str:
-    # Salesforce Connect's encoding: `$`, commas and parentheses as is, quotes %27, spaces `+`.
-    if not options:
-        return resource
-    encoded = [f"{k}={quote(v, safe='$(),=:/*').replace('%20', '+')}" for k, v in options]
-    return resource + "?" + "&".join(encoded)
+_odata = salesforce.url  # Salesforce Connect's encoding (bench/salesforce.py)
 
 
 def build_queries(rows: int, seed: int = 4) -> tuple[list[Query], list[int], list[int]]:
@@ -165,9 +160,7 @@ def build_queries(rows: int, seed: int = 4) -> tuple[list[Query], list[int], lis
         )
     # Salesforce searches and lists over Category.
     for term in ("Jazz", "League", "Sports", "opera", "Concerts"):
-        filt = " or ".join(
-            f"contains({c},'{term}') eq true" for c in ("catname", "catgroup", "catdesc")
-        )
+        filt = salesforce.search(term, ("catname", "catgroup", "catdesc"))
         where = "catname ilike $1 or catgroup ilike $1 or catdesc ilike $1"
         options = [
             ("$select", "catid,catname,catdesc"),

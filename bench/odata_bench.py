@@ -29,12 +29,13 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urljoin
+from urllib.parse import urljoin
 
 import httpx
 from lxml import etree
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import salesforce  # bench/salesforce.py: the request shapes and their encoding
 from common import (  # bench/ is a directory of scripts, not a package
     AUTH_HEADER,
     CREDENTIALS,
@@ -82,10 +83,7 @@ class Shape:
     vary: str | None = None
 
 
-JAZZ = (
-    "contains(catname,'Jazz') eq true or contains(catgroup,'Jazz') eq true"
-    " or contains(catdesc,'Jazz') eq true"
-)
+JAZZ = salesforce.search("Jazz", ("catname", "catgroup", "catdesc"))
 _B_PARAMS = (
     ("$filter", "eventid eq 100"),
     ("$select", "salesid,pricepaid,qtysold"),
@@ -147,18 +145,6 @@ CAP, OFF, ON = "cap", "r2sf-nocache", "r2sf-cache"
 OFF2 = "r2sf-nocache-2"
 
 
-def encode_query(params: tuple[tuple[str, str], ...], space: str) -> str:
-    """Encode like Salesforce Connect: `$`, commas and parentheses as is, quotes as %27, spaces
-    as `space` (Salesforce sends `+`; CAP's URL parser rejects `+`, so it gets %20)."""
-    pairs = []
-    for name, value in params:
-        encoded = quote(value, safe="$(),=:/*")
-        if space != "%20":
-            encoded = encoded.replace("%20", space)
-        pairs.append(f"{name}={encoded}")
-    return "&".join(pairs)
-
-
 # ---------------------------------------------------------------- servers
 
 
@@ -183,7 +169,7 @@ class Target:
 
     def url(self, shape: Shape) -> str:
         params = tuple((k, self._renamed(v)) for k, v in shape.params)
-        query = encode_query(params, self.space)
+        query = salesforce.encode_query(params, self.space)
         return self.root + self._renamed(shape.resource) + (f"?{query}" if query else "")
 
     def _renamed(self, text: str) -> str:
