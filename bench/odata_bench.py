@@ -999,7 +999,33 @@ def main(argv: list[str] | None = None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if not args.check_only:
         ensure_wrk()
-    record: dict[str, Any] = {
+    record = _record_header(args, shapes, stamp)
+    with contextlib.ExitStack() as stack:
+        server_url = _database_server(stack, args)
+        record["server"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", server_url)
+        vary_ranges = _load_data(args, server_url, shapes, record)
+        samples = {k: (lo + hi) // 2 for k, (lo, hi) in vary_ranges.items()}
+        targets = _start_targets(stack, args, server_url, stamp, record)
+        mismatches = _check_answers(targets, shapes, samples)
+        record["mismatches"] = mismatches
+        if not args.check_only:
+            _warn_if_busy()
+            measure(targets, shapes, args, vary_ranges)
+            record["loadavg_after"] = os.getloadavg()
+        report_checks(targets, shapes)
+        for warning in mismatches:
+            print(warning)
+        if not args.check_only and targets:
+            record.update(report(targets, shapes, args))
+        if args.workers_compare and not args.check_only:
+            record["workers_compare"] = workers_compare(args.db_url, args, stamp)
+        record["servers"] = {t.name: _server_record(t) for t in targets}
+    _save(record, stamp)
+    return 0
+
+
+def _record_header(args: argparse.Namespace, shapes: list[Shape], stamp: str) -> dict[str, Any]:
+    return {
         "started": stamp,
         "command": " ".join([sys.executable, *sys.argv]),
         "host": {
@@ -1013,110 +1039,127 @@ def main(argv: list[str] | None = None) -> int:
         "wrk": f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s --latency",
         "failures": [],
     }
-    with contextlib.ExitStack() as stack:
-        server_url = args.server
-        if args.embedded:
-            import pgserver.postgres_server as pgserver
 
-            datadir = OUT / "pgdata"
-            datadir.mkdir(parents=True, exist_ok=True)
-            server = pgserver.get_server(datadir, cleanup_mode="stop")
-            stack.callback(server.cleanup)
-            server_url = server.get_uri()
-            log(f"embedded PostgreSQL at {server_url}")
-        record["server"] = re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", server_url)
-        use_r2sf = not args.no_r2sf or args.workers_compare
-        use_cap = not args.no_cap and not args.workers_compare_only
-        if use_r2sf:
-            record["r2sf_data_md5"] = ensure_tickit(server_url, args.db, args.rows)
-        if use_cap:
-            record["cap_data_md5"] = ensure_tickit(server_url, args.cap_db, args.rows)
-        if use_r2sf and use_cap and record["r2sf_data_md5"] != record["cap_data_md5"]:
-            log("WARNING: the two databases hold different data (checksums differ)")
-            record["failures"].append("data checksums differ between r2sf and CAP databases")
-        args.db_url = with_database(server_url, args.db)
-        vary_ranges = vary_ranges_of(args.db_url, shapes) if use_r2sf else {}
-        samples = {k: (lo + hi) // 2 for k, (lo, hi) in vary_ranges.items()}
-        record["vary_ranges"] = vary_ranges
 
-        targets: list[Target] = []
-        if use_cap:
-            try:
-                targets.append(
-                    stack.enter_context(
-                        cap_server(server_url, args.cap_db, args.rows, args.cap_dir)
-                    )
+def _database_server(stack: contextlib.ExitStack, args: argparse.Namespace) -> str:
+    """--server, or with --embedded a private pgserver stopped when the stack closes."""
+    if not args.embedded:
+        return str(args.server)
+    import pgserver.postgres_server as pgserver
+
+    datadir = OUT / "pgdata"
+    datadir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(datadir, cleanup_mode="stop")
+    stack.callback(server.cleanup)
+    server_url = str(server.get_uri())
+    log(f"embedded PostgreSQL at {server_url}")
+    return server_url
+
+
+def _uses(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(r2sf, CAP): which servers this run measures."""
+    use_r2sf = not args.no_r2sf or args.workers_compare
+    use_cap = not args.no_cap and not args.workers_compare_only
+    return use_r2sf, use_cap
+
+
+def _load_data(
+    args: argparse.Namespace, server_url: str, shapes: list[Shape], record: dict[str, Any]
+) -> dict[str, tuple[int, int]]:
+    """Load TICKIT into each server's database; the ranges of the columns miss shapes vary."""
+    use_r2sf, use_cap = _uses(args)
+    if use_r2sf:
+        record["r2sf_data_md5"] = ensure_tickit(server_url, args.db, args.rows)
+    if use_cap:
+        record["cap_data_md5"] = ensure_tickit(server_url, args.cap_db, args.rows)
+    if use_r2sf and use_cap and record["r2sf_data_md5"] != record["cap_data_md5"]:
+        log("WARNING: the two databases hold different data (checksums differ)")
+        record["failures"].append("data checksums differ between r2sf and CAP databases")
+    args.db_url = with_database(server_url, args.db)
+    vary_ranges: dict[str, tuple[int, int]] = (
+        vary_ranges_of(args.db_url, shapes) if use_r2sf else {}
+    )
+    record["vary_ranges"] = vary_ranges
+    return vary_ranges
+
+
+def _start_targets(
+    stack: contextlib.ExitStack,
+    args: argparse.Namespace,
+    server_url: str,
+    stamp: str,
+    record: dict[str, Any],
+) -> list[Target]:
+    """CAP and the r2sf modes asked for, each stopped when the stack closes."""
+    targets: list[Target] = []
+    if _uses(args)[1]:
+        try:
+            targets.append(
+                stack.enter_context(cap_server(server_url, args.cap_db, args.rows, args.cap_dir))
+            )
+        except (subprocess.CalledProcessError, OSError) as exc:
+            log(f"CAP failed: {exc}")
+            record["failures"].append(f"cap: {exc}")
+    modes = []
+    if not args.no_r2sf and not args.workers_compare_only:
+        if not args.no_cache_mode:
+            modes.append((OFF, False))
+        if not args.no_cached_mode:
+            modes.append((ON, True))
+        if args.noise_floor:
+            modes.append((OFF2, False))
+    for name, cache in modes:
+        try:
+            targets.append(
+                stack.enter_context(
+                    r2sf_target(name, args.db_url, args, stamp, cache=cache, workers=args.workers)
                 )
-            except (subprocess.CalledProcessError, OSError) as exc:
-                log(f"CAP failed: {exc}")
-                record["failures"].append(f"cap: {exc}")
-        modes = []
-        if not args.no_r2sf and not args.workers_compare_only:
-            if not args.no_cache_mode:
-                modes.append((OFF, False))
-            if not args.no_cached_mode:
-                modes.append((ON, True))
-            if args.noise_floor:
-                modes.append((OFF2, False))
-        for name, cache in modes:
-            try:
-                targets.append(
-                    stack.enter_context(
-                        r2sf_target(
-                            name, args.db_url, args, stamp, cache=cache, workers=args.workers
-                        )
-                    )
-                )
-            except (RuntimeError, OSError) as exc:
-                log(str(exc))
-                record["failures"].append(f"{name}: {str(exc).splitlines()[0]}")
+            )
+        except (RuntimeError, OSError) as exc:
+            log(str(exc))
+            record["failures"].append(f"{name}: {str(exc).splitlines()[0]}")
+    return targets
 
-        auth = httpx.BasicAuth(*CREDENTIALS)
-        with httpx.Client(
-            auth=auth, timeout=60.0, headers={"Accept": "application/json"}
-        ) as client:
-            for t in targets:
-                map_names(t, client)
-                check(t, client, shapes, samples)
-        mismatches = compare(targets, shapes)
-        for warning in mismatches:
-            log(f"WARNING {warning}")
-        record["mismatches"] = mismatches
 
-        if not args.check_only:
-            busy = os.getloadavg()[0]
-            if busy > (os.cpu_count() or 1) / 2:
-                log(
-                    f"WARNING: load average {busy:.1f} on {os.cpu_count()} cores before measuring:"
-                    " other work competes for the CPU, and it takes more from single-process CAP"
-                    " than from r2sf's several workers"
-                )
-            measure(targets, shapes, args, vary_ranges)
-            record["loadavg_after"] = os.getloadavg()
-        report_checks(targets, shapes)
-        for warning in mismatches:
-            print(warning)
-        if not args.check_only and targets:
-            record.update(report(targets, shapes, args))
-        if args.workers_compare and not args.check_only:
-            record["workers_compare"] = workers_compare(args.db_url, args, stamp)
-        record["servers"] = {
-            t.name: {
-                "root": t.root,
-                "space_encoding": t.space,
-                "cache": t.cache,
-                "renamed": t.rename,
-                "idle_rss": t.baseline_rss,
-                "urls": t.urls,
-                "checks": {
-                    k: {f: v for f, v in e.items() if f != "body"} for k, e in t.checks.items()
-                },
-                "results": {
-                    k: {f: v for f, v in r.items() if f != "raw"} for k, r in t.results.items()
-                },
-            }
-            for t in targets
-        }
+def _check_answers(
+    targets: list[Target], shapes: list[Shape], samples: dict[str, int]
+) -> list[str]:
+    """Ask every shape of every server once; the differences between their answers."""
+    auth = httpx.BasicAuth(*CREDENTIALS)
+    with httpx.Client(auth=auth, timeout=60.0, headers={"Accept": "application/json"}) as client:
+        for t in targets:
+            map_names(t, client)
+            check(t, client, shapes, samples)
+    mismatches = compare(targets, shapes)
+    for warning in mismatches:
+        log(f"WARNING {warning}")
+    return mismatches
+
+
+def _warn_if_busy() -> None:
+    busy = os.getloadavg()[0]
+    if busy > (os.cpu_count() or 1) / 2:
+        log(
+            f"WARNING: load average {busy:.1f} on {os.cpu_count()} cores before measuring:"
+            " other work competes for the CPU, and it takes more from single-process CAP"
+            " than from r2sf's several workers"
+        )
+
+
+def _server_record(t: Target) -> dict[str, Any]:
+    return {
+        "root": t.root,
+        "space_encoding": t.space,
+        "cache": t.cache,
+        "renamed": t.rename,
+        "idle_rss": t.baseline_rss,
+        "urls": t.urls,
+        "checks": {k: {f: v for f, v in e.items() if f != "body"} for k, e in t.checks.items()},
+        "results": {k: {f: v for f, v in r.items() if f != "raw"} for k, r in t.results.items()},
+    }
+
+
+def _save(record: dict[str, Any], stamp: str) -> None:
     for r in record.get("workers_compare", {}).values():
         r.pop("raw", None)
     path = OUT / f"odata-{stamp}.json"
@@ -1127,7 +1170,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     for failure in record["failures"]:
         print(f"FAILED: {failure}")
-    return 0
 
 
 def _git_head() -> str:

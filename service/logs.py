@@ -2,7 +2,7 @@
 
 `LOG_FORMAT=json|text` chooses; by default JSON when stderr is not a terminal (a Heroku dyno,
 a container), so log drains can index fields. Messages are passed through as the code wrote
-them: callers redact URLs before logging (`service.config.redact_url`); nothing here does.
+them: callers redact URLs before logging (`sync.settings.redact_url`); nothing here does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Progress and log output for sync runs: a bar on a terminal, key=value lines otherwise.
 
 Everything goes to stderr so stdout stays for reports. Values are passed through as given, so
-callers must redact URLs (`service.config.redact_url`) before logging them; nothing here ever
+callers must redact URLs (`sync.settings.redact_url`) before logging them; nothing here ever
 sees a password.
 """
 
