@@ -28,6 +28,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import salesforce  # the request shapes and their encoding
 from bench.common import (
     AUTH_HEADER,
     OUT,
@@ -45,11 +46,17 @@ from tests.scaleout import Replicated, pgbouncer, primary_with_replica
 DB = "r2sf_scale"
 SRC = "r2sf_scale_src"
 HEADERS = {"Authorization": AUTH_HEADER, "Host": "bench.herokuapp.com"}
-LIST_VIEW = "/odata/v4/Sales?$select=salesid,pricepaid&$orderby=salesid&$count=true&$top=26"
-ENTITY = "/odata/v4/Sales(123)"
-MISS = (
-    "/odata/v4/Sales?$filter=eventid eq __N__&$select=salesid,pricepaid,qtysold&$count=true&$top=26"
+# Salesforce's requests (bench/salesforce.py), spaces as %20 for wrk's command line.
+LIST_VIEW = "/odata/v4/" + salesforce.url(
+    "Sales", salesforce.list_view("salesid,pricepaid", orderby="salesid"), space="%20"
 )
+ENTITY = "/odata/v4/Sales(123)"
+MISS = "/odata/v4/" + salesforce.url(
+    "Sales",
+    (("$filter", "eventid eq __N__"), ("$select", "salesid,pricepaid,qtysold"),
+     ("$count", "true"), ("$top", "26")),
+    space="%20",
+)  # fmt: skip
 SHAPES = {"list view (a)": LIST_VIEW, "entity (c)": ENTITY, "miss (b*)": MISS}
 MERGE_TOML = """\
 [odata]
@@ -114,14 +121,13 @@ def load(served: list[Served], path: str, seconds: float, connections: int) -> d
     per = max(1, connections // len(served))
     script: list[str] | None = None
     if "__N__" in path:
-        template = path.replace(" ", "%20")
-        script = [template, "1", "8000", "7919", str(int(time.time()) % 8000)]
+        script = [path, "1", "8000", "7919", str(int(time.time()) % 8000)]
     procs = [
         subprocess.Popen(
             ["wrk", "-t1", f"-c{per}", f"-d{seconds:g}s", "--latency"]
             + [x for k, v in HEADERS.items() for x in ("-H", f"{k}: {v}")]
             + (["-s", str(REPO / "bench/wrk/stride.lua")] if script else [])
-            + [s.base + (path.replace(" ", "%20") if not script else "/")]
+            + [s.base + (path if not script else "/")]
             + (["--", *script] if script else []),
             stdout=subprocess.PIPE,
             text=True,
