@@ -566,7 +566,7 @@ def delta(
     if after is not None:
         conditions.append(f"x.key > {p.bind(after, 'jsonb')}")
     join = " AND ".join(
-        f"t.{ident(prop.column)} = CAST(c.key->>{i} AS {prop.db_type})"
+        f"t.{ident(prop.column)} = CAST(c.key->>{i} AS {ident(prop.db_type)})"
         for i, prop in enumerate(es.entity_type.key_properties)
     )
     sql = (
