@@ -402,7 +402,8 @@ async def _run_in_transaction(
     finally:
         await source.close()
     counts.source_rows = counts.read
-    rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read)
+    rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
+            bytes=source.nbytes)  # fmt: skip
     result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
