@@ -5,8 +5,10 @@ follow every delta link, and compare each delta with the truth read from Postgre
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -299,12 +301,19 @@ def test_paging_options_cannot_be_added_to_a_delta_link(client: httpx.Client) ->
     assert r.status_code == 400 and "$top" in r.json()["error"]["message"]
 
 
-def test_a_truncate_since_the_token_answers_410(databases: Databases) -> None:
-    db = databases.create(SETUP)
+@contextlib.contextmanager
+def service(db: str, toml: str = TOML) -> Iterator[httpx.Client]:
+    """A server of its own, for a test that changes the table's shape or empties it."""
     with (
-        serve(db, TOML) as (base, _app),
+        serve(db, toml) as (base, _app),
         httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
     ):
+        yield c
+
+
+def test_a_truncate_since_the_token_answers_410(databases: Databases) -> None:
+    db = databases.create(SETUP)
+    with service(db) as c:
         link = start(c)
         x(db, "TRUNCATE account")
         r = c.get(link)
@@ -313,16 +322,10 @@ def test_a_truncate_since_the_token_answers_410(databases: Databases) -> None:
 
 def test_a_token_for_a_set_whose_columns_changed_answers_410(databases: Databases) -> None:
     db = databases.create(SETUP)
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
+    with service(db) as c:
         link = start(c)
     x(db, "ALTER TABLE account ADD COLUMN segment text")
-    with (
-        serve(db, TOML) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
+    with service(db) as c:
         # The link names the first server's port; ask the second one with the same token.
         query = urlsplit(link).query
         r = c.get("/Account?" + query)
@@ -354,10 +357,7 @@ def test_a_delta_of_wide_rows_stays_under_the_page_byte_budget(databases: Databa
         " revenue numeric(12, 2));"
     )
     toml = TOML.replace("page_size = 1000", "page_size = 1000\nmax_page_bytes = 1000000")
-    with (
-        serve(db, toml) as (base, _app),
-        httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=30) as c,
-    ):
+    with service(db, toml) as c:
         link = start(c)
         # 300 rows of 10,000 two-byte characters: 6 MB in all, at most 1 MB a page.
         x(db, "INSERT INTO account SELECT g, repeat('é', 10000) FROM generate_series(1, 300) g")
