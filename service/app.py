@@ -30,6 +30,7 @@ from odata.errors import CatalogError, Forbidden, ODataError, Unauthorized, UriT
 from odata.service import ODataService, ServiceConfig
 from odata.versions import VersionTracker
 from service import database, errors, http, logs, metrics
+from service.admin.security import ConsoleGate
 from service.auth import BasicAuth
 from service.caching import CacheLayer, Outcome
 from service.config import ConfigError, Settings, load_settings, redact_url
@@ -44,6 +45,7 @@ MAX_TARGET = 32 * 1024  # request targets above this answer 414 (Salesforce IN c
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PRUNE_SECONDS = 600  # how often the change log is pruned and its size read
 PRUNE_LOCK = (0x72327366 & 0x7FFFFFFF, 3)  # advisory lock: "r2sf", change-log pruning
+CONFIG_POLL_SECONDS = 2.0  # how soon a configuration saved in the console is served
 
 
 def service_config(settings: Settings) -> ServiceConfig:
@@ -87,6 +89,9 @@ class App:
         self.cache = self.caching.cache  # the entries (odata/cache.py), or None when off
         self.metrics = Metrics()
         self.csrf_token = _csrf_token(settings)
+        self.console = ConsoleGate(settings)
+        self.file_settings = settings  # before the stored configuration is applied
+        self.config_version = 0  # the stored configuration version being served (0: the file)
         self._id_prefix = os.urandom(4).hex()
         self._ids = itertools.count(1)
         self.api = self._build_api()
@@ -118,6 +123,8 @@ class App:
         # mode keeps no LISTEN), never a follower (it receives no NOTIFY). With a follower it
         # runs even when the cache is off: reads compare its versions with the follower's.
         await _migrate(self.pool)
+        await self._apply_stored_config()
+        s = self.settings
         if self.cache is not None or s.follower_url is not None:
             self.tracker = VersionTracker(s.database_url, install=s.odata.track_changes)
         self.odata = ODataService(
@@ -135,6 +142,43 @@ class App:
         if every > 0:
             self._spawn(self._reload_every(every))
         self._spawn(self._prune_changes_every(PRUNE_SECONDS))
+        self._spawn(self._watch_config_every(CONFIG_POLL_SECONDS))
+
+    async def _apply_stored_config(self) -> bool:
+        """Serve the newest stored configuration; True when it changed. A version that no
+        longer validates is logged and the previous configuration kept."""
+        from service import config_store
+        from sync import stored_config
+
+        assert self.pool is not None
+        async with self.pool.acquire() as conn:
+            if await stored_config.latest_id(conn) == self.config_version:
+                return False
+            try:
+                settings, version = await config_store.effective(conn, self.file_settings)
+            except ConfigError as exc:
+                log.error("stored configuration not applied: %s", exc)
+                self.config_version = await stored_config.latest_id(conn)
+                return False
+        self.settings, self.config_version = settings, version
+        return True
+
+    async def _watch_config_every(self, seconds: float) -> None:
+        """Pick up a configuration saved in the console (by any worker or dyno)."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                changed = await self._apply_stored_config()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("cannot read the stored configuration: %s", type(exc).__name__)
+                continue
+            if changed and self.odata is not None:
+                log.info("configuration version %d applied", self.config_version)
+                self.odata.config = service_config(self.settings)
+                server = self.settings.file.server  # names and sets may have changed
+                self.caching = CacheLayer(server.cache_mb, server.cache_min_uses)
+                self.cache = self.caching.cache
+                await self.reload()
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         self._tasks.append(asyncio.ensure_future(coro))
@@ -221,6 +265,14 @@ class App:
             self._check_csrf(ctx)
         except ODataError as exc:
             return "refused", errors.render(exc, ctx.request_id)
+        if self.console.covers(ctx.path):
+            # The console's own credential (the OData one is refused) and its own CSRF tokens.
+            user, refusal = self.console.admit(ctx.path, ctx.headers)
+            if refusal is not None:
+                return "refused", refusal
+            ctx.scope.setdefault("state", {})["admin_user"] = user
+            await self.api(ctx.scope, ctx.receive, ctx.send)
+            return "console", None
         ctx.authorised = (
             not self.auth.enabled or self.auth.user(ctx.headers.get("authorization")) is not None
         )
@@ -247,6 +299,8 @@ class App:
     def _check_csrf(self, ctx: RequestContext) -> None:
         if not self.settings.odata.csrf or ctx.method in ("GET", "HEAD", "OPTIONS"):
             return
+        if self.console.covers(ctx.path):
+            return  # the console's forms carry their own token (service/admin/security.py)
         sent = ctx.headers.get("x-csrf-token", "")
         if not hmac.compare_digest(sent.encode(), self.csrf_token.encode()):
             raise Forbidden(
@@ -310,7 +364,10 @@ class App:
 
     def _build_api(self) -> FastAPI:
         api = FastAPI(title="r2sf", docs_url=None, redoc_url=None, openapi_url=None)
+        from service.admin import console_router
+
         api.include_router(status_router(self))  # the status page at / (service/status.py)
+        api.include_router(console_router(self))  # the console at /admin (service/admin/)
         return api
 
 

@@ -25,7 +25,7 @@ from odata.errors import CatalogError
 from odata.ident import ident
 from odata.model import EntitySet, Model, Property
 from odata.naming import MAX_LENGTH
-from service.config import ConfigError, Settings, load_settings, redact_url
+from service.config import ConfigError, ODataConfig, Settings, load_settings, redact_url
 
 CONNECT_TIMEOUT = 10.0
 MAX_EXTERNAL_OBJECTS = 200  # per Salesforce org (spec §5)
@@ -162,15 +162,19 @@ def _short_version(version: str) -> str:
 
 async def run_check(settings: Settings, out: TextIO) -> Findings:
     found = Findings()
-    where = str(settings.config_path or "r2sf.toml (not found: defaults)")
+    where = (
+        settings.config_where
+        if settings.config_path is not None or settings.config_where != "r2sf.toml"
+        else "r2sf.toml (not found: defaults)"
+    )
     jobs: list[Any] = []
     source: str | None = None
     try:
         from sync.config import load_jobs, source_url
 
-        jobs = load_jobs(settings.file, settings.config_path)
+        jobs = load_jobs(settings.file, settings.config_where)
         if jobs or settings.file.source.model_fields_set:
-            source = source_url(settings.file, settings.config_path)
+            source = source_url(settings.file, settings.config_where)
     except ConfigError as exc:
         found.errors.append(f"config: {exc}")
     print(f"config  {where}: {len(jobs)} sync job(s)", file=out)
@@ -328,11 +332,7 @@ async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findin
     print(f"\nentity sets ({len(model.entity_sets)}) at {o.path}/:", file=out)
     for s in model.entity_sets:
         _print_set(s, out)
-    configured_names = {x.table for x in o.sets if x.name}
-    _warn_names(model, configured_names, found)
-    await _warn_not_exposed(conn, model, list(o.expose) + [x.table for x in o.sets], found)
-    await _warn_numbers(conn, model, found)
-    await _warn_indexes(conn, model, found)
+    await model_warnings(conn, model, o, found)
     if len(model.entity_sets) > MAX_EXTERNAL_OBJECTS:
         found.warnings.append(
             f"{len(model.entity_sets)} entity sets: a Salesforce org holds at most"
@@ -343,6 +343,17 @@ async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findin
             f"no entity sets: nothing matches [odata] expose = {list(o.expose)} (or the"
             " tables have no key)"
         )
+
+
+async def model_warnings(conn: Any, model: Model, o: ODataConfig, found: Findings) -> Findings:
+    """What `r2sf check` warns about an exposed model (names, unexposed tables, numbers
+    Salesforce cannot hold, missing indexes); also shown in the console's sets page."""
+    configured_names = {x.table for x in o.sets if x.name}
+    _warn_names(model, configured_names, found)
+    await _warn_not_exposed(conn, model, list(o.expose) + [x.table for x in o.sets], found)
+    await _warn_numbers(conn, model, found)
+    await _warn_indexes(conn, model, found)
+    return found
 
 
 def _print_set(s: EntitySet, out: TextIO) -> None:
@@ -559,7 +570,9 @@ def check_command(args: argparse.Namespace) -> int:
     # The catalogue logs relations it skips; this command reports them itself, with the fix.
     logging.getLogger("r2sf.odata.catalog").setLevel(logging.ERROR)
     try:
-        settings = load_settings(args.config)
+        from service.config_store import with_stored
+
+        settings, _ = with_stored(load_settings(args.config))
     except ConfigError as exc:
         print(f"config  FAILED {exc}", file=out)
         print("\nresult: 1 error", file=out)

@@ -31,8 +31,9 @@ def _register_operator_commands(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """`demo`, `check`, `status` and `migrate`: the first-run and operator tooling."""
-    from service import check, demo, status
+    from service import check, config_store, demo, status
 
+    config_store.register(commands)
     demo.register(commands)
     check.register(commands)
     status.register(commands)

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -26,6 +27,8 @@ from sync.settings import (
     database_url,
     explain_validation,
     normalise_database_url,
+    parse_toml,
+    read_config,
     read_toml,
     redact_url,
 )
@@ -42,11 +45,15 @@ __all__ = [
     "config_path",
     "database_url",
     "explain_validation",
+    "load_config",
     "load_file",
     "load_settings",
+    "load_text",
     "normalise_database_url",
     "parse_credentials",
+    "parse_toml",
     "redact_url",
+    "validate_file",
 ]
 
 
@@ -172,6 +179,10 @@ class Settings:
     pool_url: str | None = None
     # DATABASE_FOLLOWER_URL or [server] read_url: a streaming replica of the primary.
     follower_url: str | None = None
+    # ADMIN_CREDENTIALS: who may use the console at /admin (off when empty).
+    admin_credentials: tuple[Credential, ...] = ()
+    # Where the file part came from, for messages: a path, "R2SF_CONFIG_TOML", or "r2sf.toml".
+    config_where: str = "r2sf.toml"
 
     @property
     def write_url(self) -> str:
@@ -189,7 +200,7 @@ class Settings:
         return self.file.odata
 
 
-def parse_credentials(raw: str) -> tuple[Credential, ...]:
+def parse_credentials(raw: str, var: str = "ODATA_CREDENTIALS") -> tuple[Credential, ...]:
     creds: list[Credential] = []
     for i, item in enumerate(x.strip() for x in raw.split(",")):
         if not item:
@@ -197,31 +208,48 @@ def parse_credentials(raw: str) -> tuple[Credential, ...]:
         user, sep, password = item.partition(":")
         if not sep or not user or not password:
             raise ConfigError(
-                "ODATA_CREDENTIALS",
+                var,
                 f"entry {i + 1} is not of the form user:password",
-                "set ODATA_CREDENTIALS=user:password (comma-separated for several users)",
+                f"set {var}=user:password (comma-separated for several users)",
             )
         creds.append(Credential(user, password))
     return tuple(creds)
 
 
-def load_file(path: Path | None) -> FileConfig:
-    """The whole r2sf.toml, every section validated (the sync's by sync/config.py's models)."""
-    where = path or "r2sf.toml"
+def validate_file(raw: Mapping[str, Any], where: str) -> FileConfig:
+    """The one validation of r2sf.toml, every section (the sync's by sync/config.py's models),
+    wherever the TOML came from: a file, R2SF_CONFIG_TOML, the console, `r2sf config import`."""
     try:
-        file = FileConfig.model_validate(read_toml(path))
+        file = FileConfig.model_validate(raw)
     except ValidationError as exc:
         raise explain_validation(where, exc, FileConfig, fixes=sync_config.FIXES) from None
-    sync_config.check_sync(file.sync, str(where))
+    sync_config.check_sync(file.sync, where)
     return file
+
+
+def load_file(path: Path | None) -> FileConfig:
+    """The whole r2sf.toml, every section validated."""
+    return validate_file(read_toml(path), str(path or DEFAULT_CONFIG))
+
+
+def load_text(text: str, where: str) -> FileConfig:
+    """r2sf.toml given as text; `where` names it in messages."""
+    return validate_file(parse_toml(text, where), where)
+
+
+def load_config(
+    explicit: str | None, env: Mapping[str, str]
+) -> tuple[Path | None, str, FileConfig]:
+    """(path, its name for messages, validated file): see sync/settings.py `read_config`."""
+    path, where, raw = read_config(explicit, env)
+    return path, where, validate_file(raw, where)
 
 
 def load_settings(
     explicit_config: str | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
     env = dict(os.environ if environ is None else environ)
-    path = config_path(explicit_config, env)
-    file = load_file(path)
+    path, where, file = load_config(explicit_config, env)
     target_url = database_url(env)
     port_raw = env.get("PORT")
     port = file.server.port
@@ -249,12 +277,23 @@ def load_settings(
     follower_var = (
         "DATABASE_FOLLOWER_URL" if env.get("DATABASE_FOLLOWER_URL") else "[server] read_url"
     )
+    credentials = parse_credentials(env.get("ODATA_CREDENTIALS", ""))
+    admins = parse_credentials(env.get("ADMIN_CREDENTIALS", ""), "ADMIN_CREDENTIALS")
+    if set(admins) & set(credentials):
+        raise ConfigError(
+            "ADMIN_CREDENTIALS",
+            "an entry is also in ODATA_CREDENTIALS, so Salesforce's credential could change"
+            " the configuration",
+            "give the console its own user and password",
+        )
     return Settings(
         config_path=path,
         file=file,
         database_url=target_url,
-        credentials=parse_credentials(env.get("ODATA_CREDENTIALS", "")),
+        credentials=credentials,
         port=port,
+        admin_credentials=admins,
+        config_where=where,
         pool_url=(
             normalise_database_url(pool_raw, "DATABASE_CONNECTION_POOL_URL") if pool_raw else None
         ),

@@ -159,7 +159,7 @@ def _jobs(settings: Settings) -> list[Any]:
     from sync.config import load_jobs
 
     # The file was validated when the settings were loaded: a bad [sync] section never gets here.
-    return load_jobs(settings.file, settings.config_path)
+    return load_jobs(settings.file, settings.config_where)
 
 
 async def job_statuses(
@@ -217,7 +217,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def status_command(args: argparse.Namespace) -> int:
-    settings = load_settings(args.config)
+    from service.config_store import with_stored
+
+    settings, _ = with_stored(load_settings(args.config))
     statuses, change_log = asyncio.run(_statuses(settings, max(args.runs, 1)))
     if args.json:
         json.dump([_as_json(s) for s in statuses], sys.stdout, indent=2, default=str)
@@ -402,17 +404,6 @@ def status_router(app: App) -> APIRouter:
     return router
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1b1f24}
-h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:28px 0 8px}
-table{border-collapse:collapse}td,th{padding:4px 12px 4px 0;text-align:left;vertical-align:top}
-th{border-bottom:1px solid #ccd;font-weight:600}td.n{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#667}.ok{color:#176f2c}.failed{color:#b42318}.job{margin:0 0 18px}
-pre{background:#fff4f2;border:1px solid #f3c5bd;padding:10px;white-space:pre-wrap;max-width:980px}
-svg text{font:11px system-ui,sans-serif;fill:#556}
-"""
-
-
 def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
@@ -429,22 +420,33 @@ def _fmt_rows(r: SetRow) -> str:
     return ("≈ " if r.estimated else "") + f"{r.rows:,}"
 
 
-def chart(runs: Sequence[Run], width: int = 560, height: int = 120) -> str:
-    """Bars: rows changed per run; line: duration per run. Oldest run on the left."""
+def chart(runs: Sequence[Run], width: int = 640, height: int = 190) -> str:
+    """Bars: rows changed per run (left axis); line: duration per run in seconds (right axis);
+    oldest run on the left, start times (UTC) below."""
     runs = sorted(runs, key=lambda r: r.started_at)
     if not runs:
         return '<p class="muted">no runs in the last days</p>'
-    pad_l, pad_r, pad_t, pad_b = 8, 8, 16, 18
+    pad_l, pad_r, pad_t, pad_b = 58, 58, 26, 40
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
     max_rows = max(r.changed for r in runs) or 1
     max_secs = max((r.seconds or 0.0) for r in runs) or 1.0
     step = w / len(runs)
     bar_w = min(max(1.0, step * 0.7), 16.0)  # a few runs should not look like a wall
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img"'
-        f' aria-label="rows changed and duration per run">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+        f' viewBox="0 0 {width} {height}" role="img"'
+        f' aria-label="rows changed (bars, left axis) and duration in seconds (line, right axis)'
+        f' per run">',
         f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="#f6f8fa"/>',
     ]
+    # Axes: ticks at 0, half and max, gridlines across.
+    for frac in (0.0, 0.5, 1.0):
+        y = pad_t + h - h * frac
+        parts.append(
+            f'<line x1="{pad_l}" x2="{pad_l + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#d6dbe3"/>'
+            f'<text x="{pad_l - 6}" y="{y + 4:.1f}" text-anchor="end">{max_rows * frac:,.0f}</text>'
+            f'<text x="{pad_l + w + 6}" y="{y + 4:.1f}">{max_secs * frac:.1f} s</text>'
+        )
     points = []
     for i, r in enumerate(runs):
         x = pad_l + i * step + (step - bar_w) / 2
@@ -468,11 +470,13 @@ def chart(runs: Sequence[Run], width: int = 560, height: int = 120) -> str:
         f'<polyline points="{" ".join(points)}" fill="none" stroke="#e8891c" stroke-width="2"/>'
     )
     parts.append(
-        f'<text x="{pad_l}" y="11">max {max_rows:,} rows changed (bars)</text>'
-        f'<text x="{width - pad_r}" y="11" text-anchor="end">max {max_secs:.1f} s (line)</text>'
-        f'<text x="{pad_l}" y="{height - 4}">{_e(_when(runs[0].started_at))}</text>'
-        f'<text x="{width - pad_r}" y="{height - 4}" text-anchor="end">'
+        f'<text x="{pad_l}" y="14" fill="#2f6fde">■ rows changed per run</text>'
+        f'<text x="{width - 4}" y="14" text-anchor="end">duration (s) per run'
+        ' <tspan fill="#e8891c">━</tspan></text>'
+        f'<text x="{pad_l}" y="{pad_t + h + 16}">{_e(_when(runs[0].started_at))}</text>'
+        f'<text x="{pad_l + w}" y="{pad_t + h + 16}" text-anchor="end">'
         f"{_e(_when(runs[-1].started_at))}</text>"
+        f'<text x="{pad_l + w / 2:.0f}" y="{height - 4}" text-anchor="middle">run start (UTC)</text>'
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -486,16 +490,12 @@ def render_page(
     now: datetime,
 ) -> str:
     out = [
-        "<!doctype html><html lang=en><head><meta charset=utf-8>",
-        "<meta name=viewport content='width=device-width,initial-scale=1'>",
-        f"<title>r2sf status</title><style>{_CSS}</style></head><body>",
-        "<h1>r2sf status</h1>",
         f'<p class="muted">{_e(_when(now))} · OData service root '
         f'<a href="{_e(service_root)}">{_e(service_root)}</a> · '
         f'<a href="{_e(service_root)}$metadata">$metadata</a></p>',
         f"<h2>Entity sets ({len(sets)})</h2>",
-        "<table><tr><th>Entity set</th><th>Table</th><th>Rows</th><th>Change tracking</th>"
-        "<th>OData URL</th></tr>",
+        '<div class="table-wrap"><table><tr><th>Entity set</th><th>Table</th><th>Rows</th>'
+        "<th>Change tracking</th><th>OData URL</th></tr>",
     ]
     for s in sets:
         out.append(
@@ -504,7 +504,7 @@ def render_page(
             f"<td>{_e(_fmt_tracking(s))}</td>"
             f'<td><a href="{_e(s.url)}">{_e(s.url)}</a></td></tr>'
         )
-    out.append("</table>")
+    out.append("</table></div>")
     if not sets:
         out.append('<p class="muted">nothing exposed: check [odata] expose (r2sf check)</p>')
     out.append(f"<h2>Sync jobs (last {PAGE_DAYS} days)</h2>")
@@ -546,5 +546,6 @@ def render_page(
             f"<p>job <strong>{_e(last_error['job'])}</strong>, "
             f"{_e(_when(last_error['started_at']))}</p><pre>{_e(last_error['error'] or '')}</pre>"
         )
-    out.append("</body></html>")
-    return "\n".join(out)
+    from service.admin.page import page
+
+    return page("Status", "status", service_root, out)

@@ -12,13 +12,15 @@ import asyncio
 import sys
 from typing import Any
 
+import asyncpg
+
 from sync.config import (
     Job,
     SyncSettings,
     alert_webhook,
     load_jobs,
-    load_sync_file,
     load_sync_settings,
+    parse_sync_file,
     select_jobs,
     source_url,
 )
@@ -84,7 +86,34 @@ def _jobs(args: argparse.Namespace) -> tuple[SyncSettings, list[Job], str]:
     jobs = load_jobs(settings.file, where)
     url = source_url(settings.file, where)
     args.alert_webhook = alert_webhook(settings.file, where)
+    try:
+        stored = asyncio.run(stored_jobs(settings.database_url, settings.file, -1))
+    except (OSError, TimeoutError, asyncpg.PostgresError):
+        stored = None  # the run itself reports the unreachable target
+    args.config_version = 0
+    if stored is not None:
+        args.config_version, jobs = stored
     return settings, jobs, url
+
+
+async def stored_jobs(target_url: str, file: Any, known: int) -> tuple[int, list[Job]] | None:
+    """(version, jobs) of the configuration stored in the target, when its version is not
+    `known`; None when it is, or when nothing is stored (the file's jobs then run)."""
+    from sync import stored_config
+
+    conn = await asyncpg.connect(target_url, timeout=30, statement_cache_size=0)  # PgBouncer-safe
+    try:
+        if await stored_config.latest_id(conn) == known:
+            return None
+        version, section = await stored_config.stored_sync_section(conn)
+    finally:
+        await conn.close()
+    if section is None:
+        return None
+    # The stored [sync] replaces the file's, except the webhook (a secret: config vars only).
+    secrets = {"alert_webhook": file.sync.alert_webhook} if file.sync.alert_webhook else {}
+    where = f"stored configuration (version {version})"
+    return version, load_jobs(parse_sync_file({"sync": {**secrets, **section}}, where), where)
 
 
 def sync_command(args: argparse.Namespace) -> int:
@@ -173,9 +202,33 @@ def _print_dry_run(result: Any) -> None:
 
 
 def scheduler_command(args: argparse.Namespace) -> int:
+    import os
+
     from sync.schedule import run_scheduler
+    from sync.settings import ConfigError
 
     settings, jobs, url = _jobs(args)
+    rep = Reporter()
+    known = args.config_version
+    # With the console on (or a stored configuration), jobs can arrive later: wait for them.
+    # Otherwise a scheduler with nothing to schedule is a mistake in r2sf.toml.
+    waits = bool(os.environ.get("ADMIN_CREDENTIALS")) or known > 0
+
+    async def refresh() -> list[Job] | None:
+        nonlocal known
+        try:
+            stored = await stored_jobs(settings.database_url, settings.file, known)
+        except ConfigError as exc:
+            rep.log("warning", error=f"stored configuration not applied: {exc}")
+            return None
+        except Exception as exc:
+            rep.log("warning", error=f"cannot read the stored configuration: {type(exc).__name__}")
+            return None
+        if stored is None:
+            return None
+        known, new_jobs = stored
+        return new_jobs
+
     return asyncio.run(
         run_scheduler(
             jobs,
@@ -184,6 +237,8 @@ def scheduler_command(args: argparse.Namespace) -> int:
             max_retries=args.max_retries,
             base_delay=args.retry_delay,
             alert_webhook=args.alert_webhook,
+            reporter=rep,
+            refresh=refresh if waits or any(j.schedule for j in jobs) else None,
         )
     )
 
@@ -192,12 +247,14 @@ def discover_command(args: argparse.Namespace) -> int:
     import os
 
     from sync.discover import discover
-    from sync.settings import ConfigError, config_path
+    from sync.settings import ConfigError
 
     url = args.source
     if not url:
-        path = config_path(getattr(args, "config", None))
-        url = source_url(load_sync_file(path), path)
+        from sync.settings import read_config
+
+        _, where, raw = read_config(getattr(args, "config", None))
+        url = source_url(parse_sync_file(raw, where), where)
     target = os.environ.get("DATABASE_URL") if args.heroku_connect else None
     if args.heroku_connect and not target:
         raise ConfigError(

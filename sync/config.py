@@ -25,9 +25,9 @@ from odata.ident import ident
 from sync import warehouse
 from sync.settings import (
     ConfigError,
-    config_path,
     database_url,
     explain_validation,
+    read_config,
     read_toml,
 )
 
@@ -351,10 +351,11 @@ class SyncSettings:
     config_path: Path | None
     file: SyncFile
     database_url: str
+    name: str = ""  # where the file came from when it is not a path: "R2SF_CONFIG_TOML"
 
     @property
     def where(self) -> str:
-        return str(self.config_path or "r2sf.toml")
+        return self.name or str(self.config_path or "r2sf.toml")
 
 
 def parse_sync_file(raw: Mapping[str, Any], where: str | Path = "r2sf.toml") -> SyncFile:
@@ -376,8 +377,8 @@ def load_sync_settings(
 ) -> SyncSettings:
     """The sync's settings only: r2sf.toml's [source]/[sync] and DATABASE_URL (no OData ones)."""
     env = os.environ if environ is None else environ
-    path = config_path(explicit_config, env)
-    return SyncSettings(path, load_sync_file(path), database_url(env))
+    path, where, raw = read_config(explicit_config, env)
+    return SyncSettings(path, parse_sync_file(raw, where), database_url(env), where)
 
 
 def check_sync(sync: SyncConfig, where: str) -> None:

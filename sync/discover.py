@@ -75,6 +75,38 @@ def _redshift_fetch_all(url: str, sql: str, args: Sequence[Any]) -> list[tuple[A
         conn.close()
 
 
+async def preview(url: str, sql: str, limit: int = 5) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """(column names, the first `limit` rows) of a job's source statement, read-only."""
+    wrapped = f"SELECT * FROM ({sql}) AS r2sf_preview LIMIT {int(limit)}"
+    try:
+        if is_redshift(url):
+            return await asyncio.to_thread(_redshift_preview, url, wrapped)
+        conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=30)
+        try:
+            async with conn.transaction(readonly=True):
+                stmt = await conn.prepare(wrapped)
+                names = [a.name for a in stmt.get_attributes()]
+                return names, [tuple(r) for r in await stmt.fetch()]
+        finally:
+            await conn.close()
+    except Exception as exc:
+        text = str(exc).replace(url, redact_url(url)).splitlines()[0:1]
+        raise SourceError("preview", f"the warehouse refused the query: {''.join(text)}") from None
+
+
+def _redshift_preview(url: str, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    from sync.redshift import connect
+
+    conn = connect(**redshift_connect_args(url))
+    try:
+        cur = conn.cursor()
+        cur.execute(sql)
+        names = [d[0] for d in cur.description or []]
+        return names, [tuple(r) for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
 def _type_text(data_type: str, length: Any, precision: Any, scale: Any) -> str:
     if length is not None and data_type in ("character varying", "character"):
         return f"{data_type}({length})"

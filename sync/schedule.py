@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 
 MAX_BACKOFF = 60.0
 STOP_GRACE = 20.0  # seconds the cancelled runs get to roll back before the process exits
+REFRESH_SECONDS = 3.0  # how soon a job list saved in the console is scheduled
 
 
 def next_run(schedule: str, after: datetime) -> datetime:
@@ -75,11 +77,17 @@ async def run_scheduler(
     reporter: Reporter | None = None,
     stop: asyncio.Event | None = None,
     alert_webhook: str | None = None,
+    refresh: Callable[[], Awaitable[list[Job] | None]] | None = None,
+    refresh_seconds: float = REFRESH_SECONDS,
 ) -> int:
-    """Run scheduled jobs until `stop` is set (SIGTERM/SIGINT set it); returns the exit code."""
+    """Run scheduled jobs until `stop` is set (SIGTERM/SIGINT set it); returns the exit code.
+
+    `refresh`, called every `refresh_seconds`, returns a new job list when the configuration
+    changed (None otherwise): new and changed schedules apply at once, running runs go on.
+    """
     rep = reporter or Reporter()
     scheduled = [j for j in jobs if j.schedule]
-    if not scheduled:
+    if not scheduled and refresh is None:
         raise ConfigError(
             "r2sf.toml: sync.jobs",
             "no job has a schedule",
@@ -104,9 +112,16 @@ async def run_scheduler(
     rep.log("scheduler_started", jobs=",".join(j.name for j in scheduled))
     running: dict[str, asyncio.Task[RunResult]] = {}
     stopping = asyncio.create_task(stop.wait())
+    refreshed = datetime.now(UTC)
     try:
         while not stop.is_set():
             now = datetime.now(UTC)
+            if refresh is not None and (now - refreshed).total_seconds() >= refresh_seconds:
+                refreshed = now
+                new = await refresh()
+                if new is not None:
+                    scheduled, due = _rescheduled(scheduled, due, new, now)
+                    rep.log("jobs_reloaded", jobs=",".join(j.name for j in scheduled))
             for job in scheduled:
                 if due[job.name] > now:
                     continue
@@ -128,7 +143,14 @@ async def run_scheduler(
                         alert_webhook=alert_webhook,
                     )
                 )
-            delay = max(0.0, (min(due.values()) - datetime.now(UTC)).total_seconds())
+            soonest = min(due.values(), default=None)
+            delay = (
+                refresh_seconds
+                if soonest is None
+                else max(0.0, (soonest - datetime.now(UTC)).total_seconds())
+            )
+            if refresh is not None:
+                delay = min(delay, refresh_seconds)
             waiters: set[asyncio.Future[Any]] = {stopping, *running.values()}
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
             for name, task in list(running.items()):
@@ -148,6 +170,20 @@ async def run_scheduler(
                 loop.remove_signal_handler(sig)
     rep.log("scheduler_stopped")
     return 0
+
+
+def _rescheduled(
+    old: list[Job], due: dict[str, datetime], jobs: list[Job], now: datetime
+) -> tuple[list[Job], dict[str, datetime]]:
+    """The scheduled jobs of a new job list, keeping the next slot of unchanged schedules."""
+    before = {j.name: j.schedule for j in old}
+    scheduled = [j for j in jobs if j.schedule]
+    new_due = {}
+    for j in scheduled:
+        assert j.schedule is not None
+        same = before.get(j.name) == j.schedule and j.name in due
+        new_due[j.name] = due[j.name] if same else next_run(j.schedule, now)
+    return scheduled, new_due
 
 
 async def run_with_retries(

@@ -131,6 +131,27 @@ MIGRATIONS: list[str] = [
         RETURN NULL;
     END $$;
     """,
+    # 5: the configuration kept in the database (sync/stored_config.py), every version of it,
+    # and what admins did in the console besides saving (runs, dry runs).
+    """
+    CREATE TABLE r2sf.config_versions (
+        id bigserial PRIMARY KEY,
+        saved_at timestamptz NOT NULL DEFAULT now(),
+        saved_by text NOT NULL,
+        action text NOT NULL,
+        document text NOT NULL,  -- TOML: [sync] and the exposure keys of [odata]
+        diff text NOT NULL
+    );
+    CREATE TABLE r2sf.admin_audit (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        who text NOT NULL,
+        action text NOT NULL,
+        subject text NOT NULL DEFAULT '',
+        state text NOT NULL DEFAULT 'done',
+        detail jsonb NOT NULL DEFAULT '{}'
+    );
+    """,
 ]
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "database_url",
     "explain_validation",
     "normalise_database_url",
+    "parse_toml",
+    "read_config",
     "read_toml",
     "redact_url",
 ]
@@ -61,6 +63,26 @@ def read_toml(path: Path | None) -> dict[str, Any]:
         raise ConfigError(
             str(path), f"not valid TOML ({exc})", "fix the syntax at that line"
         ) from None
+
+
+def parse_toml(text: str, where: str) -> dict[str, Any]:
+    """TOML text's raw tables; `where` names it in the error."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, f"not valid TOML ({exc})", "fix the syntax at that line") from None
+
+
+def read_config(
+    explicit: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path | None, str, dict[str, Any]]:
+    """(path, its name for messages, raw tables): --config, else $R2SF_CONFIG, else the whole
+    TOML in $R2SF_CONFIG_TOML (a deploy-button app has no repository), else ./r2sf.toml."""
+    env = os.environ if environ is None else environ
+    if not explicit and not env.get("R2SF_CONFIG") and env.get("R2SF_CONFIG_TOML"):
+        return None, "R2SF_CONFIG_TOML", parse_toml(env["R2SF_CONFIG_TOML"], "R2SF_CONFIG_TOML")
+    path = config_path(explicit, env)
+    return path, str(path or DEFAULT_CONFIG), read_toml(path)
 
 
 def database_url(environ: Mapping[str, str]) -> str:

@@ -30,12 +30,15 @@ def serve(
     credentials: str = "sf:secret",
     allow_anonymous: bool = False,
     env: dict[str, str] | None = None,
+    admin: str | None = None,
 ) -> Iterator[tuple[str, App]]:
     """Yield (base URL, app) for a server on an ephemeral port, stopped on exit."""
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "r2sf.toml"
         config.write_text(toml)
         environ = {"DATABASE_URL": database_url, "ODATA_CREDENTIALS": credentials, **(env or {})}
+        if admin is not None:
+            environ["ADMIN_CREDENTIALS"] = admin
         settings = load_settings(str(config), environ)
         app = App(settings, allow_anonymous=allow_anonymous)
         port = free_port()

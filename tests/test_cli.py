@@ -15,7 +15,17 @@ from tests.conftest import Databases
 
 R2SF = str(Path(sys.executable).parent / "r2sf")
 # Every command; test_top_level_help_lists_every_command keeps this list complete.
-COMMANDS = ["check", "demo", "discover", "migrate", "scheduler", "serve", "status", "sync"]
+COMMANDS = [
+    "check",
+    "config",
+    "demo",
+    "discover",
+    "migrate",
+    "scheduler",
+    "serve",
+    "status",
+    "sync",
+]
 
 
 def config_text(source: str) -> str:
