@@ -25,15 +25,14 @@ import asyncpg
 from fastapi import FastAPI
 
 from odata import response
-from odata.catalog import SetOptions
 from odata.errors import CatalogError, Forbidden, ODataError, Unauthorized, UriTooLong
-from odata.service import ODataService, ServiceConfig
+from odata.service import ODataService
 from odata.versions import VersionTracker
 from service import database, errors, http, logs, metrics
 from service.admin.security import ConsoleGate
 from service.auth import BasicAuth
 from service.caching import CacheLayer, Outcome
-from service.config import ConfigError, Settings, load_settings, redact_url
+from service.config import ConfigError, Settings, load_settings, redact_url, service_config
 from service.metrics import Metrics
 from service.security import refuse_plain_http
 from service.status import status_router
@@ -46,25 +45,6 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PRUNE_SECONDS = 600  # how often the change log is pruned and its size read
 PRUNE_LOCK = (0x72327366 & 0x7FFFFFFF, 3)  # advisory lock: "r2sf", change-log pruning
 CONFIG_POLL_SECONDS = 2.0  # how soon a configuration saved in the console is served
-
-
-def service_config(settings: Settings) -> ServiceConfig:
-    o = settings.odata
-    return ServiceConfig(
-        expose=tuple(o.expose),
-        sets=tuple(
-            SetOptions(
-                s.table, s.name, tuple(s.key) if s.key else None, s.read_only, s.change_tracking
-            )
-            for s in o.sets
-        ),
-        page_size=o.page_size,
-        case_insensitive=o.case_insensitive_match,
-        max_page_bytes=o.max_page_bytes,
-        unsupported_types=o.unsupported_types,
-        change_tracking=o.change_tracking,
-        change_retention_s=o.change_retention_s,
-    )
 
 
 class App:
@@ -364,7 +344,7 @@ class App:
 
     def _build_api(self) -> FastAPI:
         api = FastAPI(title="r2sf", docs_url=None, redoc_url=None, openapi_url=None)
-        from service.admin import console_router
+        from service.admin.router import console_router
 
         api.include_router(status_router(self))  # the status page at / (service/status.py)
         api.include_router(console_router(self))  # the console at /admin (service/admin/)

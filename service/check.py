@@ -315,7 +315,7 @@ async def _check_jobs(jobs: list[Any], source: str, out: TextIO, found: Findings
 
 async def _check_model(conn: Any, settings: Settings, out: TextIO, found: Findings) -> None:
     o = settings.odata
-    from service.app import service_config
+    from service.config import service_config
 
     config = service_config(settings)
     try:

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from odata.catalog import SetOptions
+from odata.service import ServiceConfig
 from sync import config as sync_config
 from sync.config import SourceConfig, SyncConfig
 from sync.settings import (
@@ -53,6 +55,7 @@ __all__ = [
     "parse_credentials",
     "parse_toml",
     "redact_url",
+    "service_config",
     "validate_file",
 ]
 
@@ -298,4 +301,25 @@ def load_settings(
             normalise_database_url(pool_raw, "DATABASE_CONNECTION_POOL_URL") if pool_raw else None
         ),
         follower_url=(normalise_database_url(follower_raw, follower_var) if follower_raw else None),
+    )
+
+
+def service_config(settings: Settings) -> ServiceConfig:
+    """What the OData layer needs of the settings (the exposure part may come from the stored
+    configuration)."""
+    o = settings.odata
+    return ServiceConfig(
+        expose=tuple(o.expose),
+        sets=tuple(
+            SetOptions(
+                s.table, s.name, tuple(s.key) if s.key else None, s.read_only, s.change_tracking
+            )
+            for s in o.sets
+        ),
+        page_size=o.page_size,
+        case_insensitive=o.case_insensitive_match,
+        max_page_bytes=o.max_page_bytes,
+        unsupported_types=o.unsupported_types,
+        change_tracking=o.change_tracking,
+        change_retention_s=o.change_retention_s,
     )

@@ -7,7 +7,7 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from fastapi import HTTPException, Request
@@ -19,7 +19,22 @@ from service.config import ConfigError
 from sync.config import source_url
 
 if TYPE_CHECKING:
-    from service.app import App
+    from odata.service import ODataService
+    from service.admin.security import ConsoleGate
+    from service.config import Settings
+
+
+class App(Protocol):
+    """What the console reads of the running service (service/app.py's App), without importing
+    it: the app includes the console's routes."""
+
+    root: str
+    pool: Any
+    odata: ODataService | None
+    settings: Settings
+    file_settings: Settings
+    console: ConsoleGate
+
 
 # `console: sync.jobs[2].schedule` -> the form field `schedule`
 _FIELD = re.compile(r"(?:sync\.jobs\[\d+\]|odata)\.([A-Za-z_]+)")
