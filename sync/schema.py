@@ -132,9 +132,9 @@ MIGRATIONS: list[str] = [
     END $$;
     """,
     # 5: the configuration kept in the database (sync/stored_config.py), every version of it,
-    # and what admins did in the console besides saving (runs, dry runs).
+    # and what admins did in the console besides saving (runs, dry runs); idempotent like 3.
     """
-    CREATE TABLE r2sf.config_versions (
+    CREATE TABLE IF NOT EXISTS r2sf.config_versions (
         id bigserial PRIMARY KEY,
         saved_at timestamptz NOT NULL DEFAULT now(),
         saved_by text NOT NULL,
@@ -142,7 +142,7 @@ MIGRATIONS: list[str] = [
         document text NOT NULL,  -- TOML: [sync] and the exposure keys of [odata]
         diff text NOT NULL
     );
-    CREATE TABLE r2sf.admin_audit (
+    CREATE TABLE IF NOT EXISTS r2sf.admin_audit (
         id bigserial PRIMARY KEY,
         at timestamptz NOT NULL DEFAULT now(),
         who text NOT NULL,
