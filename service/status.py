@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
 import json
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from odata.ident import ident
+from service.admin.page import e, when
 from service.config import Settings, load_settings
 from service.http import service_root
 
@@ -254,7 +254,7 @@ def _as_json(s: JobStatus) -> dict[str, Any]:
 
 
 def _when(t: datetime | None) -> str:
-    return "-" if t is None else t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return when(t, none="-")
 
 
 def _run_line(r: Run) -> str:
@@ -404,10 +404,6 @@ def status_router(app: App) -> APIRouter:
     return router
 
 
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
 def _fmt_tracking(r: SetRow) -> str:
     if r.changes is None:
         return "off"
@@ -461,7 +457,7 @@ def chart(runs: Sequence[Run], width: int = 640, height: int = 190) -> str:
         parts.append(
             f'<rect x="{x:.1f}" y="{pad_t + h - bh:.1f}" width="{bar_w:.1f}" height="{bh:.1f}"'
             f' fill="{color}" opacity="{0.35 if r.status != "ok" else 0.8}">'
-            f"<title>{_e(title)}</title></rect>"
+            f"<title>{e(title)}</title></rect>"
         )
         cx = pad_l + i * step + step / 2
         cy = pad_t + h - h * (r.seconds or 0.0) / max_secs
@@ -473,9 +469,9 @@ def chart(runs: Sequence[Run], width: int = 640, height: int = 190) -> str:
         f'<text x="{pad_l}" y="14" fill="#2f6fde">■ rows changed per run</text>'
         f'<text x="{width - 4}" y="14" text-anchor="end">duration (s) per run'
         ' <tspan fill="#e8891c">━</tspan></text>'
-        f'<text x="{pad_l}" y="{pad_t + h + 16}">{_e(_when(runs[0].started_at))}</text>'
+        f'<text x="{pad_l}" y="{pad_t + h + 16}">{e(_when(runs[0].started_at))}</text>'
         f'<text x="{pad_l + w}" y="{pad_t + h + 16}" text-anchor="end">'
-        f"{_e(_when(runs[-1].started_at))}</text>"
+        f"{e(_when(runs[-1].started_at))}</text>"
         f'<text x="{pad_l + w / 2:.0f}" y="{height - 4}" text-anchor="middle">run start (UTC)</text>'
     )
     parts.append("</svg>")
@@ -490,19 +486,19 @@ def render_page(
     now: datetime,
 ) -> str:
     out = [
-        f'<p class="muted">{_e(_when(now))} · OData service root '
-        f'<a href="{_e(service_root)}">{_e(service_root)}</a> · '
-        f'<a href="{_e(service_root)}$metadata">$metadata</a></p>',
+        f'<p class="muted">{e(_when(now))} · OData service root '
+        f'<a href="{e(service_root)}">{e(service_root)}</a> · '
+        f'<a href="{e(service_root)}$metadata">$metadata</a></p>',
         f"<h2>Entity sets ({len(sets)})</h2>",
         '<div class="table-wrap"><table><tr><th>Entity set</th><th>Table</th><th>Rows</th>'
         "<th>Change tracking</th><th>OData URL</th></tr>",
     ]
     for s in sets:
         out.append(
-            f"<tr><td>{_e(s.name)}</td><td>{_e(s.relation)}</td>"
-            f'<td class="n">{_e(_fmt_rows(s))}</td>'
-            f"<td>{_e(_fmt_tracking(s))}</td>"
-            f'<td><a href="{_e(s.url)}">{_e(s.url)}</a></td></tr>'
+            f"<tr><td>{e(s.name)}</td><td>{e(s.relation)}</td>"
+            f'<td class="n">{e(_fmt_rows(s))}</td>'
+            f"<td>{e(_fmt_tracking(s))}</td>"
+            f'<td><a href="{e(s.url)}">{e(s.url)}</a></td></tr>'
         )
     out.append("</table></div>")
     if not sets:
@@ -513,29 +509,31 @@ def render_page(
     for j in jobs:
         last = j.runs[0] if j.runs else None
         state = (
-            f'<span class="{_e(last.status)}">{_e(last.status)}</span> {_e(_when(last.started_at))}'
+            f'<span class="{e(last.status)}">{e(last.status)}</span> {e(_when(last.started_at))}'
             f", {last.changed:,} rows changed in {(last.seconds or 0):.1f} s"
             if last
             else '<span class="muted">no runs yet</span>'
         )
         sched = (
-            f" · schedule <code>{_e(j.schedule)}</code>, next {_e(_when(j.next_run))}"
+            f" · schedule <code>{e(j.schedule)}</code>, next {e(_when(j.next_run))}"
             if j.schedule
             else ""
         )
         hc = ""
         if j.heroku_connect is not None:
             cls = "failed" if j.heroku_connect.get("failed") else "muted"
-            hc = f'<br><span class="{cls}">Heroku Connect: {_e(_hc_summary(j.heroku_connect))}</span>'
+            hc = (
+                f'<br><span class="{cls}">Heroku Connect: {e(_hc_summary(j.heroku_connect))}</span>'
+            )
             hc += "".join(
-                f'<br><span class="failed">FAILED {_e(f)}</span>'
+                f'<br><span class="failed">FAILED {e(f)}</span>'
                 for f in j.heroku_connect.get("failures", [])
             )
-        target = f" → {_e(j.target)}" if j.target else ""
+        target = f" → {e(j.target)}" if j.target else ""
         health = j.health(now)
-        badge = f' <span class="failed"><strong>{_e(health)}</strong></span>' if health else ""
+        badge = f' <span class="failed"><strong>{e(health)}</strong></span>' if health else ""
         out.append(
-            f'<div class="job"><strong>{_e(j.name)}</strong>{target}{badge}<br>'
+            f'<div class="job"><strong>{e(j.name)}</strong>{target}{badge}<br>'
             f"last run: {state}{sched}{hc}<br>{chart(j.runs)}</div>"
         )
     out.append("<h2>Last error</h2>")
@@ -543,8 +541,8 @@ def render_page(
         out.append('<p class="muted">no failed run recorded</p>')
     else:
         out.append(
-            f"<p>job <strong>{_e(last_error['job'])}</strong>, "
-            f"{_e(_when(last_error['started_at']))}</p><pre>{_e(last_error['error'] or '')}</pre>"
+            f"<p>job <strong>{e(last_error['job'])}</strong>, "
+            f"{e(_when(last_error['started_at']))}</p><pre>{e(last_error['error'] or '')}</pre>"
         )
     from service.admin.page import page
 

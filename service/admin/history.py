@@ -3,21 +3,15 @@ what admins ran, next to the sync runs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from service import config_store
 from service.admin.context import Console, notice, redirect
-from service.admin.page import e, table
+from service.admin.page import e, table, when
 from service.config import ConfigError
 from sync import stored_config
 from sync.stored_config import StaleVersion
-
-
-def _when(t: datetime | None) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t else "—"
 
 
 def routes(router: APIRouter, console: Console) -> None:
@@ -76,7 +70,7 @@ async def _page(request: Request, console: Console, *, error: str | None = None,
             if v.diff
             else '<span class="muted">no change</span>'
         )
-        rows.append([str(v.id), e(_when(v.saved_at)), e(v.saved_by), e(v.action), diff, undo])
+        rows.append([str(v.id), e(when(v.saved_at)), e(v.saved_by), e(v.action), diff, undo])
     body.append(
         table(["Version", "Saved", "By", "What", "Change", ""], rows)
         if rows
@@ -87,7 +81,7 @@ async def _page(request: Request, console: Console, *, error: str | None = None,
         table(
             ["When", "By", "Action", "Job", "Outcome"],
             [
-                [e(_when(ev.at)), e(ev.who), e(ev.action), e(ev.subject), e(ev.state)]
+                [e(when(ev.at)), e(ev.who), e(ev.action), e(ev.subject), e(ev.state)]
                 for ev in events
             ],
         )
@@ -100,7 +94,7 @@ async def _page(request: Request, console: Console, *, error: str | None = None,
             ["Started", "Job", "Status", "Inserted", "Updated", "Deleted"],
             [
                 [
-                    e(_when(r["started_at"])),
+                    e(when(r["started_at"])),
                     e(r["job"]),
                     e(r["status"]),
                     e(r["rows_inserted"] or 0),

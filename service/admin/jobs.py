@@ -14,7 +14,7 @@ from odata.ident import ident
 from service import config_store
 from service.admin import cron
 from service.admin.context import Console, Form, error_field, notice, redirect
-from service.admin.page import checkbox, e, field, select, table
+from service.admin.page import checkbox, e, field, select, table, when
 from service.config import ConfigError
 from sync import discover, stored_config
 from sync.config import Job
@@ -84,10 +84,6 @@ async def _last_runs(conn: Any) -> dict[str, Any]:
     return {r["job"]: r for r in rows}
 
 
-def _when(t: datetime | None) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if t else "—"
-
-
 async def _target_types(conn: Any, target: str) -> dict[str, str] | None:
     """Column -> type of the target table, or None when it does not exist yet."""
     schema, _, name = target.partition(".")
@@ -134,7 +130,7 @@ def routes(router: APIRouter, console: Console) -> None:
             name = str(j.get("name", ""))
             run = last.get(name)
             last_text = (
-                f'<span class="{e(run["status"])}">{e(run["status"])}</span> {e(_when(run["started_at"]))}'
+                f'<span class="{e(run["status"])}">{e(run["status"])}</span> {e(when(run["started_at"], seconds=False))}'
                 if run
                 else '<span class="muted">never</span>'
             )
@@ -146,7 +142,7 @@ def routes(router: APIRouter, console: Console) -> None:
                 e(j.get("target", "")),
                 e(cron.describe(sched)) if sched else '<span class="muted">manual</span>',
                 last_text,
-                e(_when(nxt[0])) if nxt else "—",
+                e(when(nxt[0], seconds=False)) if nxt else "—",
             ])  # fmt: skip
         body = [
             notice(f"Saved as version {request.query_params['saved']}; the scheduler and the"
@@ -395,7 +391,7 @@ async def _form(
         times = cron.next_times(schedule, datetime.now(UTC))
         sched_html = (
             f'<div class="notice" id=schedule-preview><strong>{e(cron.describe(schedule))}</strong>'
-            + (". Next: " + ", ".join(e(_when(t)) for t in times) if times else "")
+            + (". Next: " + ", ".join(e(when(t, seconds=False)) for t in times) if times else "")
             + "</div>"
         )
     md = job.get("max_deletes")
@@ -467,7 +463,7 @@ async def _form(
 
 def _event_html(ev: stored_config.Event) -> str:
     d = ev.detail
-    head = f"{ev.action} by {ev.who}, {_when(ev.at)}: "
+    head = f"{ev.action} by {ev.who}, {when(ev.at, seconds=False)}: "
     if ev.state == "running":
         return f'<div class="notice" role=status>{e(head)}running…</div>'
     if ev.state == "failed":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable
+from datetime import UTC, datetime
 
 NAV = (("status", "/", "Status"), ("jobs", "/admin/jobs", "Jobs"),
        ("sets", "/admin/sets", "Sets"), ("history", "/admin/history", "History"))  # fmt: skip
@@ -69,6 +70,13 @@ _COPY = (
 
 def e(value: object) -> str:
     return html.escape(str(value), quote=True)
+
+
+def when(t: datetime | None, *, seconds: bool = True, none: str = "—") -> str:
+    """A moment as admins read it everywhere in r2sf: UTC, to the second (or minute)."""
+    if t is None:
+        return none
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC" if seconds else "%Y-%m-%d %H:%M UTC")
 
 
 def page(title: str, active: str, service_url: str, body: Iterable[str], *,
