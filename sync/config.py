@@ -150,6 +150,10 @@ class Job(_Strict):
     lock_timeout: int = Field(DEFAULT_LOCK_TIMEOUT, ge=1, le=86400)
     # cron (UTC): the first run after each of these times reads everything and applies deletes.
     full_refresh: str | None = None
+    # How a rerun finds what changed (sync/fingerprint.py): "fingerprints" compares per-bucket
+    # summaries of both sides first and reads only the differing buckets in full; "auto" does
+    # so once the target has 50,000 rows; "full" reads and compares every row.
+    compare: Literal["auto", "fingerprints", "full"] = "auto"
 
     @field_validator("name")
     @classmethod

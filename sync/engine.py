@@ -19,7 +19,7 @@ import asyncpg
 from croniter import croniter
 
 from odata.ident import ident
-from sync import alerts, heroku_connect, load, schema, state
+from sync import alerts, fingerprint, heroku_connect, load, schema, state
 from sync.config import Job
 from sync.errors import (
     ExtractError,
@@ -32,7 +32,7 @@ from sync.errors import (
 )
 from sync.progress import Reporter
 from sync.settings import redact_url
-from sync.source import Limits, Source, SourceColumn, open_source, window
+from sync.source import Limits, Source, SourceColumn, is_redshift, open_source, window
 
 WORK_MEM = "64MB"
 TEMP_BUFFERS = "256MB"
@@ -61,6 +61,10 @@ class RunResult:
     heroku_connect: dict[str, Any] = field(default_factory=dict)
     watermark: str | None = None
     transition: bool = False  # the job's previous recorded run had failed: it recovered
+    # "fingerprints" when the rerun compared bucket summaries and staged only differing
+    # buckets (`staged` rows), "full" when every row was read.
+    compared: str = "full"
+    staged: int = 0
 
     @property
     def written(self) -> int:
@@ -79,6 +83,7 @@ class RunResult:
             "skipped": self.skipped,
             "target_rows": self.target_rows,
             "seconds": round(self.seconds, 3),
+            "compared": self.compared,
         }
         if self.not_owned or self.adopted:
             out["not_owned"] = self.not_owned
@@ -365,7 +370,7 @@ async def _run_in_transaction(
     def progress(rows: int, nbytes: int) -> None:
         rep.progress(job.name, rows, nbytes)
 
-    def new_source() -> Source:
+    def new_source(describe_only: bool = False) -> Source:
         return open_source(
             source_url,
             job.source_sql,
@@ -373,9 +378,16 @@ async def _run_in_transaction(
             job.fetch_size,
             job.table,
             limits,
+            describe_only=describe_only,
         )
 
-    source = new_source()
+    # A rerun of a full job with a big enough target first compares fingerprints: the source
+    # then only describes its columns here (a Redshift cursor would run the whole query).
+    estimate = (
+        None if watermark is not None else await fingerprint.candidate(conn, job, full_refresh)
+    )
+    source = new_source(describe_only=estimate is not None)
+    compared: fingerprint.Comparison | None = None
     try:
         try:
             await source.open()
@@ -385,7 +397,17 @@ async def _run_in_transaction(
         target, created = await _target(conn, job, source.columns, types)
         plan = load.plan(job, source.columns, types, target)
         loaded = False
-        if not dry_run and await load.can_load_directly(conn, plan, source, created):
+        if estimate is not None:
+            compared = await _compare_fingerprints(
+                conn, job, plan, source, types, estimate, source_url, limits, counts, rep, progress
+            )
+            if compared is None and source.describe_only:
+                await source.close()
+                source = new_source()
+                await source.open()
+        if compared is not None:
+            pass
+        elif not dry_run and await load.can_load_directly(conn, plan, source, created):
             try:
                 async with conn.transaction():  # a savepoint
                     counts.read = await load.copy_into_target(conn, source, plan, progress)
@@ -396,15 +418,26 @@ async def _run_in_transaction(
                 await source.close()
                 source = new_source()
                 await source.open()
-        if not loaded:
+        if not loaded and compared is None:
             keys = [p.source for p in plan.keys]
             counts.read = await load.stage(conn, source, types, keys, progress)
     finally:
         await source.close()
+    if compared is not None:
+        counts.read = compared.source_rows
+        counts.target_rows = compared.target_rows
+        counts.restricted_target_rows = compared.changed_target_rows
+        plan.restrict = compared.fp.restrict("t")
+        nbytes = compared.source_bytes
+    else:
+        nbytes = source.nbytes
     counts.source_rows = counts.read
+    staged = {"staged": compared.staged} if compared is not None else {}
     rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
-            bytes=source.nbytes)  # fmt: skip
+            bytes=nbytes, **staged)  # fmt: skip
     result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
+    if compared is not None:
+        result.compared, result.staged = "fingerprints", compared.staged
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
     if job.heroku_connect is not None:
@@ -414,6 +447,77 @@ async def _run_in_transaction(
         if result.written:
             result.heroku_connect["push"] = heroku_connect.push_estimate(result.written)
     return result
+
+
+# Errors that end the run even during a fingerprint comparison (anything else there only
+# means comparing every row instead).
+_FATAL = (*_TARGET_GONE, *_NO_SPACE, asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError)
+
+
+async def _compare_fingerprints(
+    conn: Any,
+    job: Job,
+    plan: load.Plan,
+    described: Source,
+    types: dict[str, str],
+    estimate: float,
+    source_url: str,
+    limits: Limits,
+    counts: load.Counts,
+    rep: Reporter,
+    progress: load.Progress,
+) -> fingerprint.Comparison | None:
+    """Compare both sides' bucket summaries and stage the source rows of the buckets that
+    differ (sync/fingerprint.py); None when this run must compare every row instead."""
+    dialect: fingerprint.Dialect = "redshift" if is_redshift(source_url) else "postgres"
+    reason = fingerprint.why_not(plan, dialect, described.columns)
+    if reason is not None:
+        rep.log("compare", job=job.name, method="full", reason=reason)
+        return None
+    fp = fingerprint.Fingerprints(
+        dialect, fingerprint.bucket_count(estimate), plan, described.columns
+    )
+    t0 = time.monotonic()
+    try:
+        async with conn.transaction():  # a savepoint: a fallback leaves no temporary table
+            summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
+                                  job.fetch_size, None, limits)  # fmt: skip
+            try:
+                await summary.open()
+                cmp = await fingerprint.compare(conn, fp, summary)
+            finally:
+                await summary.close()
+            rep.log("compared", job=job.name, method="fingerprints", buckets=fp.buckets,
+                    differing=len(cmp.changed), rows=cmp.source_rows,
+                    rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
+                    seconds=round(time.monotonic() - t0, 3))  # fmt: skip
+            if cmp.share > fingerprint.MAX_SHARE:
+                raise fingerprint.Unusable(
+                    f"{cmp.share:.0%} of the rows lie in differing buckets; reading them all"
+                )
+            keys = [p.source for p in plan.keys]
+            if not cmp.changed:
+                await load.create_staging(conn, described.columns, types)
+                return cmp
+            extract = open_source(source_url, fp.filtered_sql(job.source_sql, cmp.changed), None,
+                                  job.fetch_size, job.table, limits)  # fmt: skip
+            try:
+                await extract.open()
+                staged = await load.stage(conn, extract, types, keys, progress)
+            finally:
+                await extract.close()
+            cmp.source_bytes += extract.nbytes
+            cmp.staged = staged
+            await fingerprint.verify_staged(conn, cmp, load.STAGING)
+            return cmp
+    except fingerprint.Unusable as exc:
+        why = str(exc)
+    except (asyncpg.PostgresError, ExtractError) as exc:
+        if isinstance(exc, _FATAL) or (isinstance(exc, ExtractError) and exc.transient):
+            raise
+        why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    rep.log("compare", job=job.name, method="full", reason=why)
+    return None
 
 
 async def _target(

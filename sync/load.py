@@ -137,6 +137,9 @@ class Plan:
     keys: list[Pair]
     soft_column: str | None
     has_skipped: bool = False  # rows dropped by --on-error skip live in SKIPPED
+    # SQL on target alias `t`: the target rows this run compares (the buckets a fingerprint
+    # comparison found different; staging then holds only their source rows). None: all.
+    restrict: str | None = None
 
     @property
     def external_id(self) -> str | None:
@@ -180,6 +183,8 @@ class Counts:
     not_owned: int = 0  # warehouse rows whose external ID belongs to a row the job does not own
     source_rows: int = 0
     target_rows: int = 0
+    # Target rows in the buckets a fingerprint comparison staged (`Plan.restrict`).
+    restricted_target_rows: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
     skipped_reasons: list[str] = field(default_factory=list)
 
@@ -362,9 +367,7 @@ async def stage(
     progress: Progress | None = None,
 ) -> int:
     """Create the staging table and stream every source batch into it; returns rows staged."""
-    defs = ", ".join(f"{ident(c.name)} {types[c.name]}" for c in source.columns)
-    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
-    await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
+    await create_staging(conn, source.columns, types)
     names = [c.name for c in source.columns]
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -379,6 +382,13 @@ async def stage(
     # (the others are only compared, so their statistics would not change any plan).
     await conn.execute(f"ANALYZE {STAGING} ({', '.join(ident(k) for k in key_columns)})")
     return staged
+
+
+async def create_staging(conn: Any, columns: Sequence[SourceColumn], types: dict[str, str]) -> None:
+    """An empty staging table with the source's own types."""
+    defs = ", ".join(f"{ident(c.name)} {types[c.name]}" for c in columns)
+    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{STAGING}")
+    await conn.execute(f"CREATE TEMP TABLE {STAGING} ({defs})")
 
 
 # ---------------------------------------------------------------------------- direct load
@@ -592,6 +602,8 @@ def _missing(p: Plan) -> str:
     """Target rows the job owns whose key the source no longer returns (nor skipped)."""
     cond = f"NOT EXISTS (SELECT 1 FROM {STAGING} s WHERE {p.key_join()})"
     cond += f" AND {_not_skipped(p)} AND {p.owned('t')}"
+    if p.restrict is not None:
+        cond += f" AND {p.restrict}"
     if p.soft_column:
         cond += f" AND t.{ident(p.soft_column)} IS DISTINCT FROM true"
     return cond
@@ -630,6 +642,8 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
     job, `target_rows` counts the rows it owns, and rows it does not own are never updated or
     deleted (`not_owned` counts warehouse rows whose external ID such a row holds).
     """
+    if p.restrict is not None:
+        return await _count_restricted(conn, p, deletes, counts, samples)
     if await _key_ordered(conn, p):
         # Only the plan changes, never a result; for this and the merge's statements.
         await conn.execute("SET LOCAL enable_hashjoin = off")
@@ -677,6 +691,49 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
     )
     counts.samples["delete"] = await _sample(
         conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else ""
+    )
+    return n_deletes
+
+
+async def _count_restricted(
+    conn: Any, p: Plan, deletes: bool, counts: Counts, samples: bool
+) -> int:
+    """`count_changes` when staging holds only the rows of some buckets (`p.restrict`).
+
+    Inserts and updates join the staged rows to the target by key; deletes are looked for
+    only among the target rows of those buckets, and only when some of them matched no
+    staged row. `counts.target_rows` is already set (from the target's summary).
+    """
+    t = p.target.sql
+    changed = _distinct(p) if (p.values or p.soft_column) else "false"
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE t.ctid IS NULL) AS inserts,"
+        f" count(*) FILTER (WHERE t.ctid IS NOT NULL AND {changed}) AS updates,"
+        " count(t.ctid) AS matched"
+        f" FROM {STAGING} s LEFT JOIN {t} t ON {p.key_join()}"
+    )
+    counts.inserted = row["inserts"]
+    counts.updated = row["updates"]
+    counts.not_owned = 0
+    n_deletes = 0
+    if deletes and counts.restricted_target_rows > row["matched"]:
+        n_deletes = await conn.fetchval(f"SELECT count(*) FROM {t} t WHERE {_missing(p)}")
+    counts.deleted = n_deletes
+    counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
+    if not samples:
+        return n_deletes
+    joined = f"FROM {t} t JOIN {STAGING} s ON {p.key_join()}"
+    counts.samples["insert"] = await _sample(
+        conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
+    )
+    counts.samples["update"] = await _sample(
+        conn,
+        f"SELECT {p.key_text('s')} {joined} WHERE {_distinct(p)}"
+        if (p.values or p.soft_column)
+        else "",
+    )
+    counts.samples["delete"] = await _sample(
+        conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if n_deletes else ""
     )
     return n_deletes
 

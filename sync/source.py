@@ -38,6 +38,9 @@ TEXT_SETTINGS = {
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",
     "extra_float_digits": "3",
+    # Casts between timestamp and timestamptz (fingerprints cast as the target's merge does, in
+    # UTC) must not depend on the server's default.
+    "TimeZone": "UTC",
 }
 
 
@@ -144,6 +147,7 @@ class Source:
     columns: list[SourceColumn]
     rows: int
     nbytes: int
+    describe_only: bool = False  # opened only to learn the columns; batches() yields nothing
 
     async def open(self) -> None:
         raise NotImplementedError
@@ -162,12 +166,18 @@ def open_source(
     fetch_size: int | None,
     table: str | None = None,
     limits: Limits | None = None,
+    describe_only: bool = False,
 ) -> Source:
-    """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs."""
+    """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs.
+
+    `describe_only`: a Redshift source only describes the columns (no cursor runs the query);
+    a PostgreSQL source never runs it before `batches()` anyway."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
-        return RedshiftSource(url, sql, watermark, fetch_size, table, limits or Limits())
+        return RedshiftSource(
+            url, sql, watermark, fetch_size, table, limits or Limits(), describe_only
+        )
     return PostgresSource(url, sql, watermark, table, limits or Limits())
 
 

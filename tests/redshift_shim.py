@@ -115,6 +115,50 @@ STAND_IN_OIDS_SQL = (
     " WHERE n.nspname = 'redshift' AND t.typtype = 'b' AND t.typcategory <> 'A'"
 )
 
+# Redshift built-in functions PostgreSQL lacks, created in the upstream database when the shim
+# starts, so SQL written for Redshift runs behind it. STRTOL(num_string, base) returns the
+# BIGINT a string of digits in `base` spells (https://docs.aws.amazon.com/redshift/latest/dg/
+# r_STRTOL.html); r2sf's fingerprints use base 16 only, which is all this stand-in takes (any
+# other base, or more than 15 digits, is NULL here rather than Redshift's value). An SQL
+# function, so PostgreSQL inlines it.
+REDSHIFT_FUNCTIONS_SQL = """
+CREATE FUNCTION public.strtol(text, integer) RETURNS bigint
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN CASE WHEN $2 = 16 AND length($1) <= 15
+                THEN ('x' || lpad($1, 16, '0'))::bit(64)::bigint END;
+"""
+
+
+def install_redshift_functions(upstream_url: str) -> bool:
+    """Create REDSHIFT_FUNCTIONS_SQL's functions upstream unless they exist; False when the
+    database cannot be reached or refuses (then only queries that need them fail)."""
+    import asyncio
+
+    import asyncpg
+
+    async def install() -> None:
+        conn = await asyncpg.connect(upstream_url.replace("redshift://", "postgresql://"))
+        try:
+            if await conn.fetchval("SELECT to_regproc('public.strtol')") is None:
+                await conn.execute(REDSHIFT_FUNCTIONS_SQL)
+        finally:
+            await conn.close()
+
+    done: list[bool] = []
+
+    def run() -> None:  # its own thread and event loop: callers may be inside one already
+        try:
+            asyncio.run(install())
+            done.append(True)
+        except Exception:  # another shim created it meanwhile, or no database: not ours to fix
+            done.append(False)
+
+    worker = threading.Thread(target=run, name="shim-install")
+    worker.start()
+    worker.join(30)
+    return bool(done and done[0])
+
+
 # Authentication requests the client answers: cleartext, MD5, SASL start, SASL continue.
 _AUTH_NEEDS_ANSWER = frozenset({3, 5, 10, 11})
 
@@ -350,6 +394,7 @@ class RedshiftShim:
         return len(conns) // 2
 
     def start(self) -> RedshiftShim:
+        install_redshift_functions(self.upstream_url)
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((self.host, self.port))

@@ -1,0 +1,372 @@
+"""Fingerprint comparison: a rerun stages only the rows of the key buckets that differ.
+
+A rerun of a full (not incremental) job used to read, stage and join every source row. Here
+both databases first summarise their rows, side by side: each row's key picks one of B buckets
+and each bucket gets (rows, sum of the rows' hashes). Only buckets whose summaries differ are
+read from the source in full, staged and merged; the merge of those rows is the ordinary one
+(`load.merge`), and deletes look only at target rows of those buckets.
+
+Nothing is stored between runs: the target's summary is computed from the target as it is, so
+a write made outside the sync (OData, psql) is found and repaired exactly as a full comparison
+would. Two dialects, one per source kind, each computed identically on both sides:
+
+- `postgres` (a PostgreSQL source): `hash_record_extended` of each row's values cast as the
+  merge casts them (`load.Pair.value`), so two rows hash alike only when the merge's own
+  `IS DISTINCT FROM` finds them equal: 1.0 and 1.00 into a text column differ, into a numeric
+  column they do not, NULL and '' differ. Types without a hash function, or whose source type
+  the target lacks, are hashed as text on both sides.
+- `redshift`: MD5 of the values' text forms, each prefixed with its length (NULL is `-`), so
+  no two different rows give the same text; the target computes the same text from what it
+  stores. A text form the two systems write differently (a float's digits) only makes a bucket
+  differ, so it is staged and merged: slower, never wrong.
+
+A bucket whose summary is equal on both sides is taken as unchanged: its rows hash alike, and
+the 64-bit (postgres) or 96-bit (redshift) sums make a chance match about 2^-64.
+
+Deletes rely on both sides putting a key in the same bucket; the postgres dialect uses the same
+function on the same typed values, the redshift dialect only keys of integer or text types,
+whose text is the same in both systems; and every run checks it on the staged rows (the target
+recomputes their buckets), falling back to the full comparison if any disagrees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from odata.ident import ident
+from sync.config import Job
+from sync.load import Pair, Plan
+from sync.source import Source, SourceColumn
+
+Dialect = Literal["postgres", "redshift"]
+
+MIN_ROWS = 50_000  # below this a full comparison costs about as much
+ROWS_PER_BUCKET = 16  # the target's rows per bucket, at most 2x this
+# Rows in differing buckets above which reading everything is cheaper than reading them twice.
+MAX_SHARE = 0.3
+
+SOURCE_FP = "r2sf_fp_source"
+TARGET_FP = "r2sf_fp_target"
+CHANGED = "r2sf_fp_changed"
+SRC = "r2sf_src"  # the alias extraction_sql and the queries here give the job's query
+
+# Types whose hash function agrees with their `=` (hash_record_extended uses them); others are
+# hashed as text on both sides. varchar and bpchar hash as text and bpchar do.
+HASHABLE = frozenset(
+    {16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 829, 869, 1042, 1043, 1082, 1083,
+     1114, 1184, 1186, 1266, 1700, 2950, 3802}
+)  # fmt: skip
+# Length-limited types: hashed as their unlimited type, so a value too long for the target is
+# never cut to equal what the target holds (the staging check must see it).
+UNLIMITED = {1043: "character varying", 1042: "bpchar"}
+# Key types whose text form PostgreSQL and Redshift write alike (integers, text).
+TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
+# Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
+# Redshift would mean VARCHAR(256) and cut longer values).
+_CHAR_TYPES = frozenset({25, 1042, 1043})
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """What one run compares: the dialect and the number of buckets (a power of two)."""
+
+    dialect: Dialect
+    buckets: int
+    plan: Plan
+    columns: Sequence[SourceColumn]  # the source's columns, in plan.pairs order
+
+    # ------------------------------------------------------------------ per dialect
+
+    def _source_value(self, pr: Pair, col: SourceColumn, alias: str) -> str:
+        """A source (or staged) value as the target would store it, for hashing."""
+        ref = f"{alias}.{ident(pr.source)}"
+        if col.cast_to_text:
+            ref = f"CAST({ref} AS text)"
+        t = pr.target
+        if t.type_oid not in HASHABLE:
+            return f"CAST({ref} AS text)"
+        if pr.same_type:
+            return ref
+        return f"CAST({ref} AS {UNLIMITED.get(t.type_oid, t.type_sql)})"
+
+    @staticmethod
+    def _target_value(pr: Pair, alias: str) -> str:
+        ref = f"{alias}.{ident(pr.target.name)}"
+        return ref if pr.target.type_oid in HASHABLE else f"CAST({ref} AS text)"
+
+    @staticmethod
+    def _text_pg(ref: str) -> str:
+        # PostgreSQL spelling of the Redshift dialect's per-column text.
+        return (
+            f"coalesce(octet_length(CAST({ref} AS text))::text || ':' || CAST({ref} AS text), '-')"
+        )
+
+    @staticmethod
+    def _text_redshift(ref: str, oid: int) -> str:
+        text = ref if oid in _CHAR_TYPES else f"CAST({ref} AS VARCHAR)"
+        return f"COALESCE(CAST(OCTET_LENGTH({text}) AS VARCHAR) || ':' || {text}, '-')"
+
+    def _pairs(self, keys_only: bool) -> list[tuple[Pair, SourceColumn]]:
+        by_name = {c.name: c for c in self.columns}
+        pairs = self.plan.keys if keys_only else self.plan.pairs
+        return [(pr, by_name[pr.source]) for pr in pairs]
+
+    def source_bucket(self, alias: str = SRC) -> str:
+        """SQL (in the source's dialect) for a source row's bucket."""
+        mask = self.buckets - 1
+        if self.dialect == "postgres":
+            vals = ", ".join(self._source_value(p, c, alias) for p, c in self._pairs(True))
+            return f"(hash_record_extended(ROW({vals}), 1) & {mask})"
+        text = " || '|' || ".join(
+            self._text_redshift(f"{alias}.{ident(p.source)}", c.type_oid)
+            for p, c in self._pairs(True)
+        )
+        return f"(STRTOL(SUBSTRING(MD5({text}), 1, 8), 16) % {self.buckets})"
+
+    def staged_bucket(self, alias: str = "s") -> str:
+        """SQL (PostgreSQL) for a staged row's bucket: must equal `source_bucket`."""
+        if self.dialect == "postgres":
+            return self.source_bucket(alias)
+        text = " || '|' || ".join(
+            self._text_pg(f"{alias}.{ident(p.source)}") for p, _ in self._pairs(True)
+        )
+        return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
+
+    def target_bucket(self, alias: str = "t") -> str:
+        if self.dialect == "postgres":
+            vals = ", ".join(self._target_value(p, alias) for p in self.plan.keys)
+            return f"(hash_record_extended(ROW({vals}), 1) & {self.buckets - 1})"
+        text = " || '|' || ".join(
+            self._text_pg(f"{alias}.{ident(p.target.name)}") for p in self.plan.keys
+        )
+        return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
+
+    def source_summary_sql(self, job_sql: str) -> str:
+        """The source's per-bucket summary: (b, n, s1, s2), one row per non-empty bucket."""
+        if self.dialect == "postgres":
+            vals = ", ".join(self._source_value(p, c, SRC) for p, c in self._pairs(False))
+            return (
+                "SELECT b, count(*) AS n, sum(h) AS s1, 0::numeric AS s2 FROM"
+                f" (SELECT {self.source_bucket()} AS b, hash_record_extended(ROW({vals}), 0) AS h"
+                f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
+            )
+        text = " || '|' || ".join(
+            self._text_redshift(f"{SRC}.{ident(p.source)}", c.type_oid)
+            for p, c in self._pairs(False)
+        )
+        return (
+            "SELECT b, COUNT(*) AS n, SUM(STRTOL(SUBSTRING(m, 1, 12), 16)) AS s1,"
+            " SUM(STRTOL(SUBSTRING(m, 13, 12), 16)) AS s2 FROM"
+            f" (SELECT {self.source_bucket()} AS b, MD5({text}) AS m"
+            f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
+        )
+
+    def target_summary_sql(self) -> str:
+        """The target's per-bucket summary of its live rows, and every row's count (n_all)."""
+        p = self.plan
+        live = f"t.{ident(p.soft_column)} IS FALSE" if p.soft_column else "true"
+        if self.dialect == "postgres":
+            vals = ", ".join(self._target_value(pr, "t") for pr in p.pairs)
+            h = f"hash_record_extended(ROW({vals}), 0)"
+            sums = f"coalesce(sum({h}) FILTER (WHERE {live}), 0) AS s1, 0::numeric AS s2"
+        else:
+            text = " || '|' || ".join(self._text_pg(f"t.{ident(pr.target.name)}") for pr in p.pairs)
+            m = f"md5({text})"
+            sums = (
+                f"coalesce(sum({_hex(m, 1, 12)}) FILTER (WHERE {live}), 0) AS s1,"
+                f" coalesce(sum({_hex(m, 13, 12)}) FILTER (WHERE {live}), 0) AS s2"
+            )
+        return (
+            f"SELECT {self.target_bucket('t')} AS b, count(*) FILTER (WHERE {live}) AS n, {sums},"
+            f" count(*) AS n_all FROM {p.target.sql} t GROUP BY 1"
+        )
+
+    def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
+        """The job's query limited to the rows of `buckets` (integers this module computed)."""
+        ids = ",".join(str(int(b)) for b in buckets)
+        where = (
+            f"{self.source_bucket()} = ANY('{{{ids}}}'::bigint[])"
+            if self.dialect == "postgres"
+            else f"{self.source_bucket()} IN ({ids})"
+        )
+        return f"SELECT * FROM ({job_sql}) AS {SRC} WHERE {where}"
+
+    def restrict(self, alias: str = "t") -> str:
+        """SQL: target row `alias` lies in a bucket that differs (the only rows compared)."""
+        return f"{self.target_bucket(alias)} IN (SELECT b FROM {CHANGED})"
+
+
+def _hex(expr: str, start: int, length: int) -> str:
+    """PostgreSQL: the unsigned integer of `length` hex digits of `expr` from `start`
+    (Redshift's STRTOL(SUBSTRING(expr, start, length), 16))."""
+    return f"('x' || lpad(substring({expr}, {start}, {length}), 16, '0'))::bit(64)::bigint"
+
+
+def bucket_count(target_rows: float) -> int:
+    """A power of two giving ROWS_PER_BUCKET to 2x ROWS_PER_BUCKET target rows per bucket."""
+    want = max(1.0, target_rows / ROWS_PER_BUCKET)
+    return int(2 ** min(30, math.ceil(math.log2(want))))
+
+
+async def candidate(conn: Any, job: Job, full_refresh: bool) -> float | None:
+    """The target's estimated rows when this run may compare fingerprints (a rerun of a full
+    job into a target big enough to gain from it), else None."""
+    if job.incremental is not None or full_refresh or job.compare == "full":
+        return None
+    if job.heroku_connect is not None:
+        return None
+    row = await conn.fetchrow(
+        "SELECT c.reltuples, current_setting('server_version_num')::int AS version"
+        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        job.target_schema,
+        job.target_table,
+    )
+    if row is None or row["version"] < 140000:
+        return None  # hash_record_extended is PostgreSQL 14+
+    if row["reltuples"] >= MIN_ROWS:
+        return float(row["reltuples"])
+    if job.compare != "fingerprints":
+        return None
+    # Asked for on a small (or never analyzed) target: count it, for the bucket count.
+    table = f"{ident(job.target_schema)}.{ident(job.target_table)}"
+    rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+    return float(rows) if rows else None
+
+
+def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> str | None:
+    """Why this job's rerun cannot compare fingerprints (None: it can)."""
+    if plan.job.heroku_connect is not None:
+        return "Heroku Connect jobs compare every row (ownership and Salesforce's values)"
+    if dialect == "redshift":
+        by_name = {c.name: c for c in columns}
+        for k in plan.keys:
+            col = by_name[k.source]
+            if col.type_oid not in TEXT_ALIKE or k.target.type_oid not in TEXT_ALIKE:
+                return f"key column {k.source} is not an integer or text column"
+    return None
+
+
+class Unusable(Exception):
+    """The comparison cannot be trusted or completed this run: compare every row instead."""
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing both sides' summaries."""
+
+    fp: Fingerprints
+    source_rows: int  # rows the job's query returns
+    target_rows: int  # rows in the target (soft-deleted ones included)
+    changed: list[int]  # buckets whose summaries differ
+    changed_source_rows: int  # source rows in those buckets: what the run stages
+    changed_target_rows: int  # target rows in those buckets
+    source_bytes: int  # bytes read from the source: the summaries, then the rows staged
+    staged: int = 0  # source rows staged (those of the differing buckets)
+
+    @property
+    def share(self) -> float:
+        """The part of the source's rows that would be staged."""
+        return self.changed_source_rows / self.source_rows if self.source_rows else 1.0
+
+
+async def compare(conn: Any, fp: Fingerprints, source: Source) -> Comparison:
+    """Summarise both sides (the source's query runs while the target summarises) and find
+    the buckets that differ; `source` is the opened summary query. Raises `Unusable` for an
+    SQL error on either side (nothing has been written; the caller's savepoint undoes the
+    temporary tables)."""
+    ahead = _Prefetch(source.batches())
+    try:
+        await conn.execute(
+            f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS {fp.target_summary_sql()}"
+        )
+        await conn.execute(
+            f"CREATE TEMP TABLE {SOURCE_FP} (b bigint, n bigint, s1 numeric, s2 numeric)"
+            " ON COMMIT DROP"
+        )
+        await conn.copy_to_table(SOURCE_FP, source=ahead, format=source.format)
+    finally:
+        await ahead.close()
+    await conn.execute(
+        f"CREATE TEMP TABLE {CHANGED} ON COMMIT DROP AS"
+        " SELECT coalesce(s.b, t.b) AS b, coalesce(s.n, 0) AS n_source,"
+        " coalesce(t.n_all, 0) AS n_target"
+        f" FROM {SOURCE_FP} s FULL JOIN {TARGET_FP} t ON t.b = s.b"
+        " WHERE (coalesce(s.n, 0), coalesce(s.s1, 0), coalesce(s.s2, 0))"
+        " IS DISTINCT FROM (coalesce(t.n, 0), t.s1, t.s2)"
+    )
+    await conn.execute(f"ANALYZE {CHANGED}")
+    totals = await conn.fetchrow(
+        f"SELECT (SELECT coalesce(sum(n), 0) FROM {SOURCE_FP}) AS source_rows,"
+        f" (SELECT coalesce(sum(n_all), 0) FROM {TARGET_FP}) AS target_rows,"
+        f" (SELECT coalesce(sum(n_source), 0) FROM {CHANGED}) AS changed_source,"
+        f" (SELECT coalesce(sum(n_target), 0) FROM {CHANGED}) AS changed_target"
+    )
+    changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
+    return Comparison(
+        fp,
+        int(totals["source_rows"]),
+        int(totals["target_rows"]),
+        changed,
+        int(totals["changed_source"]),
+        int(totals["changed_target"]),
+        source.nbytes,
+    )
+
+
+async def verify_staged(conn: Any, cmp: Comparison, staging: str) -> None:
+    """Check that the staged rows are exactly those of the differing buckets, by the target's
+    own reckoning of their buckets: what deletes rely on. Raises `Unusable` otherwise."""
+    row = await conn.fetchrow(
+        f"SELECT count(*) AS n, count(*) FILTER (WHERE {cmp.fp.staged_bucket('s')}"
+        f" NOT IN (SELECT b FROM {CHANGED})) AS stray FROM {staging} s"
+    )
+    if row["stray"] or row["n"] != cmp.changed_source_rows:
+        raise Unusable(
+            f"{row['stray']} of {row['n']} staged rows fall in other buckets on the target"
+            f" (expected {cmp.changed_source_rows} rows)"
+        )
+
+
+class _Prefetch:
+    """Reads an async iterator of chunks ahead into a small queue, from now on: the source
+    computes its summary while the target computes its own."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], depth: int = 16) -> None:
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=depth)
+        self.task = asyncio.create_task(self._run(chunks))
+
+    async def _run(self, chunks: AsyncIterator[bytes]) -> None:
+        try:
+            async for chunk in chunks:
+                await self.queue.put(chunk)
+        except BaseException as exc:
+            await self.queue.put(exc)
+            raise
+        await self.queue.put(_END)
+
+    def __aiter__(self) -> _Prefetch:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self.queue.get()
+        if item is _END:
+            raise StopAsyncIteration
+        if isinstance(item, BaseException):
+            raise item
+        chunk: bytes = item
+        return chunk
+
+    async def close(self) -> None:
+        if not self.task.done():
+            self.task.cancel()
+        with contextlib.suppress(BaseException):
+            await self.task
+
+
+_END = object()
