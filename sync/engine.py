@@ -488,7 +488,7 @@ async def _compare_fingerprints(
             finally:
                 await summary.close()
             rep.log("compared", job=job.name, method="fingerprints", buckets=fp.buckets,
-                    differing=len(cmp.changed), rows=cmp.source_rows,
+                    differing=cmp.differing, rows=cmp.source_rows,
                     rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
                     seconds=round(time.monotonic() - t0, 3))  # fmt: skip
             if cmp.share > fingerprint.MAX_SHARE:
@@ -496,7 +496,7 @@ async def _compare_fingerprints(
                     f"{cmp.share:.0%} of the rows lie in differing buckets; reading them all"
                 )
             keys = [p.source for p in plan.keys]
-            if not cmp.changed:
+            if not cmp.differing:
                 await load.create_staging(conn, described.columns, types)
                 return cmp
             extract = open_source(source_url, fp.filtered_sql(job.source_sql, cmp.changed), None,

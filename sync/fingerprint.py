@@ -46,7 +46,7 @@ from sync.source import Source, SourceColumn
 Dialect = Literal["postgres", "redshift"]
 
 MIN_ROWS = 50_000  # below this a full comparison costs about as much
-ROWS_PER_BUCKET = 16  # the target's rows per bucket, at most 2x this
+ROWS_PER_BUCKET = 32  # the target's rows per bucket, up to 2x this
 # Rows in differing buckets above which reading everything is cheaper than reading them twice.
 MAX_SHARE = 0.3
 
@@ -100,15 +100,20 @@ class Fingerprints:
         return ref if pr.target.type_oid in HASHABLE else f"CAST({ref} AS text)"
 
     @staticmethod
-    def _text_pg(ref: str) -> str:
-        # PostgreSQL spelling of the Redshift dialect's per-column text.
-        return (
-            f"coalesce(octet_length(CAST({ref} AS text))::text || ':' || CAST({ref} AS text), '-')"
-        )
+    def _text_pg(ref: str, target_oid: int) -> str:
+        """PostgreSQL spelling of the Redshift dialect's per-column text."""
+        text = f"CAST({ref} AS text)"
+        if target_oid == 1700:
+            text = _numeric_text(text)
+        return f"coalesce(octet_length({text})::text || ':' || {text}, '-')"
 
     @staticmethod
-    def _text_redshift(ref: str, oid: int) -> str:
+    def _text_redshift(ref: str, oid: int, target_oid: int) -> str:
+        if oid == 700:  # REAL: 6 + 2 digits do not tell every float4 apart; as FLOAT8 they do
+            ref = f"CAST({ref} AS FLOAT8)"
         text = ref if oid in _CHAR_TYPES else f"CAST({ref} AS VARCHAR)"
+        if target_oid == 1700:
+            text = _numeric_text(text)
         return f"COALESCE(CAST(OCTET_LENGTH({text}) AS VARCHAR) || ':' || {text}, '-')"
 
     def _pairs(self, keys_only: bool) -> list[tuple[Pair, SourceColumn]]:
@@ -123,7 +128,7 @@ class Fingerprints:
             vals = ", ".join(self._source_value(p, c, alias) for p, c in self._pairs(True))
             return f"(hash_record_extended(ROW({vals}), 1) & {mask})"
         text = " || '|' || ".join(
-            self._text_redshift(f"{alias}.{ident(p.source)}", c.type_oid)
+            self._text_redshift(f"{alias}.{ident(p.source)}", c.type_oid, p.target.type_oid)
             for p, c in self._pairs(True)
         )
         return f"(STRTOL(SUBSTRING(MD5({text}), 1, 8), 16) % {self.buckets})"
@@ -133,7 +138,8 @@ class Fingerprints:
         if self.dialect == "postgres":
             return self.source_bucket(alias)
         text = " || '|' || ".join(
-            self._text_pg(f"{alias}.{ident(p.source)}") for p, _ in self._pairs(True)
+            self._text_pg(f"{alias}.{ident(p.source)}", p.target.type_oid)
+            for p, _ in self._pairs(True)
         )
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
@@ -142,7 +148,8 @@ class Fingerprints:
             vals = ", ".join(self._target_value(p, alias) for p in self.plan.keys)
             return f"(hash_record_extended(ROW({vals}), 1) & {self.buckets - 1})"
         text = " || '|' || ".join(
-            self._text_pg(f"{alias}.{ident(p.target.name)}") for p in self.plan.keys
+            self._text_pg(f"{alias}.{ident(p.target.name)}", p.target.type_oid)
+            for p in self.plan.keys
         )
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
@@ -151,12 +158,12 @@ class Fingerprints:
         if self.dialect == "postgres":
             vals = ", ".join(self._source_value(p, c, SRC) for p, c in self._pairs(False))
             return (
-                "SELECT b, count(*) AS n, sum(h) AS s1, 0::numeric AS s2 FROM"
+                f"SELECT b, count(*) AS n, {_pg_sums()} FROM"
                 f" (SELECT {self.source_bucket()} AS b, hash_record_extended(ROW({vals}), 0) AS h"
                 f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
-            self._text_redshift(f"{SRC}.{ident(p.source)}", c.type_oid)
+            self._text_redshift(f"{SRC}.{ident(p.source)}", c.type_oid, p.target.type_oid)
             for p, c in self._pairs(False)
         )
         return (
@@ -173,17 +180,23 @@ class Fingerprints:
         if self.dialect == "postgres":
             vals = ", ".join(self._target_value(pr, "t") for pr in p.pairs)
             h = f"hash_record_extended(ROW({vals}), 0)"
-            sums = f"coalesce(sum({h}) FILTER (WHERE {live}), 0) AS s1, 0::numeric AS s2"
-        else:
-            text = " || '|' || ".join(self._text_pg(f"t.{ident(pr.target.name)}") for pr in p.pairs)
-            m = f"md5({text})"
-            sums = (
-                f"coalesce(sum({_hex(m, 1, 12)}) FILTER (WHERE {live}), 0) AS s1,"
-                f" coalesce(sum({_hex(m, 13, 12)}) FILTER (WHERE {live}), 0) AS s2"
+            return (
+                f"SELECT b, count(*) FILTER (WHERE live) AS n,"
+                f" {_pg_sums('live')},"
+                " count(*) AS n_all FROM"
+                f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
+                f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
             )
+        text = " || '|' || ".join(
+            self._text_pg(f"t.{ident(pr.target.name)}", pr.target.type_oid) for pr in p.pairs
+        )
         return (
-            f"SELECT {self.target_bucket('t')} AS b, count(*) FILTER (WHERE {live}) AS n, {sums},"
-            f" count(*) AS n_all FROM {p.target.sql} t GROUP BY 1"
+            "SELECT b, count(*) FILTER (WHERE live) AS n,"
+            f" coalesce(sum({_hex('m', 1, 12)}) FILTER (WHERE live), 0) AS s1,"
+            f" coalesce(sum({_hex('m', 13, 12)}) FILTER (WHERE live), 0) AS s2,"
+            " count(*) AS n_all FROM"
+            f" (SELECT {self.target_bucket('t')} AS b, md5({text}) AS m, {live} AS live"
+            f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
         )
 
     def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
@@ -201,6 +214,26 @@ class Fingerprints:
         return f"{self.target_bucket(alias)} IN (SELECT b FROM {CHANGED})"
 
 
+def _pg_sums(only: str | None = None) -> str:
+    """Sums of two 31-bit halves of each row's 64-bit hash `h`, each summed as int4 (a bigint
+    sum, PostgreSQL's fast integer aggregate; a sum of bigints would be numeric); `only`: the
+    rows counted."""
+    halves = ("(h & 2147483647)::int", "((h >> 32) & 2147483647)::int")
+    if only is None:
+        return ", ".join(f"sum({v}) AS s{i}" for i, v in enumerate(halves, 1))
+    return ", ".join(
+        f"coalesce(sum({v}) FILTER (WHERE {only}), 0) AS s{i}" for i, v in enumerate(halves, 1)
+    )
+
+
+def _numeric_text(text: str) -> str:
+    """A number's text without trailing fractional zeros (both dialects): into a numeric
+    column 1.0 and 1.00 are the same value, as the merge's comparison finds them."""
+    return (
+        f"CASE WHEN POSITION('.' IN {text}) > 0 THEN RTRIM(RTRIM({text}, '0'), '.') ELSE {text} END"
+    )
+
+
 def _hex(expr: str, start: int, length: int) -> str:
     """PostgreSQL: the unsigned integer of `length` hex digits of `expr` from `start`
     (Redshift's STRTOL(SUBSTRING(expr, start, length), 16))."""
@@ -208,9 +241,10 @@ def _hex(expr: str, start: int, length: int) -> str:
 
 
 def bucket_count(target_rows: float) -> int:
-    """A power of two giving ROWS_PER_BUCKET to 2x ROWS_PER_BUCKET target rows per bucket."""
+    """A power of two giving ROWS_PER_BUCKET to 2x ROWS_PER_BUCKET target rows per bucket:
+    fewer buckets summarise faster, smaller ones stage fewer rows around each change."""
     want = max(1.0, target_rows / ROWS_PER_BUCKET)
-    return int(2 ** min(30, math.ceil(math.log2(want))))
+    return int(2 ** min(30, math.floor(math.log2(want))))
 
 
 async def candidate(conn: Any, job: Job, full_refresh: bool) -> float | None:
@@ -268,6 +302,7 @@ class Comparison:
     changed_target_rows: int  # target rows in those buckets
     source_bytes: int  # bytes read from the source: the summaries, then the rows staged
     staged: int = 0  # source rows staged (those of the differing buckets)
+    differing: int = 0  # how many buckets differ
 
     @property
     def share(self) -> float:
@@ -307,16 +342,19 @@ async def compare(conn: Any, fp: Fingerprints, source: Source) -> Comparison:
         f" (SELECT coalesce(sum(n_source), 0) FROM {CHANGED}) AS changed_source,"
         f" (SELECT coalesce(sum(n_target), 0) FROM {CHANGED}) AS changed_target"
     )
-    changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
-    return Comparison(
+    cmp = Comparison(
         fp,
         int(totals["source_rows"]),
         int(totals["target_rows"]),
-        changed,
+        [],
         int(totals["changed_source"]),
         int(totals["changed_target"]),
         source.nbytes,
     )
+    if cmp.share <= MAX_SHARE:  # else the list is not used, however long it is
+        cmp.changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
+    cmp.differing = await conn.fetchval(f"SELECT count(*) FROM {CHANGED}")
+    return cmp
 
 
 async def verify_staged(conn: Any, cmp: Comparison, staging: str) -> None:

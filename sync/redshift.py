@@ -320,6 +320,9 @@ def extract(request: dict[str, Any], out: BinaryIO) -> int:
         # SET is transactional: these open the transaction the cursor lives in.
         cur.execute(f"SET statement_timeout TO {timeout_ms}")
         cur.execute("SET timezone TO 'UTC'")
+        # Float text with every significant digit (17 for FLOAT8; 2 is Redshift's maximum), so
+        # a fingerprint over text forms (sync/fingerprint.py) tells apart floats a bit apart.
+        cur.execute("SET extra_float_digits TO 2")
         cur.execute("SET datestyle TO 'ISO, MDY'")  # Redshift's default: ISO output
         args = request["args"] or None
         not_null = set()

@@ -1,0 +1,216 @@
+"""Reruns that compare fingerprints (sync/fingerprint.py) write exactly what a full comparison
+writes, from a PostgreSQL source and through the Redshift driver (the shim, both protocols):
+changes that keep a value's text or its equality, deletes and inserts inside differing buckets,
+writes made to the target outside the sync, soft deletes, values that do not fit, and the
+fallback to reading every row. Each test also checks that the run did compare fingerprints and
+staged only some rows, so a test cannot pass on the full path alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from sync.errors import ValueDoesNotFit
+from sync.source import is_redshift
+from tests.conftest import Databases
+from tests.redshift_shim import RedshiftShim
+from tests.test_sync_support import Pair, changed, q, unique, x
+
+
+@pytest.fixture(scope="module")
+def pair(databases: Databases) -> Iterator[Pair]:
+    yield Pair(databases.create(), databases.create())
+
+
+@pytest.fixture(scope="module", params=["postgres", "redshift-text", "redshift-binary"])
+def source_url(pair: Pair, request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "postgres":
+        yield pair.source
+        return
+    protocol = request.param.removeprefix("redshift-")
+    with RedshiftShim(pair.source, protocol=protocol) as shim:
+        yield shim.url()
+    assert shim.errors == []
+
+
+def _tricky(pair: Pair, rows: int = 400) -> tuple[str, str]:
+    src = unique("fp")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int PRIMARY KEY, amount numeric, label varchar(20),"
+        " note text, code varchar(10), ratio float8);"
+        f" INSERT INTO {src} SELECT g, 1.0, 'x', '', 'a', 0.5 FROM generate_series(1, {rows}) g",
+    )
+    target = f"public.{src}_t"
+    # amount as text keeps the source's scale (1.0 and 1.00 differ there); amount3 as
+    # numeric(12,3) stores both as 1.000.
+    x(
+        pair.target,
+        f"CREATE TABLE {target} (id int PRIMARY KEY, amount text, amount3 numeric(12,3),"
+        " label varchar(20), note text, code varchar(10), ratio float8)",
+    )
+    return src, target
+
+
+def test_fingerprints_never_hide_a_change(pair: Pair, source_url: str) -> None:
+    src, target = _tricky(pair)
+    job = pair.job(
+        name=src,
+        query=f"select id, amount, amount as amount3, label, note, code, ratio from {src}",
+        target=target,
+        key=["id"],
+        compare="fingerprints",
+    )
+    assert pair.sync(job, source_url=source_url).inserted == 400
+    again = pair.sync(job, source_url=source_url)
+    assert (again.compared, again.staged, again.updated, again.unchanged) == (
+        "fingerprints", 0, 0, 400,
+    )  # fmt: skip
+    x(pair.source, f"UPDATE {src} SET amount = 1.00 WHERE id = 1")  # same number, new scale
+    x(pair.source, f"UPDATE {src} SET label = NULL WHERE id = 2")  # 'x' -> NULL
+    x(pair.source, f"UPDATE {src} SET note = NULL WHERE id = 3")  # '' -> NULL
+    x(pair.source, f"UPDATE {src} SET code = 'a ' WHERE id = 4")  # a trailing space
+    x(pair.source, f"UPDATE {src} SET ratio = 0.5000000000000001 WHERE id = 5")  # last bit
+    x(pair.source, f"UPDATE {src} SET amount = 1.0 WHERE id = 6")  # rewritten, not changed
+    before = pair.versions(target)
+    dry = pair.sync(job, source_url=source_url, dry_run=True)
+    result = pair.sync(job, source_url=source_url)
+    assert changed(before, pair.versions(target)) == {1, 2, 3, 4, 5}
+    assert (result.inserted, result.updated, result.deleted) == (0, 5, 0)
+    assert (dry.inserted, dry.updated, dry.deleted, dry.unchanged) == (0, 5, 0, 395)
+    for r in (dry, result):
+        assert r.compared == "fingerprints" and 5 <= r.staged < 200
+    rows = {r[0]: tuple(r[1:]) for r in q(pair.target, f"SELECT * FROM {target} WHERE id <= 6")}
+    assert rows[1][:2] == ("1.00", 1)
+    assert rows[2][2] is None and rows[3][3] is None and rows[4][4] == "a "
+    assert rows[5][5] == 0.5000000000000001
+    # The way back: NULL -> '', 'a ' -> 'a', NULL -> 'x'.
+    x(pair.source, f"UPDATE {src} SET label = 'x', note = '', code = 'a' WHERE id IN (2, 3, 4)")
+    before = pair.versions(target)
+    result = pair.sync(job, source_url=source_url)
+    assert changed(before, pair.versions(target)) == {2, 3, 4}
+    assert (result.compared, result.updated) == ("fingerprints", 3)
+
+
+def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
+    pair: Pair, source_url: str
+) -> None:
+    src = unique("fpd")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id bigint PRIMARY KEY, name text, amount numeric(10,2));"
+        f" INSERT INTO {src} SELECT g, 'n' || g, g / 4.0 FROM generate_series(1, 3000) g",
+    )
+    target = f"public.{src}"
+    job = pair.job(
+        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
+        max_deletes="50%", compare="fingerprints",
+    )  # fmt: skip
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"DELETE FROM {src} WHERE id IN (10, 20, 30)")
+    x(pair.source, f"INSERT INTO {src} VALUES (5001, 'new', 1), (5002, 'new', 2)")
+    # Written to the target by someone else: an extra row, a changed value, a lost row.
+    x(pair.target, f"INSERT INTO {target} VALUES (9001, 'stray', 0)")
+    x(pair.target, f"UPDATE {target} SET name = 'edited' WHERE id = 40")
+    x(pair.target, f"DELETE FROM {target} WHERE id = 50")
+    before = pair.versions(target)
+    result = pair.sync(job, source_url=source_url)
+    assert result.compared == "fingerprints" and result.staged < 300
+    assert (result.inserted, result.updated, result.deleted) == (3, 1, 4)
+    assert changed(before, pair.versions(target)) == {10, 20, 30, 40, 50, 5001, 5002, 9001}
+    digest = "SELECT count(*), sum(hashtext(t::text)) FROM (SELECT * FROM {} ORDER BY id) t"
+    assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
+
+
+def test_soft_deletes_flag_and_unflag_inside_differing_buckets(
+    pair: Pair, source_url: str
+) -> None:
+    src = unique("fps")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int PRIMARY KEY, v text);"
+        f" INSERT INTO {src} SELECT g, 'v' || g FROM generate_series(1, 2000) g",
+    )
+    target = f"public.{src}"
+    job = pair.job(
+        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="soft",
+        soft_delete_column="gone", compare="fingerprints",
+    )  # fmt: skip
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"DELETE FROM {src} WHERE id IN (7, 8)")
+    first = pair.sync(job, source_url=source_url)
+    assert (first.compared, first.deleted) == ("fingerprints", 2)
+    again = pair.sync(job, source_url=source_url)  # flagged rows do not make buckets differ
+    assert (again.compared, again.staged, again.deleted, again.updated) == ("fingerprints", 0, 0, 0)
+    x(pair.source, f"INSERT INTO {src} VALUES (7, 'back')")
+    back = pair.sync(job, source_url=source_url)
+    assert (back.compared, back.updated, back.inserted) == ("fingerprints", 1, 0)
+    rows = q(pair.target, f"SELECT id, v, gone FROM {target} WHERE id IN (7, 8) ORDER BY id")
+    assert [tuple(r) for r in rows] == [(7, "back", False), (8, "v8", True)]
+
+
+def test_a_value_that_does_not_fit_is_still_refused(pair: Pair, source_url: str) -> None:
+    """A value too long for the target is never cut to what the target holds, so the bucket
+    differs and the staging check refuses it as a full comparison would."""
+    src = unique("fpv")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int PRIMARY KEY, code text);"
+        f" INSERT INTO {src} SELECT g, 'abcdefghij' FROM generate_series(1, 1000) g",
+    )
+    target = f"public.{src}_t"
+    x(pair.target, f"CREATE TABLE {target} (id int PRIMARY KEY, code varchar(10))")
+    job = pair.job(
+        name=src, query=f"select * from {src}", target=target, key=["id"], compare="fingerprints"
+    )
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"UPDATE {src} SET code = 'abcdefghijk' WHERE id = 3")
+    before = pair.versions(target)
+    with pytest.raises(ValueDoesNotFit, match="id=3"):
+        pair.sync(job, source_url=source_url)
+    assert changed(before, pair.versions(target)) == set()
+
+
+def test_most_rows_changed_reads_every_row_and_small_targets_compare_in_full(
+    pair: Pair, source_url: str
+) -> None:
+    src = unique("fpm")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (id int PRIMARY KEY, v int);"
+        f" INSERT INTO {src} SELECT g, g FROM generate_series(1, 2000) g",
+    )
+    job = pair.job(
+        name=src, query=f"select * from {src}", target=f"public.{src}", key=["id"],
+        compare="fingerprints",
+    )  # fmt: skip
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"UPDATE {src} SET v = v + 1 WHERE id % 2 = 0")
+    result = pair.sync(job, source_url=source_url)
+    assert (result.compared, result.updated) == ("full", 1000)
+    auto = job.model_copy(update={"compare": "auto"})  # 2,000 rows: below fingerprint.MIN_ROWS
+    assert pair.sync(auto, source_url=source_url).compared == "full"
+    full = job.model_copy(update={"compare": "full"})
+    x(pair.source, f"UPDATE {src} SET v = 0 WHERE id = 1")
+    last = pair.sync(full, source_url=source_url)
+    assert (last.compared, last.updated) == ("full", 1)
+
+
+def test_redshift_keys_of_other_types_compare_in_full(pair: Pair, source_url: str) -> None:
+    if not is_redshift(source_url):
+        pytest.skip("the postgres dialect hashes any key type")
+    src = unique("fpk")
+    x(
+        pair.source,
+        f"CREATE TABLE {src} (day date PRIMARY KEY, v int);"
+        f" INSERT INTO {src} SELECT '2020-01-01'::date + g, g FROM generate_series(1, 500) g",
+    )
+    job = pair.job(
+        name=src, query=f"select * from {src}", target=f"public.{src}", key=["day"],
+        compare="fingerprints",
+    )  # fmt: skip
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"UPDATE {src} SET v = 0 WHERE v = 5")
+    result = pair.sync(job, source_url=source_url)
+    assert (result.compared, result.updated) == ("full", 1)
