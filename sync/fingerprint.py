@@ -46,7 +46,7 @@ from sync.source import Source, SourceColumn
 Dialect = Literal["postgres", "redshift"]
 
 MIN_ROWS = 50_000  # below this a full comparison costs about as much
-ROWS_PER_BUCKET = 32  # the target's rows per bucket, up to 2x this
+ROWS_PER_BUCKET = 64  # the target's rows per bucket, up to 2x this
 # Rows in differing buckets above which reading everything is cheaper than reading them twice.
 MAX_SHARE = 0.3
 
@@ -170,7 +170,7 @@ class Fingerprints:
             "SELECT b, COUNT(*) AS n, SUM(STRTOL(SUBSTRING(m, 1, 12), 16)) AS s1,"
             " SUM(STRTOL(SUBSTRING(m, 13, 12), 16)) AS s2 FROM"
             f" (SELECT {self.source_bucket()} AS b, MD5({text}) AS m"
-            f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
+            f" FROM ({job_sql}) AS {SRC} OFFSET 0) AS r2sf_fp GROUP BY b"
         )
 
     def target_summary_sql(self) -> str:
@@ -196,7 +196,7 @@ class Fingerprints:
             f" coalesce(sum({_hex('m', 13, 12)}) FILTER (WHERE live), 0) AS s2,"
             " count(*) AS n_all FROM"
             f" (SELECT {self.target_bucket('t')} AS b, md5({text}) AS m, {live} AS live"
-            f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+            f" FROM {p.target.sql} t OFFSET 0) AS r2sf_fp GROUP BY b"
         )
 
     def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
@@ -215,15 +215,12 @@ class Fingerprints:
 
 
 def _pg_sums(only: str | None = None) -> str:
-    """Sums of two 31-bit halves of each row's 64-bit hash `h`, each summed as int4 (a bigint
-    sum, PostgreSQL's fast integer aggregate; a sum of bigints would be numeric); `only`: the
-    rows counted."""
-    halves = ("(h & 2147483647)::int", "((h >> 32) & 2147483647)::int")
+    """The sum of each row's 64-bit hash `h` (exact: PostgreSQL sums bigints as numeric, with
+    128-bit integers inside); `only`: the rows counted. `h` appears once, so it is computed
+    once per row."""
     if only is None:
-        return ", ".join(f"sum({v}) AS s{i}" for i, v in enumerate(halves, 1))
-    return ", ".join(
-        f"coalesce(sum({v}) FILTER (WHERE {only}), 0) AS s{i}" for i, v in enumerate(halves, 1)
-    )
+        return "sum(h) AS s1, 0 AS s2"
+    return f"coalesce(sum(h) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
 
 
 def _numeric_text(text: str) -> str:
