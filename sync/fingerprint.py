@@ -69,6 +69,8 @@ TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
 # Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
 # Redshift would mean VARCHAR(256) and cut longer values).
 _CHAR_TYPES = frozenset({25, 1042, 1043})
+# Types whose text never holds `|` nor is `-` alone: numbers, booleans, dates and times.
+_SEPARATOR_FREE = frozenset({16, 20, 21, 23, 700, 701, 1700, 1082, 1083, 1114, 1184, 1266})
 
 
 @dataclass(frozen=True)
@@ -100,21 +102,35 @@ class Fingerprints:
         return ref if pr.target.type_oid in HASHABLE else f"CAST({ref} AS text)"
 
     @staticmethod
-    def _text_pg(ref: str, target_oid: int) -> str:
-        """PostgreSQL spelling of the Redshift dialect's per-column text."""
-        text = f"CAST({ref} AS text)"
-        if target_oid == 1700:
-            text = _numeric_text(text)
-        return f"coalesce(octet_length({text})::text || ':' || {text}, '-')"
+    def _text_form(pr: Pair, col: SourceColumn) -> tuple[bool, bool]:
+        """(length-prefixed, numeric zeros trimmed): how the Redshift dialect writes this
+        column's text, the same on both sides. Text that may hold the separator `|` (or be
+        `-`) is length-prefixed; into a numeric column of another scale 1.0 and 1.00 are one
+        value, so trailing fractional zeros go."""
+        plain = col.type_oid in _SEPARATOR_FREE and pr.target.type_oid in _SEPARATOR_FREE
+        same_numeric = col.type_oid == 1700 and col.typmod == pr.target.typmod
+        return not plain, pr.target.type_oid == 1700 and not same_numeric
 
-    @staticmethod
-    def _text_redshift(ref: str, oid: int, target_oid: int) -> str:
-        if oid == 700:  # REAL: 6 + 2 digits do not tell every float4 apart; as FLOAT8 they do
-            ref = f"CAST({ref} AS FLOAT8)"
-        text = ref if oid in _CHAR_TYPES else f"CAST({ref} AS VARCHAR)"
-        if target_oid == 1700:
+    def _text_pg(self, ref: str, pr: Pair, col: SourceColumn) -> str:
+        """PostgreSQL spelling of the Redshift dialect's per-column text."""
+        prefixed, trimmed = self._text_form(pr, col)
+        text = f"CAST({ref} AS text)"
+        if trimmed:
             text = _numeric_text(text)
-        return f"COALESCE(CAST(OCTET_LENGTH({text}) AS VARCHAR) || ':' || {text}, '-')"
+        if prefixed:
+            text = f"octet_length({text})::text || ':' || {text}"
+        return f"coalesce({text}, '-')"
+
+    def _text_redshift(self, ref: str, pr: Pair, col: SourceColumn) -> str:
+        if col.type_oid == 700:  # REAL: 6 + 2 digits do not tell every float4 apart; FLOAT8 does
+            ref = f"CAST({ref} AS FLOAT8)"
+        text = ref if col.type_oid in _CHAR_TYPES else f"CAST({ref} AS VARCHAR)"
+        prefixed, trimmed = self._text_form(pr, col)
+        if trimmed:
+            text = _numeric_text(text)
+        if prefixed:
+            text = f"CAST(OCTET_LENGTH({text}) AS VARCHAR) || ':' || {text}"
+        return f"COALESCE({text}, '-')"
 
     def _pairs(self, keys_only: bool) -> list[tuple[Pair, SourceColumn]]:
         by_name = {c.name: c for c in self.columns}
@@ -128,8 +144,7 @@ class Fingerprints:
             vals = ", ".join(self._source_value(p, c, alias) for p, c in self._pairs(True))
             return f"(hash_record_extended(ROW({vals}), 1) & {mask})"
         text = " || '|' || ".join(
-            self._text_redshift(f"{alias}.{ident(p.source)}", c.type_oid, p.target.type_oid)
-            for p, c in self._pairs(True)
+            self._text_redshift(f"{alias}.{ident(p.source)}", p, c) for p, c in self._pairs(True)
         )
         return f"(STRTOL(SUBSTRING(MD5({text}), 1, 8), 16) % {self.buckets})"
 
@@ -138,8 +153,7 @@ class Fingerprints:
         if self.dialect == "postgres":
             return self.source_bucket(alias)
         text = " || '|' || ".join(
-            self._text_pg(f"{alias}.{ident(p.source)}", p.target.type_oid)
-            for p, _ in self._pairs(True)
+            self._text_pg(f"{alias}.{ident(p.source)}", p, c) for p, c in self._pairs(True)
         )
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
@@ -148,8 +162,7 @@ class Fingerprints:
             vals = ", ".join(self._target_value(p, alias) for p in self.plan.keys)
             return f"(hash_record_extended(ROW({vals}), 1) & {self.buckets - 1})"
         text = " || '|' || ".join(
-            self._text_pg(f"{alias}.{ident(p.target.name)}", p.target.type_oid)
-            for p in self.plan.keys
+            self._text_pg(f"{alias}.{ident(p.target.name)}", p, c) for p, c in self._pairs(True)
         )
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
@@ -163,8 +176,7 @@ class Fingerprints:
                 f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
-            self._text_redshift(f"{SRC}.{ident(p.source)}", c.type_oid, p.target.type_oid)
-            for p, c in self._pairs(False)
+            self._text_redshift(f"{SRC}.{ident(p.source)}", p, c) for p, c in self._pairs(False)
         )
         return (
             "SELECT b, COUNT(*) AS n, SUM(STRTOL(SUBSTRING(m, 1, 12), 16)) AS s1,"
@@ -188,7 +200,7 @@ class Fingerprints:
                 f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
-            self._text_pg(f"t.{ident(pr.target.name)}", pr.target.type_oid) for pr in p.pairs
+            self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
         )
         return (
             "SELECT b, count(*) FILTER (WHERE live) AS n,"

@@ -109,16 +109,16 @@ def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
     )  # fmt: skip
     pair.sync(job, source_url=source_url)
     x(pair.source, f"DELETE FROM {src} WHERE id IN (10, 20, 30)")
-    x(pair.source, f"INSERT INTO {src} VALUES (5001, 'new', 1), (5002, 'new', 2)")
+    x(pair.source, f"INSERT INTO {src} VALUES (70001, 'new', 1), (70002, 'new', 2)")
     # Written to the target by someone else: an extra row, a changed value, a lost row.
-    x(pair.target, f"INSERT INTO {target} VALUES (9001, 'stray', 0)")
+    x(pair.target, f"INSERT INTO {target} VALUES (99001, 'stray', 0)")
     x(pair.target, f"UPDATE {target} SET name = 'edited' WHERE id = 40")
     x(pair.target, f"DELETE FROM {target} WHERE id = 50")
     before = pair.versions(target)
     result = pair.sync(job, source_url=source_url)
     assert result.compared == "fingerprints" and result.staged < 1500
     assert (result.inserted, result.updated, result.deleted) == (3, 1, 4)
-    assert changed(before, pair.versions(target)) == {10, 20, 30, 40, 50, 5001, 5002, 9001}
+    assert changed(before, pair.versions(target)) == {10, 20, 30, 40, 50, 70001, 70002, 99001}
     digest = "SELECT count(*), sum(hashtext(t::text)) FROM (SELECT * FROM {} ORDER BY id) t"
     assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
 
