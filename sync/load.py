@@ -678,20 +678,8 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
         counts.samples["not_owned"] = await _sample(
             conn, f"SELECT {p.key_text('s')} {joined} WHERE NOT {owned}"
         )
-    if not samples:
-        return n_deletes
-    counts.samples["insert"] = await _sample(
-        conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
-    )
-    counts.samples["update"] = await _sample(
-        conn,
-        f"SELECT {p.key_text('s')} {joined} WHERE {owned} AND {_distinct(p)}"
-        if (p.values or p.soft_column)
-        else "",
-    )
-    counts.samples["delete"] = await _sample(
-        conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else ""
-    )
+    if samples:
+        await _sample_changes(conn, p, counts, deletes)
     return n_deletes
 
 
@@ -720,22 +708,27 @@ async def _count_restricted(
         n_deletes = await conn.fetchval(f"SELECT count(*) FROM {t} t WHERE {_missing(p)}")
     counts.deleted = n_deletes
     counts.unchanged = counts.read - counts.skipped - counts.inserted - counts.updated
-    if not samples:
-        return n_deletes
+    if samples:
+        await _sample_changes(conn, p, counts, n_deletes > 0)
+    return n_deletes
+
+
+async def _sample_changes(conn: Any, p: Plan, counts: Counts, deletes: bool) -> None:
+    """Up to SAMPLE keys of each kind of change, for a dry run's report."""
+    t = p.target.sql
     joined = f"FROM {t} t JOIN {STAGING} s ON {p.key_join()}"
     counts.samples["insert"] = await _sample(
         conn, f"SELECT {p.key_text('s')} FROM {STAGING} s WHERE {_new_rows(p)}"
     )
     counts.samples["update"] = await _sample(
         conn,
-        f"SELECT {p.key_text('s')} {joined} WHERE {_distinct(p)}"
+        f"SELECT {p.key_text('s')} {joined} WHERE {p.owned('t')} AND {_distinct(p)}"
         if (p.values or p.soft_column)
         else "",
     )
     counts.samples["delete"] = await _sample(
-        conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if n_deletes else ""
+        conn, f"SELECT {p.target_key_text('t')} FROM {t} t WHERE {_missing(p)}" if deletes else ""
     )
-    return n_deletes
 
 
 async def _sample(conn: Any, sql: str) -> list[str]:
