@@ -476,12 +476,10 @@ async def _compare_fingerprints(
     if reason is not None:
         rep.log("compare", job=job.name, method="full", reason=reason)
         return None
-    fp = fingerprint.Fingerprints(
-        dialect, fingerprint.bucket_count(estimate), plan, described.columns
-    )
     t0 = time.monotonic()
     try:
         async with conn.transaction():  # a savepoint: a fallback leaves no temporary table
+            fp = await fingerprint.layout(conn, dialect, plan, described.columns, estimate)
             summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
                                   job.fetch_size, None, limits)  # fmt: skip
             try:
@@ -489,7 +487,7 @@ async def _compare_fingerprints(
                 cmp = await fingerprint.compare(conn, fp, summary)
             finally:
                 await summary.close()
-            rep.log("compared", job=job.name, method="fingerprints", buckets=fp.buckets,
+            rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,
                     differing=cmp.differing, rows=cmp.source_rows,
                     rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
                     seconds=round(time.monotonic() - t0, 3))  # fmt: skip

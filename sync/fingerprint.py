@@ -64,6 +64,7 @@ HASHABLE = frozenset(
 # Length-limited types: hashed as their unlimited type, so a value too long for the target is
 # never cut to equal what the target holds (the staging check must see it).
 UNLIMITED = {1043: "character varying", 1042: "bpchar"}
+_INTEGERS = frozenset({20, 21, 23})
 # Key types whose text form PostgreSQL and Redshift write alike (integers, text).
 TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
 # Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
@@ -75,12 +76,23 @@ _SEPARATOR_FREE = frozenset({16, 20, 21, 23, 700, 701, 1700, 1082, 1083, 1114, 1
 
 @dataclass(frozen=True)
 class Fingerprints:
-    """What one run compares: the dialect and the number of buckets (a power of two)."""
+    """What one run compares: the dialect and how keys fall into buckets: by a hash of the key
+    into `buckets` (a power of two), or, for one integer key column (`shift` set), by key
+    range: `key >> shift`, so rows stored in key order summarise into consecutive buckets,
+    which PostgreSQL aggregates at almost the cost of reading them."""
 
     dialect: Dialect
     buckets: int
     plan: Plan
     columns: Sequence[SourceColumn]  # the source's columns, in plan.pairs order
+    shift: int | None = None
+
+    @property
+    def description(self) -> str:
+        """For the log: `key>>6` or `hash/65536`."""
+        if self.shift is not None:
+            return f"{self.plan.keys[0].source}>>{self.shift}"
+        return f"hash/{self.buckets}"
 
     # ------------------------------------------------------------------ per dialect
 
@@ -140,6 +152,8 @@ class Fingerprints:
     def source_bucket(self, alias: str = SRC) -> str:
         """SQL (in the source's dialect) for a source row's bucket."""
         mask = self.buckets - 1
+        if self.shift is not None:
+            return f"(CAST({alias}.{ident(self.plan.keys[0].source)} AS bigint) >> {self.shift})"
         if self.dialect == "postgres":
             vals = ", ".join(self._source_value(p, c, alias) for p, c in self._pairs(True))
             return f"(hash_record_extended(ROW({vals}), 1) & {mask})"
@@ -158,6 +172,10 @@ class Fingerprints:
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
     def target_bucket(self, alias: str = "t") -> str:
+        if self.shift is not None:
+            return (
+                f"(CAST({alias}.{ident(self.plan.keys[0].target.name)} AS bigint) >> {self.shift})"
+            )
         if self.dialect == "postgres":
             vals = ", ".join(self._target_value(p, alias) for p in self.plan.keys)
             return f"(hash_record_extended(ROW({vals}), 1) & {self.buckets - 1})"
@@ -247,6 +265,32 @@ def _hex(expr: str, start: int, length: int) -> str:
     """PostgreSQL: the unsigned integer of `length` hex digits of `expr` from `start`
     (Redshift's STRTOL(SUBSTRING(expr, start, length), 16))."""
     return f"('x' || lpad(substring({expr}, {start}, {length}), 16, '0'))::bit(64)::bigint"
+
+
+async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[SourceColumn],
+                 target_rows: float) -> Fingerprints:  # fmt: skip
+    """How this run buckets keys: by key range for one integer key column (PostgreSQL source),
+    ROWS_PER_BUCKET / 2 rows per range on average judged from the target's key span; else by
+    a hash of the key."""
+    by_name = {c.name: c for c in columns}
+    keys = plan.keys
+    if (
+        dialect == "postgres"
+        and len(keys) == 1
+        and keys[0].target.type_oid in _INTEGERS
+        and by_name[keys[0].source].type_oid in _INTEGERS
+        and not by_name[keys[0].source].cast_to_text
+    ):
+        col = ident(keys[0].target.name)
+        span = await conn.fetchrow(
+            f"SELECT min({col}) AS lo, max({col}) AS hi FROM {plan.target.sql}"
+        )
+        if span["lo"] is not None:
+            keys_per_row = (span["hi"] - span["lo"] + 1) / max(target_rows, 1.0)
+            width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2)
+            shift = min(62, math.floor(math.log2(width)))
+            return Fingerprints(dialect, bucket_count(target_rows), plan, columns, shift)
+    return Fingerprints(dialect, bucket_count(target_rows), plan, columns)
 
 
 def bucket_count(target_rows: float) -> int:
