@@ -170,33 +170,7 @@ class VersionTracker:
         return self.install and await self._install_triggers(conn, row)
 
     async def _install_triggers(self, conn: asyncpg.Connection, row: asyncpg.Record) -> bool:
-        rel = qualified(row["schema"], row["table"])
-        try:
-            async with conn.transaction():
-                await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
-                existing = set(
-                    await conn.fetchval(
-                        "select array(select tgname::text from pg_trigger where tgrelid = $1)",
-                        row["oid"],
-                    )
-                )
-                for name, spec in _TRIGGERS.items():
-                    if name not in existing:
-                        await conn.execute(
-                            f"CREATE TRIGGER {name} {spec.format(rel=rel)} "
-                            "FOR EACH STATEMENT EXECUTE FUNCTION r2sf.bump_data_version()"
-                        )
-        except (
-            asyncpg.InsufficientPrivilegeError,
-            asyncpg.FeatureNotSupportedError,
-            asyncpg.WrongObjectTypeError,
-        ) as exc:
-            log.warning(
-                "%s: cannot install change triggers (%s); served uncached", rel, type(exc).__name__
-            )
-            return False
-        log.info("%s: change triggers installed", rel)
-        return True
+        return await install_triggers(conn, row["schema"], row["table"], row["oid"])
 
     async def _listen(self, conn: asyncpg.Connection) -> None:
         await conn.add_listener(CHANNEL, self._notified)
@@ -255,3 +229,44 @@ class VersionTracker:
             self._reconnect.cancel()
         if self._conn is not None:
             await self._conn.close()
+
+
+async def install_triggers(conn: asyncpg.Connection, schema: str, table: str, oid: int) -> bool:
+    """Install the data-version triggers a table lacks (the sync calls this for its targets
+    too); False when r2sf may not (not the table's owner)."""
+    rel = qualified(schema, table)
+    try:
+        async with conn.transaction():
+            await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
+            existing = set(
+                await conn.fetchval(
+                    "select array(select tgname::text from pg_trigger where tgrelid = $1)", oid
+                )
+            )
+            for name, spec in _TRIGGERS.items():
+                if name not in existing:
+                    await conn.execute(
+                        f"CREATE TRIGGER {name} {spec.format(rel=rel)} "
+                        "FOR EACH STATEMENT EXECUTE FUNCTION r2sf.bump_data_version()"
+                    )
+    except (
+        asyncpg.InsufficientPrivilegeError,
+        asyncpg.FeatureNotSupportedError,
+        asyncpg.WrongObjectTypeError,
+    ) as exc:
+        log.warning(
+            "%s: cannot install change triggers (%s); served uncached", rel, type(exc).__name__
+        )
+        return False
+    log.info("%s: change triggers installed", rel)
+    return True
+
+
+async def triggers_installed(conn: asyncpg.Connection, oid: int) -> bool:
+    """Whether every data-version trigger is on the table and enabled."""
+    names = await conn.fetchval(
+        "select array(select tgname::text from pg_trigger where tgrelid = $1"
+        " and tgname like 'r2sf\\_dv\\_%' and tgenabled <> 'D')",
+        oid,
+    )
+    return set(names) >= set(_TRIGGERS)

@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 from croniter import croniter
 
+from odata import versions as odata_versions
 from odata.ident import ident
 from sync import alerts, fingerprint, heroku_connect, load, schema, state
 from sync.config import Job
@@ -65,6 +66,7 @@ class RunResult:
     # buckets (`staged` rows), "full" when every row was read.
     compared: str = "full"
     staged: int = 0
+    target_summary: str = ""  # fingerprints: "kept" (from the last run) or "computed"
 
     @property
     def written(self) -> int:
@@ -429,6 +431,7 @@ async def _run_in_transaction(
         counts.read = compared.source_rows
         counts.target_rows = compared.target_rows
         counts.restricted_target_rows = compared.changed_target_rows
+        counts.staged_rows = compared.staged
         plan.restrict = compared.fp.restrict("t")
         nbytes = compared.source_bytes
     else:
@@ -437,9 +440,17 @@ async def _run_in_transaction(
     staged = {"staged": compared.staged} if compared is not None else {}
     rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
             bytes=nbytes, **staged)  # fmt: skip
-    result = await _merge(conn, job, plan, counts, opts, deletes, started, loaded, read_all)
+    if loaded and created and job.compare != "full" and job.heroku_connect is None:
+        # No one else can have written to a table this transaction created: from here on the
+        # data-version triggers see every write, so reruns may keep fingerprint summaries.
+        oid = await conn.fetchval("SELECT $1::regclass::oid", plan.target.sql)
+        await odata_versions.install_triggers(conn, target.schema, target.table, oid)
+    result = await _merge(
+        conn, job, plan, counts, opts, deletes, started, loaded, read_all, compared
+    )
     if compared is not None:
         result.compared, result.staged = "fingerprints", compared.staged
+        result.target_summary = "kept" if compared.kept else "computed"
     # A dry run rolls back too: it may have created the target to plan against it.
     await (tx.rollback() if dry_run else tx.commit())
     if job.heroku_connect is not None:
@@ -480,14 +491,21 @@ async def _compare_fingerprints(
     try:
         async with conn.transaction():  # a savepoint: a fallback leaves no temporary table
             fp = await fingerprint.layout(conn, dialect, plan, described.columns, estimate)
+            relid: int = await conn.fetchval("SELECT $1::regclass::oid", plan.target.sql)
+            version = await fingerprint.target_version(conn, relid)
+            kept = fingerprint.may_keep(job, plan) and await fingerprint.use_kept(
+                conn, job.name, fp, relid, version
+            )
             summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
                                   job.fetch_size, None, limits)  # fmt: skip
             try:
                 await summary.open()
-                cmp = await fingerprint.compare(conn, fp, summary)
+                cmp = await fingerprint.compare(conn, fp, summary, kept)
+                cmp.kept, cmp.relid, cmp.version = kept, relid, version
             finally:
                 await summary.close()
             rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,
+                    target_summary="kept" if kept else "computed",
                     differing=cmp.differing, rows=cmp.source_rows,
                     rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
                     seconds=round(time.monotonic() - t0, 3))  # fmt: skip
@@ -547,6 +565,7 @@ async def _merge(
     started: datetime,
     loaded: bool,
     read_all: bool = False,
+    compared: fingerprint.Comparison | None = None,
 ) -> RunResult:
     """Check, count and write the staged rows (or account for rows loaded directly)."""
     full_refresh, dry_run = opts.full_refresh, opts.dry_run
@@ -576,7 +595,17 @@ async def _merge(
         result.samples = counts.samples
         return result
     if not loaded:
+        keeping = (
+            compared is not None
+            and fingerprint.may_keep(job, plan)
+            and await fingerprint.hold_version(
+                conn, compared, plan.target.schema, plan.target.table
+            )
+        )
         await load.merge(conn, plan, deletes, n_deletes, counts)
+        if keeping:
+            assert compared is not None
+            await fingerprint.keep(conn, job.name, compared)
     _fill(result, counts)
     if job.incremental is not None:
         pair = next(p for p in plan.pairs if p.source == job.incremental.column)

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from odata import versions
 from odata.ident import ident
 from sync.config import Job
 from sync.load import Pair, Plan
@@ -210,6 +212,12 @@ class Fingerprints:
         if self.dialect == "postgres":
             vals = ", ".join(self._target_value(pr, "t") for pr in p.pairs)
             h = f"hash_record_extended(ROW({vals}), 0)"
+            if not p.soft_column:  # every row is live: no filters to evaluate per row
+                return (
+                    f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
+                    f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
+                    f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+                )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
                 f" {_pg_sums('live')},"
@@ -288,7 +296,7 @@ async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[Sour
         if span["lo"] is not None:
             keys_per_row = (span["hi"] - span["lo"] + 1) / max(target_rows, 1.0)
             width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2)
-            shift = min(62, math.floor(math.log2(width)))
+            shift = min(62, round(math.log2(width)))
             return Fingerprints(dialect, bucket_count(target_rows), plan, columns, shift)
     return Fingerprints(dialect, bucket_count(target_rows), plan, columns)
 
@@ -343,6 +351,122 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
     return None
 
 
+# ---------------------------------------------------------------- kept summaries
+#
+# After a run that compared fingerprints and wrote every difference (hard deletes, no skipped
+# row), the target summarises to exactly the source's summary, so the run keeps that in
+# r2sf.fp_summaries and the next run need not summarise the target again, provided nothing
+# else wrote to it since: the data-version triggers (odata/versions.py) bump the table's version
+# on every write, by anyone, in the writer's transaction. A kept summary is used only when that
+# version, the table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and
+# the triggers are as the keeping run left them, and for at most KEPT_FOR after the target was
+# last summarised from its rows.
+
+KEPT_FOR = "1 day"
+
+
+def may_keep(job: Job, plan: Plan) -> bool:
+    """Whether a run of this job leaves the target summarising to the source's summary."""
+    return job.deletes == "hard" and not plan.has_skipped and plan.external_id is None
+
+
+def layout_key(fp: Fingerprints) -> str:
+    """What a kept summary must have been computed with to be reused."""
+    text = f"{fp.dialect} {fp.description} {fp.target_summary_sql()}"
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+async def target_version(conn: Any, relid: int) -> int:
+    version: int = await conn.fetchval(
+        "SELECT coalesce((SELECT version FROM r2sf.data_versions WHERE relid = $1), 0)", relid
+    )
+    return version
+
+
+async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: int) -> bool:
+    """Make TARGET_FP from the summary the last run kept, when it still describes the target."""
+    row = await conn.fetchrow(
+        "SELECT relid, filenode, layout, data_version,"
+        f" verified_at > now() - interval '{KEPT_FOR}' AS recent,"
+        " pg_relation_filenode($2::oid) AS current_filenode"
+        " FROM r2sf.fp_state WHERE job = $1",
+        job,
+        relid,
+    )
+    if row is None:
+        return False
+    if (
+        not row["recent"]
+        or row["relid"] != relid
+        or row["filenode"] != row["current_filenode"]
+        or row["data_version"] != version
+        or row["layout"] != layout_key(fp)
+        or not await versions.triggers_installed(conn, relid)
+    ):
+        # Once found wanting, never used again (a trigger re-enabled later must not revive
+        # a summary from before writes it did not see).
+        await conn.execute("DELETE FROM r2sf.fp_state WHERE job = $1", job)
+        return False
+    await conn.execute(
+        f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS"
+        " SELECT b, n, s1, s2, n AS n_all FROM r2sf.fp_summaries WHERE job = $1",
+        job,
+    )
+    return True
+
+
+async def hold_version(conn: Any, cmp: Comparison, schema: str, table: str) -> bool:
+    """Before the merge writes: lock the target's data-version row until the run commits (other
+    writers' triggers wait for it) and say whether the run may keep its summary: True when no
+    one else wrote to the target since the run read its version. Installs the triggers a
+    target lacks (that run keeps nothing: writes before them went unseen)."""
+    if not await versions.triggers_installed(conn, cmp.relid):
+        await versions.install_triggers(conn, schema, table, cmp.relid)
+        return False
+    await conn.execute(
+        "INSERT INTO r2sf.data_versions (relid, version) VALUES ($1, 0) ON CONFLICT DO NOTHING",
+        cmp.relid,
+    )
+    now = await conn.fetchval(
+        "SELECT version FROM r2sf.data_versions WHERE relid = $1 FOR UPDATE", cmp.relid
+    )
+    return bool(now == cmp.version)
+
+
+async def keep(conn: Any, job: str, cmp: Comparison) -> None:
+    """After the merge, in the run's transaction: keep the source's summary as the target's."""
+    fp = cmp.fp
+    # The merge may have turned join methods off for its own statements (load.py).
+    await conn.execute("SET LOCAL enable_hashjoin = on")
+    await conn.execute("SET LOCAL enable_mergejoin = on")
+    await conn.execute(
+        "INSERT INTO r2sf.fp_state AS k (job, relid, filenode, layout, data_version, verified_at)"
+        " SELECT $1, $2, pg_relation_filenode($2::oid), $3,"
+        " coalesce((SELECT version FROM r2sf.data_versions WHERE relid = $2), 0), now()"
+        " ON CONFLICT (job) DO UPDATE SET relid = excluded.relid, filenode = excluded.filenode,"
+        " layout = excluded.layout, data_version = excluded.data_version,"
+        " verified_at = CASE WHEN $4 THEN k.verified_at ELSE excluded.verified_at END",
+        job,
+        cmp.relid,
+        layout_key(fp),
+        cmp.kept,
+    )
+    if cmp.kept:  # only the buckets that differed changed
+        await conn.execute(
+            f"DELETE FROM r2sf.fp_summaries k USING {CHANGED} c WHERE k.job = $1 AND k.b = c.b",
+            job,
+        )
+        rows = f"{CHANGED} c JOIN {SOURCE_FP} s ON s.b = c.b"
+    else:
+        await conn.execute("DELETE FROM r2sf.fp_summaries WHERE job = $1", job)
+        rows = f"{SOURCE_FP} s"
+    await conn.execute(
+        "INSERT INTO r2sf.fp_summaries (job, b, n, s1, s2)"
+        f" SELECT $1, s.b, s.n, coalesce(s.s1, 0), coalesce(s.s2, 0) FROM {rows}",
+        job,
+    )
+
+
 class Unusable(Exception):
     """The comparison cannot be trusted or completed this run: compare every row instead."""
 
@@ -360,6 +484,9 @@ class Comparison:
     source_bytes: int  # bytes read from the source: the summaries, then the rows staged
     staged: int = 0  # source rows staged (those of the differing buckets)
     differing: int = 0  # how many buckets differ
+    kept: bool = False  # the target's summary was the one kept by the last run
+    relid: int = 0  # the target table
+    version: int = 0  # its data version when the run started
 
     @property
     def share(self) -> float:
@@ -367,16 +494,17 @@ class Comparison:
         return self.changed_source_rows / self.source_rows if self.source_rows else 1.0
 
 
-async def compare(conn: Any, fp: Fingerprints, source: Source) -> Comparison:
+async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = False) -> Comparison:
     """Summarise both sides (the source's query runs while the target summarises) and find
     the buckets that differ; `source` is the opened summary query. Raises `Unusable` for an
     SQL error on either side (nothing has been written; the caller's savepoint undoes the
     temporary tables)."""
     ahead = _Prefetch(source.batches())
     try:
-        await conn.execute(
-            f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS {fp.target_summary_sql()}"
-        )
+        if not kept:  # else `use_kept` made TARGET_FP from the summary kept by the last run
+            await conn.execute(
+                f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS {fp.target_summary_sql()}"
+            )
         await conn.execute(
             f"CREATE TEMP TABLE {SOURCE_FP} (b bigint, n bigint, s1 numeric, s2 numeric)"
             " ON COMMIT DROP"
@@ -384,6 +512,7 @@ async def compare(conn: Any, fp: Fingerprints, source: Source) -> Comparison:
         await conn.copy_to_table(SOURCE_FP, source=ahead, format=source.format)
     finally:
         await ahead.close()
+    await conn.execute(f"ANALYZE {SOURCE_FP}")
     await conn.execute(
         f"CREATE TEMP TABLE {CHANGED} ON COMMIT DROP AS"
         " SELECT coalesce(s.b, t.b) AS b, coalesce(s.n, 0) AS n_source,"

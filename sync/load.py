@@ -25,6 +25,7 @@ STAGING = "r2sf_staging"
 SKIPPED = "r2sf_skipped"
 SAMPLE = 5
 ORDERED = 0.9  # a key's correlation with the target's physical order above which it is ordered
+NESTED_SHARE = 10  # staged rows below 1/10 of the source's: joined by key lookups
 
 # Types without an equality operator: compared as text.
 _NO_EQUALITY = frozenset({114, 142, 600, 601, 602, 603, 604, 628, 718})
@@ -183,8 +184,10 @@ class Counts:
     not_owned: int = 0  # warehouse rows whose external ID belongs to a row the job does not own
     source_rows: int = 0
     target_rows: int = 0
-    # Target rows in the buckets a fingerprint comparison staged (`Plan.restrict`).
+    # Target rows in the buckets a fingerprint comparison staged (`Plan.restrict`), and the
+    # source rows it staged.
     restricted_target_rows: int = 0
+    staged_rows: int = 0
     samples: dict[str, list[str]] = field(default_factory=dict)
     skipped_reasons: list[str] = field(default_factory=list)
 
@@ -693,6 +696,11 @@ async def _count_restricted(
     staged row. `counts.target_rows` is already set (from the target's summary).
     """
     t = p.target.sql
+    if counts.read and counts.staged_rows * NESTED_SHARE < counts.read:
+        # Few staged rows: look each up in the target's key index (here and in the merge's
+        # statements) rather than hash or walk the whole target.
+        await conn.execute("SET LOCAL enable_hashjoin = off")
+        await conn.execute("SET LOCAL enable_mergejoin = off")
     changed = _distinct(p) if (p.values or p.soft_column) else "false"
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE t.ctid IS NULL) AS inserts,"

@@ -152,6 +152,25 @@ MIGRATIONS: list[str] = [
         detail jsonb NOT NULL DEFAULT '{}'
     );
     """,
+    # 6: fingerprint summaries a job keeps of its target between runs (sync/fingerprint.py)
+    """
+    CREATE TABLE r2sf.fp_state (
+        job text PRIMARY KEY,
+        relid oid NOT NULL,
+        filenode oid NOT NULL,
+        layout text NOT NULL,
+        data_version bigint NOT NULL,
+        verified_at timestamptz NOT NULL
+    );
+    CREATE TABLE r2sf.fp_summaries (
+        job text NOT NULL REFERENCES r2sf.fp_state ON DELETE CASCADE,
+        b bigint NOT NULL,
+        n bigint NOT NULL,
+        s1 numeric NOT NULL,
+        s2 numeric NOT NULL,
+        PRIMARY KEY (job, b)
+    );
+    """,
 ]
 
 
