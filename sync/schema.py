@@ -152,9 +152,11 @@ MIGRATIONS: list[str] = [
         detail jsonb NOT NULL DEFAULT '{}'
     );
     """,
-    # 6: fingerprint summaries a job keeps of its target between runs (sync/fingerprint.py)
+    # 6: fingerprint summaries a job keeps of its target between runs (sync/fingerprint.py).
+    # UNLOGGED: no WAL for what is only a shortcut; a crash empties them and the next run
+    # summarises the target again.
     """
-    CREATE TABLE r2sf.fp_state (
+    CREATE UNLOGGED TABLE r2sf.fp_state (
         job text PRIMARY KEY,
         relid oid NOT NULL,
         filenode oid NOT NULL,
@@ -162,7 +164,7 @@ MIGRATIONS: list[str] = [
         data_version bigint NOT NULL,
         verified_at timestamptz NOT NULL
     );
-    CREATE TABLE r2sf.fp_summaries (
+    CREATE UNLOGGED TABLE r2sf.fp_summaries (
         job text NOT NULL REFERENCES r2sf.fp_state ON DELETE CASCADE,
         b bigint NOT NULL,
         n bigint NOT NULL,
