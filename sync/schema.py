@@ -154,9 +154,9 @@ MIGRATIONS: list[str] = [
     """,
     # 6: fingerprint summaries a job keeps of its target between runs (sync/fingerprint.py).
     # UNLOGGED: no WAL for what is only a shortcut; a crash empties them and the next run
-    # summarises the target again.
+    # summarises the target again. Idempotent like 3 to 5.
     """
-    CREATE UNLOGGED TABLE r2sf.fp_state (
+    CREATE UNLOGGED TABLE IF NOT EXISTS r2sf.fp_state (
         job text PRIMARY KEY,
         relid oid NOT NULL,
         filenode oid NOT NULL,
@@ -164,7 +164,7 @@ MIGRATIONS: list[str] = [
         data_version bigint NOT NULL,
         verified_at timestamptz NOT NULL
     );
-    CREATE UNLOGGED TABLE r2sf.fp_summaries (
+    CREATE UNLOGGED TABLE IF NOT EXISTS r2sf.fp_summaries (
         job text NOT NULL REFERENCES r2sf.fp_state ON DELETE CASCADE,
         b bigint NOT NULL,
         n bigint NOT NULL,
