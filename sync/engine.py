@@ -496,38 +496,34 @@ async def _compare_fingerprints(
             kept = fingerprint.may_keep(job, plan) and await fingerprint.use_kept(
                 conn, job.name, fp, relid, version
             )
+            # A PostgreSQL source reads the summary and the differing rows in one snapshot, so
+            # the summary the run keeps is exactly what it wrote.
+            shared = dialect == "postgres"
             summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
-                                  job.fetch_size, None, limits)  # fmt: skip
-            try:
+                                  job.fetch_size, None, limits, export=shared)  # fmt: skip
+            async with contextlib.AsyncExitStack() as open_sources:
+                open_sources.push_async_callback(summary.close)
                 await summary.open()
                 cmp = await fingerprint.compare(conn, fp, summary, kept)
                 cmp.kept, cmp.relid, cmp.version = kept, relid, version
-            finally:
-                await summary.close()
-            rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,
-                    target_summary="kept" if kept else "computed",
-                    differing=cmp.differing, rows=cmp.source_rows,
-                    rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
-                    seconds=round(time.monotonic() - t0, 3))  # fmt: skip
-            if cmp.share > fingerprint.MAX_SHARE:
-                raise fingerprint.Unusable(
-                    f"{cmp.share:.0%} of the rows lie in differing buckets; reading them all"
+                cmp.consistent = shared
+                rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,
+                        target_summary="kept" if kept else "computed",
+                        differing=cmp.differing, rows=cmp.source_rows,
+                        rows_to_read=cmp.changed_source_rows, bytes=cmp.source_bytes,
+                        seconds=round(time.monotonic() - t0, 3))  # fmt: skip
+                return await _stage_differing(
+                    conn,
+                    job,
+                    plan,
+                    types,
+                    cmp,
+                    summary,
+                    source_url,
+                    limits,
+                    progress,
+                    open_sources,
                 )
-            keys = [p.source for p in plan.keys]
-            if not cmp.differing:
-                await load.create_staging(conn, described.columns, types)
-                return cmp
-            extract = open_source(source_url, fp.filtered_sql(job.source_sql, cmp.changed), None,
-                                  job.fetch_size, job.table, limits)  # fmt: skip
-            try:
-                await extract.open()
-                staged = await load.stage(conn, extract, types, keys, progress)
-            finally:
-                await extract.close()
-            cmp.source_bytes += extract.nbytes
-            cmp.staged = staged
-            await fingerprint.verify_staged(conn, cmp, load.STAGING)
-            return cmp
     except fingerprint.Unusable as exc:
         why = str(exc)
     except (asyncpg.PostgresError, ExtractError) as exc:
@@ -536,6 +532,41 @@ async def _compare_fingerprints(
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     rep.log("compare", job=job.name, method="full", reason=why)
     return None
+
+
+async def _stage_differing(
+    conn: Any,
+    job: Job,
+    plan: load.Plan,
+    types: dict[str, str],
+    cmp: fingerprint.Comparison,
+    summary: Source,
+    source_url: str,
+    limits: Limits,
+    progress: load.Progress,
+    open_sources: contextlib.AsyncExitStack,
+) -> fingerprint.Comparison:
+    """Stage the source rows of the buckets `cmp` found different, in the summary's snapshot
+    when it shared one (raises Unusable when reading every row would cost less)."""
+    if cmp.share > fingerprint.MAX_SHARE:
+        raise fingerprint.Unusable(
+            f"{cmp.share:.0%} of the rows lie in differing buckets; reading them all"
+        )
+    if not cmp.differing:
+        await load.create_staging(conn, cmp.fp.columns, types)
+        return cmp
+    sql = cmp.fp.filtered_sql(job.source_sql, cmp.changed)
+    snapshot = getattr(summary, "snapshot", None)
+    extract = open_source(
+        source_url, sql, None, job.fetch_size, job.table, limits, snapshot=snapshot
+    )
+    open_sources.push_async_callback(extract.close)
+    await extract.open()
+    await summary.close()  # the snapshot is taken: its exporter may end
+    cmp.staged = await load.stage(conn, extract, types, [p.source for p in plan.keys], progress)
+    cmp.source_bytes += extract.nbytes
+    await fingerprint.verify_staged(conn, cmp, load.STAGING)
+    return cmp
 
 
 async def _target(
@@ -597,7 +628,7 @@ async def _merge(
     if not loaded:
         keeping = (
             compared is not None
-            and fingerprint.may_keep(job, plan)
+            and fingerprint.may_keep(job, plan, compared)
             and await fingerprint.hold_version(
                 conn, compared, plan.target.schema, plan.target.table
             )

@@ -365,8 +365,12 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 KEPT_FOR = "1 day"
 
 
-def may_keep(job: Job, plan: Plan) -> bool:
-    """Whether a run of this job leaves the target summarising to the source's summary."""
+def may_keep(job: Job, plan: Plan, cmp: Comparison | None = None) -> bool:
+    """Whether a run of this job leaves the target summarising to the source's summary: it
+    writes every difference (hard deletes, no skipped row) and, once `cmp` is known, read the
+    summary and the rows it staged in one snapshot of the source."""
+    if cmp is not None and not cmp.consistent:
+        return False
     return job.deletes == "hard" and not plan.has_skipped and plan.external_id is None
 
 
@@ -485,6 +489,7 @@ class Comparison:
     staged: int = 0  # source rows staged (those of the differing buckets)
     differing: int = 0  # how many buckets differ
     kept: bool = False  # the target's summary was the one kept by the last run
+    consistent: bool = False  # the summary and the staged rows were read in one snapshot
     relid: int = 0  # the target table
     version: int = 0  # its data version when the run started
 

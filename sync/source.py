@@ -167,18 +167,24 @@ def open_source(
     table: str | None = None,
     limits: Limits | None = None,
     describe_only: bool = False,
+    *,
+    export: bool = False,
+    snapshot: str | None = None,
 ) -> Source:
     """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs.
 
     `describe_only`: a Redshift source only describes the columns (no cursor runs the query);
-    a PostgreSQL source never runs it before `batches()` anyway."""
+    a PostgreSQL source never runs it before `batches()` anyway. `export` / `snapshot`: share
+    one snapshot between PostgreSQL extractions (see PostgresSource)."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
         return RedshiftSource(
             url, sql, watermark, fetch_size, table, limits or Limits(), describe_only
         )
-    return PostgresSource(url, sql, watermark, table, limits or Limits())
+    return PostgresSource(
+        url, sql, watermark, table, limits or Limits(), export=export, snapshot=snapshot
+    )
 
 
 def _check_unique(names: Sequence[str]) -> None:
@@ -201,6 +207,9 @@ class PostgresSource(Source):
         watermark: Window | None,
         table: str | None = None,
         limits: Limits | None = None,
+        *,
+        export: bool = False,
+        snapshot: str | None = None,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
@@ -211,12 +220,24 @@ class PostgresSource(Source):
         self.task: asyncio.Task[None] | None = None
         self.rows = 0
         self.nbytes = 0
+        # Snapshots shared between extractions (pg_export_snapshot): `export` reads in a
+        # REPEATABLE READ transaction whose snapshot `self.snapshot` names, for other
+        # extractions to read with (`snapshot=`) while this one is open.
+        self.export = export
+        self.snapshot = snapshot
 
     async def open(self) -> None:
         settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
         self.conn = await asyncpg.connect(
             self.url, server_settings=settings, timeout=warehouse.CONNECT_TIMEOUT
         )
+        if self.export or self.snapshot is not None:
+            await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            if self.snapshot is not None:
+                # The snapshot id comes from pg_export_snapshot(), never from a user.
+                await self.conn.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
+            else:
+                self.snapshot = await self.conn.fetchval("SELECT pg_export_snapshot()")
         stmt = await self.conn.prepare(
             extraction_sql(self.sql, None, self.watermark, "$1::text", "$2::text"),
         )
@@ -245,9 +266,14 @@ class PostgresSource(Source):
             name = f"{ident(schema)}.{ident(table)}"
             rows = await self.conn.fetch(sql, name)
             return {r["attname"]: (r["atttypmod"], r["attnotnull"]) for r in rows}
-        tx = self.conn.transaction()
-        await tx.start()
-        try:  # rolled back: the probe leaves nothing behind
+        # Rolled back: the probe leaves nothing behind (a savepoint inside a shared snapshot's
+        # transaction, which asyncpg does not track).
+        shared = self.export or self.snapshot is not None
+        begin, undo = ("SAVEPOINT r2sf_probe", "ROLLBACK TO SAVEPOINT r2sf_probe")
+        if not shared:
+            begin, undo = "BEGIN", "ROLLBACK"
+        await self.conn.execute(begin)
+        try:
             await self.conn.execute(
                 f"CREATE TEMP VIEW r2sf_probe AS SELECT * FROM ({self.sql}) AS r2sf_src"
             )
@@ -256,7 +282,7 @@ class PostgresSource(Source):
         except asyncpg.PostgresError:
             return {}  # no TEMP privilege: plain types, checked and cast while merging
         finally:
-            await tx.rollback()
+            await self.conn.execute(undo)
 
     async def batches(self) -> AsyncIterator[bytes]:
         assert self.conn is not None

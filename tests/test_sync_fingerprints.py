@@ -121,6 +121,10 @@ def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
     assert changed(before, pair.versions(target)) == {10, 20, 30, 40, 50, 70001, 70002, 99001}
     digest = "SELECT count(*), sum(hashtext(t::text)) FROM (SELECT * FROM {} ORDER BY id) t"
     assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
+    # Kept for the next run only when the summary and the rows were read in one snapshot
+    # (PostgreSQL's exported snapshots; a Redshift cursor has none to share).
+    kept = "computed" if is_redshift(source_url) else "kept"
+    assert pair.sync(job, source_url=source_url).target_summary == kept
 
 
 def test_soft_deletes_flag_and_unflag_inside_differing_buckets(pair: Pair, source_url: str) -> None:
