@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -373,7 +372,7 @@ async def _run_in_transaction(
     def progress(rows: int, nbytes: int) -> None:
         rep.progress(job.name, rows, nbytes)
 
-    def new_source(describe_only: bool = False, export: bool = False) -> Source:
+    def new_source(describe_only: bool = False) -> Source:
         return open_source(
             source_url,
             job.source_sql,
@@ -382,7 +381,6 @@ async def _run_in_transaction(
             job.table,
             limits,
             describe_only=describe_only,
-            export=export,
         )
 
     # A rerun of a full job with a big enough target first compares fingerprints: the source
@@ -392,21 +390,8 @@ async def _run_in_transaction(
         if watermark is not None
         else await fingerprint.candidate(conn, job, full_refresh, is_redshift(source_url))
     )
-    # A first load from PostgreSQL may summarise the source in the load's own snapshot while
-    # it loads, so that the first rerun need not summarise the target (fingerprint.keep).
-    first_summary = (
-        estimate is None
-        and watermark is None
-        and not dry_run
-        and not is_redshift(source_url)
-        and job.compare != "full"
-        and job.incremental is None
-        and job.heroku_connect is None
-        and job.deletes == "hard"
-    )
-    source = new_source(describe_only=estimate is not None, export=first_summary)
+    source = new_source(describe_only=estimate is not None)
     compared: fingerprint.Comparison | None = None
-    summarising: asyncio.Task[tuple[fingerprint.Fingerprints, int, list[bytes]]] | None = None
     try:
         try:
             await source.open()
@@ -427,13 +412,6 @@ async def _run_in_transaction(
         if compared is not None:
             pass
         elif not dry_run and await load.can_load_directly(conn, plan, source, created):
-            snapshot = getattr(source, "snapshot", None)
-            if snapshot is not None and fingerprint.may_keep(job, plan):
-                summarising = asyncio.create_task(
-                    fingerprint.summarise_source(
-                        source_url, job.source_sql, plan, source.columns, snapshot, job.timeout
-                    )
-                )
             try:
                 async with conn.transaction():  # a savepoint
                     counts.read = await load.copy_into_target(conn, source, plan, progress)
@@ -447,15 +425,7 @@ async def _run_in_transaction(
         if not loaded and compared is None:
             keys = [p.source for p in plan.keys]
             counts.read = await load.stage(conn, source, types, keys, progress)
-        if summarising is not None and loaded:
-            # Awaited while the load's snapshot is still exported (the source is open).
-            await _keep_first_load(conn, job, plan, counts.read, summarising, rep)
-            summarising = None
     finally:
-        if summarising is not None:
-            summarising.cancel()
-            with contextlib.suppress(BaseException):
-                await summarising
         await source.close()
     if compared is not None:
         counts.read = compared.source_rows
@@ -470,6 +440,11 @@ async def _run_in_transaction(
     staged = {"staged": compared.staged} if compared is not None else {}
     rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
             bytes=nbytes, **staged)  # fmt: skip
+    if loaded and created and job.compare != "full" and job.heroku_connect is None:
+        # No one else can have written to a table this transaction created: from here on the
+        # data-version triggers see every write, so reruns may keep fingerprint summaries.
+        oid = await conn.fetchval("SELECT $1::regclass::oid", plan.target.sql)
+        await odata_versions.install_triggers(conn, target.schema, target.table, oid)
     result = await _merge(
         conn, job, plan, counts, opts, deletes, started, loaded, read_all, compared
     )
@@ -485,45 +460,6 @@ async def _run_in_transaction(
         if result.written:
             result.heroku_connect["push"] = heroku_connect.push_estimate(result.written)
     return result
-
-
-async def _keep_first_load(
-    conn: Any,
-    job: Job,
-    plan: load.Plan,
-    loaded: int,
-    summarising: asyncio.Task[tuple[fingerprint.Fingerprints, int, list[bytes]]],
-    rep: Reporter,
-) -> None:
-    """Keep the summary a first load read beside itself, with the data-version triggers
-    installed: no one else can have written to a target this transaction filled (it created
-    it, or holds it locked since it found it empty), so the first rerun may trust it. Any
-    failure only means the first rerun summarises the target."""
-    try:
-        fp, rows, chunks = await summarising
-        if rows != loaded:
-            raise fingerprint.Unusable(f"the summary counted {rows} rows, the load {loaded}")
-        async with conn.transaction():  # a savepoint
-            relid: int = await conn.fetchval("SELECT $1::regclass::oid", plan.target.sql)
-            schema, table = plan.target.schema, plan.target.table
-            if not await odata_versions.install_triggers(conn, schema, table, relid):
-                raise fingerprint.Unusable("the data-version triggers cannot be installed")
-            await conn.execute(
-                f"CREATE TEMP TABLE {fingerprint.SOURCE_FP}"
-                " (b bigint, n bigint, s1 numeric, s2 numeric) ON COMMIT DROP"
-            )
-
-            async def feed() -> AsyncIterator[bytes]:
-                for chunk in chunks:
-                    yield chunk
-
-            await conn.copy_to_table(fingerprint.SOURCE_FP, source=feed(), format="text")
-            cmp = fingerprint.Comparison(fp, rows, rows, [], 0, 0, 0, relid=relid)
-            await fingerprint.keep(conn, job.name, cmp)
-    except (fingerprint.Unusable, asyncpg.PostgresError, OSError) as exc:
-        if isinstance(exc, _FATAL):
-            raise
-        rep.log("warning", job=job.name, error=f"no fingerprint summary kept: {exc}")
 
 
 # Errors that end the run even during a fingerprint comparison (anything else there only

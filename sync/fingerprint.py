@@ -39,14 +39,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import asyncpg
-
 from odata import versions
 from odata.ident import ident
 from sync.config import Job
 from sync.load import Pair, Plan
-from sync.source import TEXT_SETTINGS, Source, SourceColumn
-from sync.warehouse import CONNECT_TIMEOUT
+from sync.source import Source, SourceColumn
 
 Dialect = Literal["postgres", "redshift"]
 
@@ -278,73 +275,30 @@ def _hex(expr: str, start: int, length: int) -> str:
     return f"('x' || lpad(substring({expr}, {start}, {length}), 16, '0'))::bit(64)::bigint"
 
 
-def by_range(dialect: Dialect, plan: Plan, columns: Sequence[SourceColumn]) -> bool:
-    """Whether keys fall in buckets by range: one integer key column, PostgreSQL source."""
-    if dialect != "postgres" or len(plan.keys) != 1:
-        return False
-    key = plan.keys[0]
-    col = next(c for c in columns if c.name == key.source)
-    return key.target.type_oid in _INTEGERS and col.type_oid in _INTEGERS and not col.cast_to_text
-
-
-def layout_for(
-    dialect: Dialect,
-    plan: Plan,
-    columns: Sequence[SourceColumn],
-    rows: float,
-    span: tuple[int, int] | None,
-) -> Fingerprints:
-    """How keys fall in buckets for a table of `rows` rows whose (integer) keys span `span`:
-    ranges of about ROWS_PER_BUCKET / 2 rows when `by_range`, else a hash of the key."""
-    buckets = bucket_count(rows)
-    if span is None or not by_range(dialect, plan, columns):
-        return Fingerprints(dialect, buckets, plan, columns)
-    keys_per_row = (span[1] - span[0] + 1) / max(rows, 1.0)
-    width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2)
-    return Fingerprints(dialect, buckets, plan, columns, min(62, round(math.log2(width))))
-
-
 async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[SourceColumn],
                  target_rows: float) -> Fingerprints:  # fmt: skip
-    """`layout_for` the target as it is (its key span from its key index)."""
-    span = None
-    if by_range(dialect, plan, columns):
-        col = ident(plan.keys[0].target.name)
-        row = await conn.fetchrow(
+    """How this run buckets keys: by key range for one integer key column (PostgreSQL source),
+    ROWS_PER_BUCKET / 2 rows per range on average judged from the target's key span; else by
+    a hash of the key."""
+    by_name = {c.name: c for c in columns}
+    keys = plan.keys
+    if (
+        dialect == "postgres"
+        and len(keys) == 1
+        and keys[0].target.type_oid in _INTEGERS
+        and by_name[keys[0].source].type_oid in _INTEGERS
+        and not by_name[keys[0].source].cast_to_text
+    ):
+        col = ident(keys[0].target.name)
+        span = await conn.fetchrow(
             f"SELECT min({col}) AS lo, max({col}) AS hi FROM {plan.target.sql}"
         )
-        if row["lo"] is not None:
-            span = (int(row["lo"]), int(row["hi"]))
-    return layout_for(dialect, plan, columns, target_rows, span)
-
-
-async def summarise_source(
-    url: str, job_sql: str, plan: Plan, columns: Sequence[SourceColumn], snapshot: str,
-    timeout: int,
-) -> tuple[Fingerprints, int, list[bytes]]:  # fmt: skip
-    """A first load's source summary, read in the load's own snapshot while it loads (the
-    layout from the rows' count and key span, as the next run will judge it from the target):
-    (layout, rows, the summary as COPY text)."""
-    settings = {**TEXT_SETTINGS, "statement_timeout": f"{timeout}s"}
-    conn = await asyncpg.connect(url, server_settings=settings, timeout=CONNECT_TIMEOUT)
-    try:
-        await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-        ranged = by_range("postgres", plan, columns)
-        key = f"CAST({SRC}.{ident(plan.keys[0].source)} AS bigint)"
-        span_sql = f"min({key}) AS lo, max({key}) AS hi" if ranged else "NULL AS lo, NULL AS hi"
-        row = await conn.fetchrow(f"SELECT count(*) AS n, {span_sql} FROM ({job_sql}) AS {SRC}")
-        span = (int(row["lo"]), int(row["hi"])) if row["lo"] is not None else None
-        fp = layout_for("postgres", plan, columns, float(row["n"]), span)
-        chunks: list[bytes] = []
-
-        async def keep_chunk(data: bytes) -> None:
-            chunks.append(bytes(data))
-
-        await conn.copy_from_query(fp.source_summary_sql(job_sql), output=keep_chunk)
-        return fp, int(row["n"]), chunks
-    finally:
-        await conn.close()
+        if span["lo"] is not None:
+            keys_per_row = (span["hi"] - span["lo"] + 1) / max(target_rows, 1.0)
+            width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2)
+            shift = min(62, round(math.log2(width)))
+            return Fingerprints(dialect, bucket_count(target_rows), plan, columns, shift)
+    return Fingerprints(dialect, bucket_count(target_rows), plan, columns)
 
 
 def bucket_count(target_rows: float) -> int:

@@ -235,10 +235,8 @@ def test_a_kept_target_summary_is_used_until_anything_else_writes_to_the_target(
         name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
         compare="fingerprints",
     )  # fmt: skip
-    # A first load into a table the run creates summarises the source beside the load, in
-    # its snapshot, and installs the triggers: the first rerun already trusts that summary.
-    pair.sync(job)
-    assert pair.sync(job).target_summary == "kept"
+    pair.sync(job)  # a first load, into a table the run creates: triggers installed with it
+    assert pair.sync(job).target_summary == "computed"
     x(pair.source, f"UPDATE {src} SET v = 'changed' WHERE id = 6")
     run = pair.sync(job)
     assert (run.target_summary, run.updated) == ("kept", 1)
