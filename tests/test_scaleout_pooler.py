@@ -178,6 +178,32 @@ def test_sync_migrate_and_status_through_the_pooler_leave_no_lock_behind(
     assert _locks(direct) == []
 
 
+def test_fingerprint_reruns_through_the_pooler_keep_and_reuse_their_summary(
+    bouncer: Bouncer, server_url: str, dbname: str, tmp_path: Path
+) -> None:
+    """Summaries, staging and the kept summary live in one transaction (temporary tables ON
+    COMMIT DROP, SET LOCAL), so a fingerprint rerun works on a pooled connection too."""
+    direct, pooled = _direct(server_url, dbname), bouncer.url(dbname)
+    (tmp_path / "r2sf.toml").write_text(
+        '[[sync.jobs]]\nname = "fp"\nquery = "select id, label from src"\n'
+        'target = "public.fp_copied"\nkey = ["id"]\ndeletes = "hard"\n'
+        'compare = "fingerprints"\n'
+    )
+    runs = []
+    change = "update src set label = label || '?' where id in (3, 1500)"
+    for sql in ("", change, change, ""):
+        if sql:
+            asyncio.run(_fetch(direct, sql))
+        run = _r2sf(pooled, direct, tmp_path, "sync")
+        assert run.returncode == 0, run.stderr
+        runs.append(run.stdout + run.stderr)
+    assert "compared=full" in runs[0]  # the first load
+    assert "target_summary=computed" in runs[1] and "updated=2 " in runs[1]
+    assert "target_summary=kept" in runs[2] and "updated=2 " in runs[2]
+    assert "target_summary=kept" in runs[3] and "updated=0 " in runs[3]
+    assert _locks(direct) == []
+
+
 def test_check_tells_which_url_is_the_pooler_and_that_prepared_statements_do_not_pass(
     bouncer: Bouncer, server_url: str, dbname: str, tmp_path: Path
 ) -> None:
