@@ -263,10 +263,11 @@ async def install_triggers(conn: asyncpg.Connection, schema: str, table: str, oi
 
 
 async def triggers_installed(conn: asyncpg.Connection, oid: int) -> bool:
-    """Whether every data-version trigger is on the table and enabled."""
+    """Whether every data-version trigger is on the table and fires for ordinary writes
+    (enabled, or enabled always; not disabled, nor enabled for replicas only)."""
     names = await conn.fetchval(
         "select array(select tgname::text from pg_trigger where tgrelid = $1"
-        " and tgname like 'r2sf\\_dv\\_%' and tgenabled <> 'D')",
+        " and tgname like 'r2sf\\_dv\\_%' and tgenabled in ('O', 'A'))",
         oid,
     )
     return set(names) >= set(_TRIGGERS)

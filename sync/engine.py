@@ -173,6 +173,8 @@ def transaction_settings(job: Job) -> dict[str, str]:
         # The staging joins and the duplicate-key check hash every staged key; with the default
         # 4 MB they spill to disk from about 100k rows on.
         "work_mem": WORK_MEM,
+        # Floats as text with every digit (fingerprints compare some values' text).
+        "extra_float_digits": "3",
     }
 
 
@@ -432,7 +434,7 @@ async def _run_in_transaction(
         counts.target_rows = compared.target_rows
         counts.restricted_target_rows = compared.changed_target_rows
         counts.staged_rows = compared.staged
-        plan.restrict = compared.fp.restrict("t")
+        plan.restrict = compared.fp.restrict(compared.changed, "t")
         nbytes = compared.source_bytes
     else:
         nbytes = source.nbytes

@@ -57,11 +57,15 @@ TARGET_FP = "r2sf_fp_target"
 CHANGED = "r2sf_fp_changed"
 SRC = "r2sf_src"  # the alias extraction_sql and the queries here give the job's query
 
-# Types whose hash function agrees with their `=` (hash_record_extended uses them); others are
-# hashed as text on both sides. varchar and bpchar hash as text and bpchar do.
+# Types whose own hash (hash_record_extended uses it) tells apart every pair of values their `=`
+# does, with the extra parts `_pg_parts` adds: NULL (hashed as 0, like float 0 and numeric NaN)
+# is told by a NULL mask, numeric's sign and NaN/Infinity (its hash ignores both) by sign(),
+# int8 and timestamps (hashed as lo XOR hi 32 bits) by their high bits or epoch. Every other
+# type (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed as text on both
+# sides. varchar and bpchar hash as text and bpchar do.
 HASHABLE = frozenset(
-    {16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 829, 869, 1042, 1043, 1082, 1083,
-     1114, 1184, 1186, 1266, 1700, 2950, 3802}
+    {16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 829, 869, 1042, 1043, 1082, 1114,
+     1184, 1700, 2950}
 )  # fmt: skip
 # Length-limited types: hashed as their unlimited type, so a value too long for the target is
 # never cut to equal what the target holds (the staging check must see it).
@@ -186,18 +190,27 @@ class Fingerprints:
         )
         return f"({_hex('md5(' + text + ')', 1, 8)} % {self.buckets})"
 
+    def _row_hash(self, values: list[tuple[str, Pair]], soft: str | None) -> str:
+        """The 64-bit hash of one row (PostgreSQL dialect): `values` as (expression, pair);
+        `soft`: the soft-delete flag's expression (the source's is `false`)."""
+        parts = _pg_parts([(expr, pr.target.type_oid) for expr, pr in values], soft)
+        return f"hash_record_extended(ROW({', '.join(parts)}), 0)"
+
     def source_summary_sql(self, job_sql: str) -> str:
         """The source's per-bucket summary: (b, n, s1, s2), one row per non-empty bucket."""
         if self.dialect == "postgres":
-            vals = ", ".join(self._source_value(p, c, SRC) for p, c in self._pairs(False))
+            values = [(self._source_value(p, c, SRC), p) for p, c in self._pairs(False)]
+            h = self._row_hash(values, "false" if self.plan.soft_column else None)
             return (
                 f"SELECT b, count(*) AS n, {_pg_sums()} FROM"
-                f" (SELECT {self.source_bucket()} AS b, hash_record_extended(ROW({vals}), 0) AS h"
-                f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
+                f" (SELECT {self.source_bucket()} AS b, {h} AS h"
+                f" FROM ({job_sql}) AS {SRC} OFFSET 0) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_redshift(f"{SRC}.{ident(p.source)}", p, c) for p, c in self._pairs(False)
         )
+        if self.plan.soft_column:
+            text += " || '|0'"
         return (
             "SELECT b, COUNT(*) AS n, SUM(STRTOL(SUBSTRING(m, 1, 12), 16)) AS s1,"
             " SUM(STRTOL(SUBSTRING(m, 13, 12), 16)) AS s2 FROM"
@@ -208,26 +221,29 @@ class Fingerprints:
     def target_summary_sql(self) -> str:
         """The target's per-bucket summary of its live rows, and every row's count (n_all)."""
         p = self.plan
-        live = f"t.{ident(p.soft_column)} IS FALSE" if p.soft_column else "true"
+        # Live: not flagged as deleted (a NULL flag is live, as the merge's deletes judge it).
+        soft = f"t.{ident(p.soft_column)}" if p.soft_column else None
+        live = f"{soft} IS NOT TRUE" if soft else "true"
         if self.dialect == "postgres":
-            vals = ", ".join(self._target_value(pr, "t") for pr in p.pairs)
-            h = f"hash_record_extended(ROW({vals}), 0)"
+            h = self._row_hash([(self._target_value(pr, "t"), pr) for pr in p.pairs], soft)
             if not p.soft_column:  # every row is live: no filters to evaluate per row
                 return (
                     f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
                     f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
-                    f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+                    f" FROM {p.target.sql} t OFFSET 0) AS r2sf_fp GROUP BY b"
                 )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
                 f" {_pg_sums('live')},"
                 " count(*) AS n_all FROM"
                 f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
-                f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+                f" FROM {p.target.sql} t OFFSET 0) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
         )
+        if soft:  # NULL, false and true told apart; the source's rows are all `false`
+            text += f" || '|' || coalesce(CAST(CAST({soft} AS int) AS text), '2')"
         return (
             "SELECT b, count(*) FILTER (WHERE live) AS n,"
             f" coalesce(sum({_hex('m', 1, 12)}) FILTER (WHERE live), 0) AS s1,"
@@ -241,24 +257,60 @@ class Fingerprints:
         """The job's query limited to the rows of `buckets` (integers this module computed)."""
         ids = ",".join(str(int(b)) for b in buckets)
         where = (
-            f"{self.source_bucket()} = ANY('{{{ids}}}'::bigint[])"
+            f"{self.source_bucket()} = ANY({_int_array(buckets)})"
             if self.dialect == "postgres"
             else f"{self.source_bucket()} IN ({ids})"
         )
         return f"SELECT * FROM ({job_sql}) AS {SRC} WHERE {where}"
 
-    def restrict(self, alias: str = "t") -> str:
-        """SQL: target row `alias` lies in a bucket that differs (the only rows compared)."""
-        return f"{self.target_bucket(alias)} IN (SELECT b FROM {CHANGED})"
+    def restrict(self, buckets: Sequence[int], alias: str = "t") -> str:
+        """SQL: target row `alias` lies in one of `buckets` (those that differ): a hashed
+        array lookup per row, whatever join methods the run has turned off."""
+        return f"{self.target_bucket(alias)} = ANY({_int_array(buckets)})"
+
+
+def _pg_parts(values: list[tuple[str, int]], soft: str | None) -> list[str]:
+    """The ROW a PostgreSQL-dialect row hash is computed over: each (expression, target type)
+    and the extra parts HASHABLE's comment names, then a mask of which values are NULL and
+    the soft-delete flag (NULL, false and true told apart)."""
+    parts: list[str] = []
+    for expr, oid in values:
+        parts.append(expr)
+        if oid not in HASHABLE:
+            continue  # hashed as text
+        if oid == 20:
+            parts.append(f"({expr} >> 32)")
+        elif oid in (1114, 1184):
+            parts.append(f"date_part('epoch', {expr})")
+        elif oid == 1700:
+            parts.append(f"CAST(sign({expr}) AS float8)")
+    for start in range(0, len(values), 62):
+        flags = " + ".join(
+            f"(CASE WHEN {expr} IS NULL THEN {1 << i} ELSE 0 END)"
+            for i, (expr, _) in enumerate(values[start : start + 62])
+        )
+        parts.append(f"CAST({flags} AS bigint)")
+    if soft is not None:
+        parts.append(f"coalesce(CAST({soft} AS int), 2)")
+    return parts
+
+
+def _mix(h: str) -> str:
+    """A row hash scrambled before it is summed (xorshift): a sum of raw row hashes, each a
+    linear combination of its values' hashes, would stay the same when two rows of a bucket
+    swap the values of one column."""
+    x1 = f"({h} # ({h} << 13))"
+    x2 = f"({x1} # ({x1} >> 7))"
+    return f"({x2} # ({x2} << 17))"
 
 
 def _pg_sums(only: str | None = None) -> str:
-    """The sum of each row's 64-bit hash `h` (exact: PostgreSQL sums bigints as numeric, with
-    128-bit integers inside); `only`: the rows counted. `h` appears once, so it is computed
-    once per row."""
+    """The sum of each row's scrambled 64-bit hash `h` (exact: PostgreSQL sums bigints as
+    numeric, with 128-bit integers inside); `only`: the rows counted. `h` is a column of a
+    subquery kept apart (OFFSET 0), so it is computed once per row."""
     if only is None:
-        return "sum(h) AS s1, 0 AS s2"
-    return f"coalesce(sum(h) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
+        return f"sum({_mix('h')}) AS s1, 0 AS s2"
+    return f"coalesce(sum({_mix('h')}) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
 
 
 def _numeric_text(text: str) -> str:
@@ -267,6 +319,11 @@ def _numeric_text(text: str) -> str:
     return (
         f"CASE WHEN POSITION('.' IN {text}) > 0 THEN RTRIM(RTRIM({text}, '0'), '.') ELSE {text} END"
     )
+
+
+def _int_array(values: Sequence[int]) -> str:
+    """A bigint[] literal of integers this module computed (never a user's text)."""
+    return "'{" + ",".join(str(int(v)) for v in values) + "}'::bigint[]"
 
 
 def _hex(expr: str, start: int, length: int) -> str:
@@ -342,6 +399,10 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
     """Why this job's rerun cannot compare fingerprints (None: it can)."""
     if plan.job.heroku_connect is not None:
         return "Heroku Connect jobs compare every row (ownership and Salesforce's values)"
+    if dialect == "postgres":
+        for k in plan.keys:
+            if k.target.type_oid not in HASHABLE:
+                return f"key column {k.source} is not of a type fingerprints can bucket"
     if dialect == "redshift":
         by_name = {c.name: c for c in columns}
         for k in plan.keys:
@@ -387,6 +448,32 @@ async def target_version(conn: Any, relid: int) -> int:
     return version
 
 
+# What a kept summary was computed over besides the rows: the table's columns (a column
+# dropped and added again, or two renamed, rewrite no file and fire no trigger) and its
+# data-version triggers (their catalogue rows change, xmin included, whenever one is disabled,
+# enabled or replaced). NULL for anything but a plain table without inheritance children,
+# whose writes a statement trigger on it may not see.
+_TABLE_STATE = """
+SELECT CASE WHEN c.relkind = 'r' AND NOT c.relhassubclass THEN md5(
+  (SELECT string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.atttypmod
+                     || ':' || a.attisdropped, ',' ORDER BY a.attnum)
+   FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0)
+  || '/' || coalesce((SELECT string_agg(g.tgname || ':' || g.xmin::text || ':' || g.tgenabled::text,
+                                        ',' ORDER BY g.tgname)
+                      FROM pg_trigger g WHERE g.tgrelid = c.oid
+                        AND g.tgname LIKE 'r2sf\\_dv\\_%'), ''))
+END
+FROM pg_class c WHERE c.oid = $1
+"""
+
+
+async def _layout_now(conn: Any, fp: Fingerprints, relid: int) -> str | None:
+    """The layout key a kept summary must match: how it buckets and hashes, and the table's
+    columns and triggers as they are now (None: the table cannot keep one)."""
+    state = await conn.fetchval(_TABLE_STATE, relid)
+    return None if state is None else f"{layout_key(fp)}/{state}"
+
+
 async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: int) -> bool:
     """Make TARGET_FP from the summary the last run kept, when it still describes the target."""
     row = await conn.fetchrow(
@@ -404,7 +491,7 @@ async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: i
         or row["relid"] != relid
         or row["filenode"] != row["current_filenode"]
         or row["data_version"] != version
-        or row["layout"] != layout_key(fp)
+        or row["layout"] != await _layout_now(conn, fp, relid)
         or not await versions.triggers_installed(conn, relid)
     ):
         # Once found wanting, never used again (a trigger re-enabled later must not revive
@@ -424,6 +511,8 @@ async def hold_version(conn: Any, cmp: Comparison, schema: str, table: str) -> b
     writers' triggers wait for it) and say whether the run may keep its summary: True when no
     one else wrote to the target since the run read its version. Installs the triggers a
     target lacks (that run keeps nothing: writes before them went unseen)."""
+    if await conn.fetchval(_TABLE_STATE, cmp.relid) is None:
+        return False  # partitioned, or a parent of inheritance children
     if not await versions.triggers_installed(conn, cmp.relid):
         await versions.install_triggers(conn, schema, table, cmp.relid)
         return False
@@ -452,7 +541,7 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
         " verified_at = CASE WHEN $4 THEN k.verified_at ELSE excluded.verified_at END",
         job,
         cmp.relid,
-        layout_key(fp),
+        await _layout_now(conn, fp, cmp.relid),
         cmp.kept,
     )
     if cmp.kept:  # only the buckets that differed changed
@@ -551,15 +640,23 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
 async def verify_staged(conn: Any, cmp: Comparison, staging: str) -> None:
     """Check that the staged rows are exactly those of the differing buckets, by the target's
     own reckoning of their buckets: what deletes rely on. Raises `Unusable` otherwise."""
+    fp = cmp.fp
     row = await conn.fetchrow(
-        f"SELECT count(*) AS n, count(*) FILTER (WHERE {cmp.fp.staged_bucket('s')}"
-        f" NOT IN (SELECT b FROM {CHANGED})) AS stray FROM {staging} s"
+        f"SELECT count(*) AS n, count(*) FILTER (WHERE NOT {fp.staged_bucket('s')}"
+        f" = ANY({_int_array(cmp.changed)})) AS stray FROM {staging} s"
     )
     if row["stray"] or row["n"] != cmp.changed_source_rows:
         raise Unusable(
             f"{row['stray']} of {row['n']} staged rows fall in other buckets on the target"
             f" (expected {cmp.changed_source_rows} rows)"
         )
+    # And the target's row of the same key lies in the same bucket by the target's reckoning.
+    apart = await conn.fetchval(
+        f"SELECT count(*) FROM {staging} s JOIN {fp.plan.target.sql} t ON {fp.plan.key_join()}"
+        f" WHERE {fp.staged_bucket('s')} IS DISTINCT FROM {fp.target_bucket('t')}"
+    )
+    if apart:
+        raise Unusable(f"{apart} staged rows fall in another bucket than the target's row")
 
 
 class _Prefetch:
