@@ -59,7 +59,7 @@ SRC = "r2sf_src"  # the alias extraction_sql and the queries here give the job's
 
 # Types whose own hash (hash_record_extended uses it) tells apart every pair of values their `=`
 # does, with the extra parts `_pg_parts` adds: NULL (hashed as 0, like float 0 and numeric NaN)
-# is told by a NULL mask, numeric's sign and NaN/Infinity (its hash ignores both) by sign(),
+# is told by a NULL mask, numeric's sign and NaN/Infinity (its hash ignores both) by two tests,
 # int8 and timestamps (hashed as lo XOR hi 32 bits) by their high bits or epoch. Every other
 # type (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed as text on both
 # sides. varchar and bpchar hash as text and bpchar do.
@@ -193,7 +193,14 @@ class Fingerprints:
     def _row_hash(self, values: list[tuple[str, Pair]], soft: str | None) -> str:
         """The 64-bit hash of one row (PostgreSQL dialect): `values` as (expression, pair);
         `soft`: the soft-delete flag's expression (the source's is `false`)."""
-        parts = _pg_parts([(expr, pr.target.type_oid) for expr, pr in values], soft)
+        keys = {k.target.name for k in self.plan.keys}
+        parts = _pg_parts(
+            [
+                (expr, pr.target.type_oid, not pr.target.not_null and pr.target.name not in keys)
+                for expr, pr in values
+            ],
+            soft,
+        )
         return f"hash_record_extended(ROW({', '.join(parts)}), 0)"
 
     def source_summary_sql(self, job_sql: str) -> str:
@@ -204,7 +211,7 @@ class Fingerprints:
             return (
                 f"SELECT b, count(*) AS n, {_pg_sums()} FROM"
                 f" (SELECT {self.source_bucket()} AS b, {h} AS h"
-                f" FROM ({job_sql}) AS {SRC} OFFSET 0) AS r2sf_fp GROUP BY b"
+                f" FROM ({job_sql}) AS {SRC}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_redshift(f"{SRC}.{ident(p.source)}", p, c) for p, c in self._pairs(False)
@@ -230,14 +237,14 @@ class Fingerprints:
                 return (
                     f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
                     f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
-                    f" FROM {p.target.sql} t OFFSET 0) AS r2sf_fp GROUP BY b"
+                    f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
                 )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
                 f" {_pg_sums('live')},"
                 " count(*) AS n_all FROM"
                 f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
-                f" FROM {p.target.sql} t OFFSET 0) AS r2sf_fp GROUP BY b"
+                f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
@@ -269,12 +276,12 @@ class Fingerprints:
         return f"{self.target_bucket(alias)} = ANY({_int_array(buckets)})"
 
 
-def _pg_parts(values: list[tuple[str, int]], soft: str | None) -> list[str]:
-    """The ROW a PostgreSQL-dialect row hash is computed over: each (expression, target type)
-    and the extra parts HASHABLE's comment names, then a mask of which values are NULL and
-    the soft-delete flag (NULL, false and true told apart)."""
+def _pg_parts(values: list[tuple[str, int, bool]], soft: str | None) -> list[str]:
+    """The ROW a PostgreSQL-dialect row hash is computed over: each (expression, target type,
+    nullable) and the extra parts HASHABLE's comment names, then a mask of which nullable
+    values are NULL and the soft-delete flag (NULL, false and true told apart)."""
     parts: list[str] = []
-    for expr, oid in values:
+    for expr, oid, _ in values:
         parts.append(expr)
         if oid not in HASHABLE:
             continue  # hashed as text
@@ -282,12 +289,13 @@ def _pg_parts(values: list[tuple[str, int]], soft: str | None) -> list[str]:
             parts.append(f"({expr} >> 32)")
         elif oid in (1114, 1184):
             parts.append(f"date_part('epoch', {expr})")
-        elif oid == 1700:
-            parts.append(f"CAST(sign({expr}) AS float8)")
-    for start in range(0, len(values), 62):
+        elif oid == 1700:  # the sign; NaN sorts above Infinity
+            parts.extend((f"({expr} < 0)", f"({expr} > 'Infinity'::numeric)"))
+    nullable = [expr for expr, _, can_be_null in values if can_be_null]
+    for start in range(0, len(nullable), 62):
         flags = " + ".join(
             f"(CASE WHEN {expr} IS NULL THEN {1 << i} ELSE 0 END)"
-            for i, (expr, _) in enumerate(values[start : start + 62])
+            for i, expr in enumerate(nullable[start : start + 62])
         )
         parts.append(f"CAST({flags} AS bigint)")
     if soft is not None:
@@ -295,22 +303,15 @@ def _pg_parts(values: list[tuple[str, int]], soft: str | None) -> list[str]:
     return parts
 
 
-def _mix(h: str) -> str:
-    """A row hash scrambled before it is summed (xorshift): a sum of raw row hashes, each a
-    linear combination of its values' hashes, would stay the same when two rows of a bucket
-    swap the values of one column."""
-    x1 = f"({h} # ({h} << 13))"
-    x2 = f"({x1} # ({x1} >> 7))"
-    return f"({x2} # ({x2} << 17))"
-
-
 def _pg_sums(only: str | None = None) -> str:
-    """The sum of each row's scrambled 64-bit hash `h` (exact: PostgreSQL sums bigints as
-    numeric, with 128-bit integers inside); `only`: the rows counted. `h` is a column of a
-    subquery kept apart (OFFSET 0), so it is computed once per row."""
+    """The sum of each row's 64-bit hash `h`, hashed once more (as a float8: 53 bits kept) so
+    that rows are not linear combinations of their values' hashes (two rows of a bucket
+    swapping one column's values would leave a sum of raw row hashes as it was); exact:
+    PostgreSQL sums bigints as numeric. `only`: the rows counted."""
+    g = "hashfloat8extended(CAST(h AS float8), 0)"
     if only is None:
-        return f"sum({_mix('h')}) AS s1, 0 AS s2"
-    return f"coalesce(sum({_mix('h')}) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
+        return f"sum({g}) AS s1, 0 AS s2"
+    return f"coalesce(sum({g}) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
 
 
 def _numeric_text(text: str) -> str:
