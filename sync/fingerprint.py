@@ -1,32 +1,37 @@
 """Fingerprint comparison: a rerun stages only the rows of the key buckets that differ.
 
 A rerun of a full (not incremental) job used to read, stage and join every source row. Here
-both databases first summarise their rows, side by side: each row's key picks one of B buckets
-and each bucket gets (rows, sum of the rows' hashes). Only buckets whose summaries differ are
-read from the source in full, staged and merged; the merge of those rows is the ordinary one
-(`load.merge`), and deletes look only at target rows of those buckets.
+both databases first summarise their rows, side by side: each row's key picks a bucket (a key
+range for one integer key, else a hash of the key) and each bucket gets (rows, sum of the rows'
+hashes). Only buckets whose summaries differ are read from the source in full, staged and
+merged; the merge of those rows is the ordinary one (`load.merge`), and deletes look only at
+target rows of those buckets.
 
-Nothing is stored between runs: the target's summary is computed from the target as it is, so
-a write made outside the sync (OData, psql) is found and repaired exactly as a full comparison
-would. Two dialects, one per source kind, each computed identically on both sides:
+The target's summary is computed from the target as it is, so a write made outside the sync
+(OData, psql) is found and repaired exactly as a full comparison would; or, when the last run
+kept one and the data-version triggers vouch that nothing else wrote since, taken from
+r2sf.fp_summaries (see "kept summaries" below). Two dialects, one per source kind, each
+computed identically on both sides:
 
 - `postgres` (a PostgreSQL source): `hash_record_extended` of each row's values cast as the
-  merge casts them (`load.Pair.value`), so two rows hash alike only when the merge's own
-  `IS DISTINCT FROM` finds them equal: 1.0 and 1.00 into a text column differ, into a numeric
-  column they do not, NULL and '' differ. Types without a hash function, or whose source type
-  the target lacks, are hashed as text on both sides.
-- `redshift`: MD5 of the values' text forms, each prefixed with its length (NULL is `-`), so
-  no two different rows give the same text; the target computes the same text from what it
-  stores. A text form the two systems write differently (a float's digits) only makes a bucket
-  differ, so it is staged and merged: slower, never wrong.
+  merge casts them (`load.Pair.value`), with parts for what the types' own hashes cannot tell
+  apart (`_pg_parts`), rehashed once before summing: rows hash alike only when the merge's
+  `IS DISTINCT FROM` finds them equal (1.0 and 1.00 into a text column differ, into a numeric
+  column they do not; NULL, '' and 0 differ; -1.5 and 1.5 differ). Types without a
+  trustworthy hash are hashed as text on both sides.
+- `redshift`: MD5 of the values' text forms (length-prefixed where text may hold the
+  separator; NULL is `-`), so no two different rows give the same text; the target computes
+  the same text from what it stores. A text form the two systems write differently (a float's
+  digits) only makes a bucket differ, so it is staged and merged: slower, never wrong.
 
 A bucket whose summary is equal on both sides is taken as unchanged: its rows hash alike, and
-the 64-bit (postgres) or 96-bit (redshift) sums make a chance match about 2^-64.
+the 64-bit (postgres) or 96-bit (redshift) sums make a chance match about 2^-53 to 2^-64.
 
-Deletes rely on both sides putting a key in the same bucket; the postgres dialect uses the same
-function on the same typed values, the redshift dialect only keys of integer or text types,
-whose text is the same in both systems; and every run checks it on the staged rows (the target
-recomputes their buckets), falling back to the full comparison if any disagrees.
+Deletes rely on both sides putting a key in the same bucket: key ranges shift the same integer,
+the postgres dialect's hash buckets use the same function on the same typed values (keys of
+other types compare in full), the redshift dialect takes only integer or text keys, whose text
+is the same in both systems; and every run checks it on the staged rows, falling back to the
+full comparison if any disagrees.
 """
 
 from __future__ import annotations
