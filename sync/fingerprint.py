@@ -47,15 +47,16 @@ from typing import Any, Literal
 from odata import versions
 from odata.ident import ident
 from sync.config import Job
-from sync.load import Pair, Plan
+from sync.load import NESTED_SHARE, Pair, Plan
 from sync.source import Source, SourceColumn
 
 Dialect = Literal["postgres", "redshift"]
 
 MIN_ROWS = 50_000  # below this a full comparison costs about as much
 ROWS_PER_BUCKET = 64  # the target's rows per bucket, up to 2x this
-# Rows in differing buckets above which reading everything is cheaper than reading them twice.
-MAX_SHARE = 0.3
+# The part of the rows in differing buckets above which reading every row once costs less
+# than reading the source again for them (a second scan of the query, with the summary paid).
+MAX_SHARE = 0.6
 
 SOURCE_FP = "r2sf_fp_source"
 TARGET_FP = "r2sf_fp_target"
@@ -659,15 +660,18 @@ async def verify_staged(conn: Any, cmp: Comparison, staging: str) -> None:
     if fp.shift is not None:
         return  # `key >> shift` of the same integer: the same bucket on both sides
     # And the target's row of the same key lies in the same bucket by the target's reckoning
-    # (looked up by key: the staged rows are a small part of the target).
-    await conn.execute("SET LOCAL enable_hashjoin = off")
-    await conn.execute("SET LOCAL enable_mergejoin = off")
+    # (looked up by key when the staged rows are a small part of the target).
+    few = row["n"] * NESTED_SHARE < cmp.target_rows
+    if few:
+        await conn.execute("SET LOCAL enable_hashjoin = off")
+        await conn.execute("SET LOCAL enable_mergejoin = off")
     apart = await conn.fetchval(
         f"SELECT count(*) FROM {staging} s JOIN {fp.plan.target.sql} t ON {fp.plan.key_join()}"
         f" WHERE {fp.staged_bucket('s')} IS DISTINCT FROM {fp.target_bucket('t')}"
     )
-    await conn.execute("SET LOCAL enable_hashjoin = on")
-    await conn.execute("SET LOCAL enable_mergejoin = on")
+    if few:
+        await conn.execute("SET LOCAL enable_hashjoin = on")
+        await conn.execute("SET LOCAL enable_mergejoin = on")
     if apart:
         raise Unusable(f"{apart} staged rows fall in another bucket than the target's row")
 
