@@ -35,13 +35,33 @@ def source_url(pair: Pair, request: pytest.FixtureRequest) -> Iterator[str]:
     assert shim.errors == []
 
 
-def _tricky(pair: Pair, rows: int = 8000) -> tuple[str, str]:
-    src = unique("fp")
+def _source(pair: Pair, prefix: str, columns: str, row: str, rows: int) -> str:
+    """A new source table `prefix_N (columns)` holding `row` for g = 1..rows; its name."""
+    src = unique(prefix)
     x(
         pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, amount numeric, label varchar(20),"
-        " note text, code varchar(10), ratio float8);"
-        f" INSERT INTO {src} SELECT g, 1.0, 'x', '', 'a', 0.5 FROM generate_series(1, {rows}) g",
+        f"CREATE TABLE {src} ({columns});"
+        f" INSERT INTO {src} SELECT {row} FROM generate_series(1, {rows}) g",
+    )
+    return src
+
+
+def _job(pair: Pair, src: str, target: str | None = None, **kw: object) -> Job:
+    """A job copying every column of `src` (keyed on id unless told) that compares
+    fingerprints whatever the target's size."""
+    kw.setdefault("key", ["id"])
+    kw.setdefault("compare", "fingerprints")
+    return pair.job(name=src, query=f"select * from {src}", target=target or f"public.{src}", **kw)
+
+
+def _tricky(pair: Pair, rows: int = 8000) -> tuple[str, str]:
+    src = _source(
+        pair,
+        "fp",
+        "id int PRIMARY KEY, amount numeric, label varchar(20),"
+        " note text, code varchar(10), ratio float8",
+        "g, 1.0, 'x', '', 'a', 0.5",
+        rows,
     )
     target = f"public.{src}_t"
     # amount as text keeps the source's scale (1.0 and 1.00 differ there); amount3 as
@@ -97,17 +117,12 @@ def test_fingerprints_never_hide_a_change(pair: Pair, source_url: str) -> None:
 def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
     pair: Pair, source_url: str
 ) -> None:
-    src = unique("fpd")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id bigint PRIMARY KEY, name text, amount numeric(10,2));"
-        f" INSERT INTO {src} SELECT g, 'n' || g, g / 4.0 FROM generate_series(1, 6000) g",
-    )
-    target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
-        max_deletes="50%", compare="fingerprints",
+    src = _source(
+        pair, "fpd", "id bigint PRIMARY KEY, name text, amount numeric(10,2)", "g, 'n' || g, g / 4.0",
+        6000,
     )  # fmt: skip
+    target = f"public.{src}"
+    job = _job(pair, src, target=target, deletes="hard", max_deletes="50%")
     pair.sync(job, source_url=source_url)
     x(pair.source, f"DELETE FROM {src} WHERE id IN (10, 20, 30)")
     x(pair.source, f"INSERT INTO {src} VALUES (70001, 'new', 1), (70002, 'new', 2)")
@@ -129,17 +144,9 @@ def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
 
 
 def test_soft_deletes_flag_and_unflag_inside_differing_buckets(pair: Pair, source_url: str) -> None:
-    src = unique("fps")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v text);"
-        f" INSERT INTO {src} SELECT g, 'v' || g FROM generate_series(1, 2000) g",
-    )
+    src = _source(pair, "fps", "id int PRIMARY KEY, v text", "g, 'v' || g", 2000)
     target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="soft",
-        soft_delete_column="gone", compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="soft", soft_delete_column="gone")
     pair.sync(job, source_url=source_url)
     x(pair.source, f"DELETE FROM {src} WHERE id IN (7, 8)")
     first = pair.sync(job, source_url=source_url)
@@ -156,17 +163,10 @@ def test_soft_deletes_flag_and_unflag_inside_differing_buckets(pair: Pair, sourc
 def test_a_value_that_does_not_fit_is_still_refused(pair: Pair, source_url: str) -> None:
     """A value too long for the target is never cut to what the target holds, so the bucket
     differs and the staging check refuses it as a full comparison would."""
-    src = unique("fpv")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, code text);"
-        f" INSERT INTO {src} SELECT g, 'abcdefghij' FROM generate_series(1, 1000) g",
-    )
+    src = _source(pair, "fpv", "id int PRIMARY KEY, code text", "g, 'abcdefghij'", 1000)
     target = f"public.{src}_t"
     x(pair.target, f"CREATE TABLE {target} (id int PRIMARY KEY, code varchar(10))")
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], compare="fingerprints"
-    )
+    job = _job(pair, src, target=target)
     pair.sync(job, source_url=source_url)
     x(pair.source, f"UPDATE {src} SET code = 'abcdefghijk' WHERE id = 3")
     before = pair.versions(target)
@@ -178,16 +178,8 @@ def test_a_value_that_does_not_fit_is_still_refused(pair: Pair, source_url: str)
 def test_most_rows_changed_reads_every_row_and_small_targets_compare_in_full(
     pair: Pair, source_url: str
 ) -> None:
-    src = unique("fpm")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v int);"
-        f" INSERT INTO {src} SELECT g, g FROM generate_series(1, 2000) g",
-    )
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=f"public.{src}", key=["id"],
-        compare="fingerprints",
-    )  # fmt: skip
+    src = _source(pair, "fpm", "id int PRIMARY KEY, v int", "g, g", 2000)
+    job = _job(pair, src)
     pair.sync(job, source_url=source_url)
     x(pair.source, f"UPDATE {src} SET v = v + 1 WHERE id % 2 = 0")
     result = pair.sync(job, source_url=source_url)
@@ -203,16 +195,8 @@ def test_most_rows_changed_reads_every_row_and_small_targets_compare_in_full(
 def test_redshift_keys_of_other_types_compare_in_full(pair: Pair, source_url: str) -> None:
     if not is_redshift(source_url):
         pytest.skip("the postgres dialect hashes any key type")
-    src = unique("fpk")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (day date PRIMARY KEY, v int);"
-        f" INSERT INTO {src} SELECT '2020-01-01'::date + g, g FROM generate_series(1, 500) g",
-    )
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=f"public.{src}", key=["day"],
-        compare="fingerprints",
-    )  # fmt: skip
+    src = _source(pair, "fpk", "day date PRIMARY KEY, v int", "'2020-01-01'::date + g, g", 500)
+    job = _job(pair, src, key=["day"])
     pair.sync(job, source_url=source_url)
     x(pair.source, f"UPDATE {src} SET v = 0 WHERE v = 5")
     result = pair.sync(job, source_url=source_url)
@@ -225,17 +209,9 @@ def test_a_kept_target_summary_is_used_until_anything_else_writes_to_the_target(
     """After a run that wrote every difference, the next run reuses the target's summary
     (the data-version triggers vouch that nothing else wrote); any other write, a disabled
     trigger or a rewritten table makes it summarise the target again and repair it."""
-    src = unique("fpk")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v text);"
-        f" INSERT INTO {src} SELECT 2 * g, 'v' || g FROM generate_series(1, 4000) g",
-    )
+    src = _source(pair, "fpk", "id int PRIMARY KEY, v text", "2 * g, 'v' || g", 4000)
     target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
-        compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="hard")
     pair.sync(job)  # a first load, into a table the run creates: triggers installed with it
     assert pair.sync(job).target_summary == "computed"
     x(pair.source, f"UPDATE {src} SET v = 'changed' WHERE id = 6")
@@ -273,17 +249,15 @@ def test_a_kept_target_summary_is_used_until_anything_else_writes_to_the_target(
 def test_text_and_composite_keys_bucket_by_hash(pair: Pair) -> None:
     """Keys other than one integer column fall in buckets by a hash of the key (the postgres
     dialect): changes, inserts and deletes are found exactly as with key ranges."""
-    src = unique("fph")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (region text, id int, amount numeric(10,2), PRIMARY KEY (region, id));"
-        f" INSERT INTO {src} SELECT 'r' || (g % 7), g, g / 3.0 FROM generate_series(1, 6000) g",
+    src = _source(
+        pair,
+        "fph",
+        "region text, id int, amount numeric(10,2), PRIMARY KEY (region, id)",
+        "'r' || (g % 7), g, g / 3.0",
+        6000,
     )
     target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["region", "id"],
-        deletes="hard", compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, key=["region", "id"], deletes="hard")
     pair.sync(job)
     x(pair.source, f"UPDATE {src} SET amount = amount + 0.01 WHERE id IN (5, 50)")
     x(pair.source, f"DELETE FROM {src} WHERE id = 500")
@@ -314,16 +288,8 @@ HIDDEN_BY_TYPE_HASHES = [
 def test_changes_a_type_hash_cannot_see_are_found(
     pair: Pair, kind: str, old: str, new: str
 ) -> None:
-    src = unique("fpt")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v {kind}, w text);"
-        f" INSERT INTO {src} SELECT g, {old}, 'w' || g FROM generate_series(1, 4000) g",
-    )
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=f"public.{src}", key=["id"],
-        compare="fingerprints",
-    )  # fmt: skip
+    src = _source(pair, "fpt", f"id int PRIMARY KEY, v {kind}, w text", f"g, {old}, 'w' || g", 4000)
+    job = _job(pair, src)
     pair.sync(job)
     x(pair.source, f"UPDATE {src} SET v = {new} WHERE id = 100")
     # Two rows of one bucket swap their w: every value of the column is still there.
@@ -338,17 +304,9 @@ def test_changes_a_type_hash_cannot_see_are_found(
 def test_a_soft_delete_flag_left_null_is_live(pair: Pair) -> None:
     """A NULL flag is a live row for the merge's deletes: it must be in the target's summary
     (and set to false, as the full comparison does), and flagged once its key is gone."""
-    src = unique("fpn")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v text);"
-        f" INSERT INTO {src} SELECT g, 'v' || g FROM generate_series(1, 4000) g",
-    )
+    src = _source(pair, "fpn", "id int PRIMARY KEY, v text", "g, 'v' || g", 4000)
     target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="soft",
-        soft_delete_column="gone", compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="soft", soft_delete_column="gone")
     pair.sync(job)
     x(pair.target, f"ALTER TABLE {target} ALTER COLUMN gone DROP NOT NULL;"
                    f" UPDATE {target} SET gone = NULL WHERE id IN (9, 19)")  # fmt: skip
@@ -360,17 +318,9 @@ def test_a_soft_delete_flag_left_null_is_live(pair: Pair) -> None:
 
 
 def _kept_job(pair: Pair) -> tuple[str, str, Job]:
-    src = unique("fpc")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v text, w text);"
-        f" INSERT INTO {src} SELECT g, 'v' || g, 'w' || g FROM generate_series(1, 4000) g",
-    )
+    src = _source(pair, "fpc", "id int PRIMARY KEY, v text, w text", "g, 'v' || g, 'w' || g", 4000)
     target = f"public.{src}"
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
-        compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="hard")
     pair.sync(job)
     pair.sync(job)
     assert pair.sync(job).target_summary == "kept"
@@ -401,19 +351,11 @@ def test_a_kept_summary_is_not_trusted_after_what_triggers_cannot_see(pair: Pair
 
 def test_partitioned_targets_compare_but_keep_nothing(pair: Pair) -> None:
     """A write into a partition fires no trigger on the parent: nothing kept is trusted."""
-    src = unique("fpp")
-    x(
-        pair.source,
-        f"CREATE TABLE {src} (id int PRIMARY KEY, v text);"
-        f" INSERT INTO {src} SELECT g, 'v' || g FROM generate_series(1, 4000) g",
-    )
+    src = _source(pair, "fpp", "id int PRIMARY KEY, v text", "g, 'v' || g", 4000)
     target = f"public.{src}"
     x(pair.target, f"CREATE TABLE {target} (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);"
                    f" CREATE TABLE {src}_p PARTITION OF {target} FOR VALUES FROM (0) TO (10000)")  # fmt: skip
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
-        compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="hard")
     pair.sync(job)
     for _ in range(2):
         run = pair.sync(job)
@@ -435,10 +377,7 @@ def test_keys_of_other_types_compare_in_full(pair: Pair) -> None:
     target = f"public.{src}"
     x(pair.target, f"CREATE DOMAIN {src}_d AS numeric(10,0);"
                    f" CREATE TABLE {target} (id {src}_d PRIMARY KEY, v text)")  # fmt: skip
-    job = pair.job(
-        name=src, query=f"select * from {src}", target=target, key=["id"], deletes="hard",
-        compare="fingerprints",
-    )  # fmt: skip
+    job = _job(pair, src, target=target, deletes="hard")
     pair.sync(job)
     x(pair.source, f"DELETE FROM {src} WHERE id = 7")
     result = pair.sync(job)
