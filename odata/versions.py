@@ -238,17 +238,23 @@ async def install_triggers(conn: asyncpg.Connection, schema: str, table: str, oi
     try:
         async with conn.transaction():
             await conn.execute("select pg_advisory_xact_lock($1, $2)", LOCK_CLASS, INSTALL_LOCK)
-            existing = set(
-                await conn.fetchval(
-                    "select array(select tgname::text from pg_trigger where tgrelid = $1)", oid
+            existing = {
+                r["tgname"]: r["tgenabled"]
+                for r in await conn.fetch(
+                    "select tgname::text, tgenabled::text from pg_trigger where tgrelid = $1", oid
                 )
-            )
+            }
             for name, spec in _TRIGGERS.items():
                 if name not in existing:
                     await conn.execute(
                         f"CREATE TRIGGER {name} {spec.format(rel=rel)} "
                         "FOR EACH STATEMENT EXECUTE FUNCTION r2sf.bump_data_version()"
                     )
+                if existing.get(name, "O") == "O":
+                    # Fired in replica mode too (logical replication, some restore tools):
+                    # every write moves the version, whoever makes it. One an operator
+                    # disabled (or enabled for replicas only) is left as it is.
+                    await conn.execute(f"ALTER TABLE {rel} ENABLE ALWAYS TRIGGER {name}")
     except (
         asyncpg.InsufficientPrivilegeError,
         asyncpg.FeatureNotSupportedError,
@@ -263,11 +269,11 @@ async def install_triggers(conn: asyncpg.Connection, schema: str, table: str, oi
 
 
 async def triggers_installed(conn: asyncpg.Connection, oid: int) -> bool:
-    """Whether every data-version trigger is on the table and fires for ordinary writes
-    (enabled, or enabled always; not disabled, nor enabled for replicas only)."""
+    """Whether every data-version trigger is on the table and fires for every write (enabled
+    always: in replica mode as well; not disabled, nor enabled for replicas only)."""
     names = await conn.fetchval(
         "select array(select tgname::text from pg_trigger where tgrelid = $1"
-        " and tgname like 'r2sf\\_dv\\_%' and tgenabled in ('O', 'A'))",
+        " and tgname like 'r2sf\\_dv\\_%' and tgenabled = 'A')",
         oid,
     )
     return set(names) >= set(_TRIGGERS)

@@ -200,9 +200,16 @@ class Fingerprints:
         """The 64-bit hash of one row (PostgreSQL dialect): `values` as (expression, pair);
         `soft`: the soft-delete flag's expression (the source's is `false`)."""
         keys = {k.target.name for k in self.plan.keys}
+        # A NULL from the source into a NOT NULL column must still show (check_values refuses
+        # it): floats, whose 0 hashes as NULL does, are in the mask whatever the target says.
         parts = _pg_parts(
             [
-                (expr, pr.target.type_oid, not pr.target.not_null and pr.target.name not in keys)
+                (
+                    expr,
+                    pr.target.type_oid,
+                    pr.target.name not in keys
+                    and (not pr.target.not_null or pr.target.type_oid in (700, 701)),
+                )
                 for expr, pr in values
             ],
             soft,
@@ -350,6 +357,7 @@ async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[Sour
         dialect == "postgres"
         and len(keys) == 1
         and keys[0].target.type_oid in _INTEGERS
+        and keys[0].target.not_null  # a NULL key (a unique index allows one) has no range
         and by_name[keys[0].source].type_oid in _INTEGERS
         and not by_name[keys[0].source].cast_to_text
     ):
@@ -456,17 +464,24 @@ async def target_version(conn: Any, relid: int) -> int:
 
 
 # What a kept summary was computed over besides the rows: the table's columns (a column
-# dropped and added again, or two renamed, rewrite no file and fire no trigger) and its
-# data-version triggers (their catalogue rows change, xmin included, whenever one is disabled,
-# enabled or replaced). NULL for anything but a plain table without inheritance children,
-# whose writes a statement trigger on it may not see.
+# dropped and added again, two renamed, a collation changed: no file rewritten, no trigger
+# fired) and its data-version triggers (their catalogue rows change, xmin included, whenever
+# one is disabled, enabled or replaced). NULL for a table that cannot keep one: anything but a
+# permanent plain table that is neither a partition nor part of an inheritance tree (a write
+# through a parent or to a child fires no statement trigger here), or one with rules or
+# triggers of its own (they may write other values than the merge did, or none).
 _TABLE_STATE = """
-SELECT CASE WHEN c.relkind = 'r' AND NOT c.relhassubclass THEN md5(
+SELECT CASE WHEN c.relkind = 'r' AND c.relpersistence = 'p' AND NOT c.relispartition
+            AND NOT c.relhassubclass AND NOT c.relhasrules
+            AND NOT EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhrelid = c.oid)
+            AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid
+                            AND NOT g.tgisinternal AND g.tgname NOT LIKE 'r2sf\\_%')
+THEN md5(
   (SELECT string_agg(a.attnum || ':' || a.attname || ':' || a.atttypid || ':' || a.atttypmod
-                     || ':' || a.attisdropped, ',' ORDER BY a.attnum)
+                     || ':' || a.attcollation || ':' || a.attisdropped, ',' ORDER BY a.attnum)
    FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0)
-  || '/' || coalesce((SELECT string_agg(g.tgname || ':' || g.xmin::text || ':' || g.tgenabled::text,
-                                        ',' ORDER BY g.tgname)
+  || '/' || coalesce((SELECT string_agg(g.tgname || ':' || g.xmin::text || ':'
+                                        || g.tgenabled::text, ',' ORDER BY g.tgname)
                       FROM pg_trigger g WHERE g.tgrelid = c.oid
                         AND g.tgname LIKE 'r2sf\\_dv\\_%'), ''))
 END
@@ -501,8 +516,8 @@ async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: i
         or row["layout"] != await _layout_now(conn, fp, relid)
         or not await versions.triggers_installed(conn, relid)
     ):
-        # Once found wanting, never used again (a trigger re-enabled later must not revive
-        # a summary from before writes it did not see).
+        # Found wanting: dropped (a run that falls back or fails rolls this back, but what
+        # made it wanting, a version, a file, a column or a trigger's catalogue row, stays).
         await conn.execute("DELETE FROM r2sf.fp_state WHERE job = $1", job)
         return False
     await conn.execute(
@@ -638,6 +653,8 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
         int(totals["changed_target"]),
         source.nbytes,
     )
+    if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {CHANGED} WHERE b IS NULL)"):
+        raise Unusable("a target row's key has no bucket (NULL)")
     if cmp.share <= MAX_SHARE:  # else the list is not used, however long it is
         cmp.changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
     cmp.differing = await conn.fetchval(f"SELECT count(*) FROM {CHANGED}")

@@ -486,7 +486,12 @@ def _violation(pair: Pair, pg16: bool) -> tuple[str, str] | None:
     if src in _TEXTS and t.type_oid not in _TEXTS and t.type_oid != 25:
         return f"NOT {_fits_sql(pg16, as_text, t.type_sql)}", f"a valid {t.type_sql}"
     if t.max_length is not None:
-        return f"char_length({as_text}) > {t.max_length}", f"{t.max_length} characters"
+        # PostgreSQL's own rule: a longer value fits when what is beyond the limit is spaces
+        # (they are cut; a fingerprint of such a value equals the stored one's).
+        return (
+            f"char_length(rtrim({as_text}, ' ')) > {t.max_length}",
+            f"{t.max_length} characters",
+        )
     if _may_overflow_int(src, t.type_oid):
         lo, hi = _INT_RANGE[t.type_oid]
         return (
