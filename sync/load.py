@@ -22,7 +22,6 @@ from sync.errors import SourceError, TargetError, TooManyChanges, TooManyDeletes
 from sync.source import Source, SourceColumn
 
 STAGING = "r2sf_staging"
-DELTA = "r2sf_delta"  # the keys a full comparison's merge writes, by kind (count_changes)
 SKIPPED = "r2sf_skipped"
 SAMPLE = 5
 ORDERED = 0.9  # a key's correlation with the target's physical order above which it is ordered
@@ -142,7 +141,6 @@ class Plan:
     # SQL on target alias `t`: the target rows this run compares (the buckets a fingerprint
     # comparison found different; staging then holds only their source rows). None: all.
     restrict: str | None = None
-    delta: bool = False  # count_changes kept the keys to write in DELTA
 
     @property
     def external_id(self) -> str | None:
@@ -666,32 +664,20 @@ async def count_changes(conn: Any, p: Plan, deletes: bool, counts: Counts, sampl
         if p.soft_column:
             gone += f" AND t.{ident(p.soft_column)} IS DISTINCT FROM true"
     both = "t.ctid IS NOT NULL AND s.ctid IS NOT NULL"
-    # The one join keeps the keys of what the merge will write (DELTA), so its statements
-    # touch only those rows instead of joining staging and target again.
-    kind = (
-        f"CASE WHEN t.ctid IS NULL THEN 'i' WHEN s.ctid IS NULL THEN 'd'"
-        f" WHEN NOT {owned} THEN 'n' ELSE 'u' END"
-    )
-    skeys = "".join(f", s.{ident(k.source)} AS s{i}" for i, k in enumerate(p.keys))
-    tkeys = "".join(f", t.{ident(k.target.name)} AS t{i}" for i, k in enumerate(p.keys))
-    await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{DELTA}")
-    await conn.execute(
-        f"CREATE TEMP TABLE {DELTA} AS SELECT {kind} AS kind{skeys}{tkeys}"
+    row = await conn.fetchrow(
+        f"SELECT count(t.ctid) FILTER (WHERE {owned}) AS target_rows,"
+        " count(*) FILTER (WHERE t.ctid IS NULL) AS inserts,"
+        f" count(*) FILTER (WHERE {both} AND {owned} AND {changed}) AS updates,"
+        f" count(*) FILTER (WHERE {both} AND NOT {owned}) AS not_owned,"
+        f" count(*) FILTER (WHERE {gone}) AS deletes"
         f" FROM {t} t FULL JOIN {STAGING} s ON {p.key_join()}"
-        f" WHERE t.ctid IS NULL OR ({gone}) OR ({both} AND NOT {owned})"
-        f" OR ({both} AND {owned} AND {changed})"
     )
-    await conn.execute(f"ANALYZE {DELTA}")
-    kinds = {r["kind"]: r["n"] for r in await conn.fetch(
-        f"SELECT kind, count(*) AS n FROM {DELTA} GROUP BY kind"
-    )}  # fmt: skip
-    counts.target_rows = await conn.fetchval(f"SELECT count(*) FROM {t} t WHERE {owned}")
-    counts.inserted = kinds.get("i", 0)
-    counts.updated = kinds.get("u", 0)
-    counts.not_owned = kinds.get("n", 0)
-    n_deletes: int = kinds.get("d", 0)
+    counts.target_rows = row["target_rows"]
+    counts.inserted = row["inserts"]
+    counts.updated = row["updates"]
+    counts.not_owned = row["not_owned"]
+    n_deletes: int = row["deletes"]
     counts.deleted = n_deletes
-    p.delta = True
     counts.unchanged = (
         counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
     )
@@ -811,7 +797,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
         if p.soft_column:
             sets.append(f"{ident(p.soft_column)} = false")
         status = await conn.execute(
-            f"UPDATE {t} t SET {', '.join(sets)} FROM {_staged_of(p, 'u')}"
+            f"UPDATE {t} t SET {', '.join(sets)} FROM {STAGING} s"
             f" WHERE {p.key_join()} AND {p.owned('t')} AND {_distinct(p)}"
         )
         counts.updated = int(status.split()[-1])
@@ -822,8 +808,8 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
             cols.append(ident(p.soft_column))
             vals.append("false")
         sql = (
-            f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)}"
-            f" FROM {_staged_of(p, 'i')} WHERE {_new_rows(p)}"
+            f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {STAGING} s"
+            f" WHERE {_new_rows(p)}"
         )
         if ext is None:
             counts.inserted = int((await conn.execute(sql)).split()[-1])
@@ -832,41 +818,18 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
     counts.deleted = 0
     if deletes and n_deletes:
         if p.soft_column:
-            gone = await _gone_rows(conn, p, "FROM")
-            sql = f"UPDATE {t} t SET {ident(p.soft_column)} = true {gone}"
+            sql = f"UPDATE {t} t SET {ident(p.soft_column)} = true WHERE {_missing(p)}"
             counts.deleted = int((await conn.execute(sql)).split()[-1])
         elif ext is None:
-            sql = f"DELETE FROM {t} t {await _gone_rows(conn, p, 'USING')}"
+            sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
             counts.deleted = int((await conn.execute(sql)).split()[-1])
         else:
-            sql = f"DELETE FROM {t} t {await _gone_rows(conn, p, 'USING')}"
+            sql = f"DELETE FROM {t} t WHERE {_missing(p)}"
             counts.deleted = await conn.fetchval(hc.record_deletes(sql, ext), *hc.owner(p.job))
     counts.unchanged = (
         counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
     )
     counts.target_rows += counts.inserted - (0 if p.soft_column else counts.deleted)
-
-
-def _staged_of(p: Plan, kind: str) -> str:
-    """FROM items: the staged rows (`s`) the merge writes as `kind` ('u' or 'i'); all staged
-    rows when count_changes kept no DELTA (the merge's conditions pick them either way)."""
-    if not p.delta:
-        return f"{STAGING} s"
-    on = " AND ".join(f"s.{ident(k.source)} = d.s{i}" for i, k in enumerate(p.keys))
-    return f"{DELTA} d JOIN {STAGING} s ON d.kind = '{kind}' AND {on}"
-
-
-async def _gone_rows(conn: Any, p: Plan, using: str) -> str:
-    """`using` (USING for a DELETE, FROM for an UPDATE) and WHERE for the target rows to
-    delete or flag: those DELTA found, re-checked; a NULL key (a unique index allows one)
-    matches no key, so then every row is checked."""
-    null_key = " OR ".join(f"t{i} IS NULL" for i in range(len(p.keys)))
-    if not p.delta or await conn.fetchval(
-        f"SELECT EXISTS (SELECT 1 FROM {DELTA} WHERE kind = 'd' AND ({null_key}))"
-    ):
-        return f"WHERE {_missing(p)}"
-    on = " AND ".join(f"t.{ident(k.target.name)} = d.t{i}" for i, k in enumerate(p.keys))
-    return f"{using} {DELTA} d WHERE d.kind = 'd' AND {on} AND {_missing(p)}"
 
 
 def _assignment(pr: Pair, changed_only: bool) -> str:
