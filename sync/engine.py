@@ -405,7 +405,7 @@ async def _run_in_transaction(
         loaded = False
         if estimate is not None:
             compared = await _compare_fingerprints(
-                conn, job, plan, source, types, estimate, source_url, limits, counts, rep, progress
+                conn, job, plan, source, types, estimate, source_url, limits, rep, progress
             )
             if compared is None and source.describe_only:
                 await source.close()
@@ -442,7 +442,10 @@ async def _run_in_transaction(
     staged = {"staged": compared.staged} if compared is not None else {}
     rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
             bytes=nbytes, **staged)  # fmt: skip
-    if loaded and created and job.compare != "full" and job.heroku_connect is None:
+    keeps = (
+        job.compare != "full" and not is_redshift(source_url) and fingerprint.may_keep(job, plan)
+    )
+    if loaded and created and keeps:
         # No one else can have written to a table this transaction created: from here on the
         # data-version triggers see every write, so reruns may keep fingerprint summaries.
         oid = await conn.fetchval("SELECT $1::regclass::oid", plan.target.sql)
@@ -478,7 +481,6 @@ async def _compare_fingerprints(
     estimate: float,
     source_url: str,
     limits: Limits,
-    counts: load.Counts,
     rep: Reporter,
     progress: load.Progress,
 ) -> fingerprint.Comparison | None:
