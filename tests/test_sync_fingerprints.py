@@ -16,6 +16,7 @@ from sync.errors import ValueDoesNotFit
 from sync.source import is_redshift
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
+from tests.test_sync_rerun import change_keeping_text_or_equality, tricky_tables
 from tests.test_sync_support import Pair, changed, q, unique, x
 
 
@@ -54,28 +55,8 @@ def _job(pair: Pair, src: str, target: str | None = None, **kw: object) -> Job:
     return pair.job(name=src, query=f"select * from {src}", target=target or f"public.{src}", **kw)
 
 
-def _tricky(pair: Pair, rows: int = 8000) -> tuple[str, str]:
-    src = _source(
-        pair,
-        "fp",
-        "id int PRIMARY KEY, amount numeric, label varchar(20),"
-        " note text, code varchar(10), ratio float8",
-        "g, 1.0, 'x', '', 'a', 0.5",
-        rows,
-    )
-    target = f"public.{src}_t"
-    # amount as text keeps the source's scale (1.0 and 1.00 differ there); amount3 as
-    # numeric(12,3) stores both as 1.000.
-    x(
-        pair.target,
-        f"CREATE TABLE {target} (id int PRIMARY KEY, amount text, amount3 numeric(12,3),"
-        " label varchar(20), note text, code varchar(10), ratio float8)",
-    )
-    return src, target
-
-
 def test_fingerprints_never_hide_a_change(pair: Pair, source_url: str) -> None:
-    src, target = _tricky(pair)
+    src, target = tricky_tables(pair, 8000)
     job = pair.job(
         name=src,
         query=f"select id, amount, amount as amount3, label, note, code, ratio from {src}",
@@ -88,12 +69,7 @@ def test_fingerprints_never_hide_a_change(pair: Pair, source_url: str) -> None:
     assert (again.compared, again.staged, again.updated, again.unchanged) == (
         "fingerprints", 0, 0, 8000,
     )  # fmt: skip
-    x(pair.source, f"UPDATE {src} SET amount = 1.00 WHERE id = 1")  # same number, new scale
-    x(pair.source, f"UPDATE {src} SET label = NULL WHERE id = 2")  # 'x' -> NULL
-    x(pair.source, f"UPDATE {src} SET note = NULL WHERE id = 3")  # '' -> NULL
-    x(pair.source, f"UPDATE {src} SET code = 'a ' WHERE id = 4")  # a trailing space
-    x(pair.source, f"UPDATE {src} SET ratio = 0.5000000000000001 WHERE id = 5")  # last bit
-    x(pair.source, f"UPDATE {src} SET amount = 1.0 WHERE id = 6")  # rewritten, not changed
+    change_keeping_text_or_equality(pair, src)
     before = pair.versions(target)
     dry = pair.sync(job, source_url=source_url, dry_run=True)
     result = pair.sync(job, source_url=source_url)
