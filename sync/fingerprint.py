@@ -386,7 +386,7 @@ async def candidate(conn: Any, job: Job, full_refresh: bool, redshift: bool) -> 
     if job.incremental is not None or full_refresh or job.compare == "full":
         return None
     if job.heroku_connect is not None:
-        return None
+        return None  # ownership and Salesforce's stored values: every row is compared
     row = await conn.fetchrow(
         "SELECT c.reltuples, current_setting('server_version_num')::int AS version"
         " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -411,9 +411,8 @@ async def candidate(conn: Any, job: Job, full_refresh: bool, redshift: bool) -> 
 
 
 def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> str | None:
-    """Why this job's rerun cannot compare fingerprints (None: it can)."""
-    if plan.job.heroku_connect is not None:
-        return "Heroku Connect jobs compare every row (ownership and Salesforce's values)"
+    """Why this job's rerun cannot compare fingerprints, beyond what `candidate` ruled out
+    (None: it can)."""
     if dialect == "postgres":
         for k in plan.keys:
             if k.target.type_oid not in HASHABLE:
@@ -641,9 +640,13 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
     totals = await conn.fetchrow(
         f"SELECT (SELECT coalesce(sum(n), 0) FROM {SOURCE_FP}) AS source_rows,"
         f" (SELECT coalesce(sum(n_all), 0) FROM {TARGET_FP}) AS target_rows,"
-        f" (SELECT coalesce(sum(n_source), 0) FROM {CHANGED}) AS changed_source,"
-        f" (SELECT coalesce(sum(n_target), 0) FROM {CHANGED}) AS changed_target"
+        " coalesce(sum(n_source), 0) AS changed_source,"
+        " coalesce(sum(n_target), 0) AS changed_target,"
+        " count(*) AS differing, coalesce(bool_or(b IS NULL), false) AS null_bucket"
+        f" FROM {CHANGED}"
     )
+    if totals["null_bucket"]:
+        raise Unusable("a target row's key has no bucket (NULL)")
     cmp = Comparison(
         fp,
         int(totals["source_rows"]),
@@ -652,12 +655,10 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
         int(totals["changed_source"]),
         int(totals["changed_target"]),
         source.nbytes,
+        differing=int(totals["differing"]),
     )
-    if await conn.fetchval(f"SELECT EXISTS (SELECT 1 FROM {CHANGED} WHERE b IS NULL)"):
-        raise Unusable("a target row's key has no bucket (NULL)")
     if cmp.share <= MAX_SHARE:  # else the list is not used, however long it is
         cmp.changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
-    cmp.differing = await conn.fetchval(f"SELECT count(*) FROM {CHANGED}")
     return cmp
 
 
