@@ -503,8 +503,12 @@ async def _compare_fingerprints(
             # A PostgreSQL source reads the summary and the differing rows in one snapshot, so
             # the summary the run keeps is exactly what it wrote.
             shared = dialect == "postgres"
+            # The source groups about ROWS_PER_BUCKET rows into each bucket: with the server's
+            # default work_mem (4 MB) the hash table spills to disk and the summary takes twice
+            # as long.
             summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
-                                  job.fetch_size, None, limits, export=shared)  # fmt: skip
+                                  job.fetch_size, None, limits, export=shared,
+                                  work_mem=WORK_MEM)  # fmt: skip
             async with contextlib.AsyncExitStack() as open_sources:
                 open_sources.push_async_callback(summary.close)
                 await summary.open()

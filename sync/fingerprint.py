@@ -10,15 +10,15 @@ target rows of those buckets.
 The target's summary is computed from the target as it is, so a write made outside the sync
 (OData, psql) is found and repaired exactly as a full comparison would; or, when the last run
 kept one and the data-version triggers vouch that nothing else wrote since, taken from
-r2sf.fp_summaries (see "kept summaries" below). Two dialects, one per source kind, each
+r2sf.fp_kept (see "kept summaries" below). Two dialects, one per source kind, each
 computed identically on both sides:
 
 - `postgres` (a PostgreSQL source): `hash_record_extended` of each row's values cast as the
-  merge casts them (`load.Pair.value`), with parts for what the types' own hashes cannot tell
-  apart (`_pg_parts`), rehashed once before summing: rows hash alike only when the merge's
-  `IS DISTINCT FROM` finds them equal (1.0 and 1.00 into a text column differ, into a numeric
-  column they do not; NULL, '' and 0 differ; -1.5 and 1.5 differ). Types without a
-  trustworthy hash are hashed as text on both sides.
+  merge casts them (`load.Pair.value`), the types whose own hash folds part of the value as
+  their binary send form (`_pg_parts`), rehashed once before summing: rows hash alike only
+  when the merge's `IS DISTINCT FROM` finds them equal (1.0 and 1.00 into a text column
+  differ; NULL, '' and 0 differ; -1.5 and 1.5 differ). Types without a trustworthy hash are
+  hashed as text on both sides.
 - `redshift`: MD5 of the values' text forms (length-prefixed where text may hold the
   separator; NULL is `-`), so no two different rows give the same text; the target computes
   the same text from what it stores. A text form the two systems write differently (a float's
@@ -27,10 +27,10 @@ computed identically on both sides:
 A bucket whose summary is equal on both sides is taken as unchanged: its rows hash alike, and
 the 64-bit (postgres) or 96-bit (redshift) sums make a chance match about 2^-53 to 2^-64.
 
-Deletes rely on both sides putting a key in the same bucket: key ranges shift the same integer,
-the postgres dialect's hash buckets use the same function on the same typed values (keys of
-other types compare in full), the redshift dialect takes only integer or text keys, whose text
-is the same in both systems; and every run checks it on the staged rows, falling back to the
+Deletes rely on both sides putting a key in the same bucket: key ranges shift (or divide) the
+same integer, the postgres dialect's hash buckets use the same function on the same typed
+values (keys of other types compare in full), the redshift dialect takes only integer or text
+keys, whose text is the same in both systems; and every run checks it on the staged rows, falling back to the
 full comparison if any disagrees.
 """
 
@@ -54,6 +54,10 @@ Dialect = Literal["postgres", "redshift"]
 
 MIN_ROWS = 50_000  # below this a full comparison costs about as much
 ROWS_PER_BUCKET = 64  # the target's rows per bucket, up to 2x this
+# At most this many buckets, so each side's grouping holds them in memory (about 260 bytes a
+# bucket: 68 MB, within the 64 MB work_mem times PostgreSQL 15's hash_mem_multiplier of 2); a
+# bigger table gets bigger buckets.
+MAX_BUCKETS = 1 << 18
 # The part of the rows in differing buckets above which reading every row once costs less
 # than reading the source again for them (a second scan of the query, with the summary paid).
 MAX_SHARE = 0.6
@@ -64,15 +68,27 @@ CHANGED = "r2sf_fp_changed"
 SRC = "r2sf_src"  # the alias extraction_sql and the queries here give the job's query
 
 # Types whose own hash (hash_record_extended uses it) tells apart every pair of values their `=`
-# does, with the extra parts `_pg_parts` adds: NULL (hashed as 0, like float 0 and numeric NaN)
-# is told by a NULL mask, numeric's sign and NaN/Infinity (its hash ignores both) by two tests,
-# int8 and timestamps (hashed as lo XOR hi 32 bits) by their high bits or epoch. Every other
-# type (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed as text on both
-# sides. varchar and bpchar hash as text and bpchar do.
+# does, as `_pg_parts` passes them: the types whose hash folds or ignores part of the value
+# (int8 and timestamps: lo XOR hi 32 bits; numeric: not its sign, nor NaN or Infinity; floats:
+# 0 hashes as NULL does) go in as their binary send form (`SEND`), all of the value, hashed as
+# bytes; NULL (hashed as 0) is told from the other types' values by a mask. Every other type
+# (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed as text on both sides.
+# varchar and bpchar hash as text and bpchar do.
 HASHABLE = frozenset(
     {16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 829, 869, 1042, 1043, 1082, 1114,
      1184, 1700, 2950}
 )  # fmt: skip
+# The send functions of the types hashed by their binary form: every bit of the value, so two
+# values hash alike only when their bytes are the same (1.0 and 1.00 in an unconstrained
+# numeric, or 0 and -0, differ: such a bucket is staged and merged, slower, never wrong).
+SEND = {
+    20: "int8send",
+    700: "float4send",
+    701: "float8send",
+    1114: "timestamp_send",
+    1184: "timestamptz_send",
+    1700: "numeric_send",
+}
 # Length-limited types: hashed as their unlimited type, so a value too long for the target is
 # never cut to equal what the target holds (the staging check must see it).
 UNLIMITED = {1043: "character varying", 1042: "bpchar"}
@@ -103,7 +119,8 @@ class Fingerprints:
     def description(self) -> str:
         """For the log: `key>>6` or `hash/65536`."""
         if self.shift is not None:
-            return f"{self.plan.keys[0].source}>>{self.shift}"
+            key = self.plan.keys[0].source
+            return f"{key}>>{self.shift}" if self.dialect == "postgres" else f"{key}/{1 << self.shift}"
         return f"hash/{self.buckets}"
 
     # ------------------------------------------------------------------ per dialect
@@ -161,11 +178,18 @@ class Fingerprints:
         pairs = self.plan.keys if keys_only else self.plan.pairs
         return [(pr, by_name[pr.source]) for pr in pairs]
 
+    def _range(self, ref: str) -> str:
+        """A key range's number: `key >> shift` (PostgreSQL), or the same division spelled
+        for Redshift, which both systems truncate alike (toward zero) for a negative key."""
+        if self.dialect == "postgres":
+            return f"(CAST({ref} AS bigint) >> {self.shift})"
+        return f"(CAST({ref} AS BIGINT) / {1 << (self.shift or 0)})"
+
     def source_bucket(self, alias: str = SRC) -> str:
         """SQL (in the source's dialect) for a source row's bucket."""
         mask = self.buckets - 1
         if self.shift is not None:
-            return f"(CAST({alias}.{ident(self.plan.keys[0].source)} AS bigint) >> {self.shift})"
+            return self._range(f"{alias}.{ident(self.plan.keys[0].source)}")
         if self.dialect == "postgres":
             vals = ", ".join(self._source_value(p, c, alias) for p, c in self._pairs(True))
             return f"(hash_record_extended(ROW({vals}), 1) & {mask})"
@@ -176,7 +200,7 @@ class Fingerprints:
 
     def staged_bucket(self, alias: str = "s") -> str:
         """SQL (PostgreSQL) for a staged row's bucket: must equal `source_bucket`."""
-        if self.dialect == "postgres":
+        if self.dialect == "postgres" or self.shift is not None:
             return self.source_bucket(alias)
         text = " || '|' || ".join(
             self._text_pg(f"{alias}.{ident(p.source)}", p, c) for p, c in self._pairs(True)
@@ -185,9 +209,7 @@ class Fingerprints:
 
     def target_bucket(self, alias: str = "t") -> str:
         if self.shift is not None:
-            return (
-                f"(CAST({alias}.{ident(self.plan.keys[0].target.name)} AS bigint) >> {self.shift})"
-            )
+            return self._range(f"{alias}.{ident(self.plan.keys[0].target.name)}")
         if self.dialect == "postgres":
             vals = ", ".join(self._target_value(p, alias) for p in self.plan.keys)
             return f"(hash_record_extended(ROW({vals}), 1) & {self.buckets - 1})"
@@ -200,16 +222,9 @@ class Fingerprints:
         """The 64-bit hash of one row (PostgreSQL dialect): `values` as (expression, pair);
         `soft`: the soft-delete flag's expression (the source's is `false`)."""
         keys = {k.target.name for k in self.plan.keys}
-        # A NULL from the source into a NOT NULL column must still show (check_values refuses
-        # it): floats, whose 0 hashes as NULL does, are in the mask whatever the target says.
         parts = _pg_parts(
             [
-                (
-                    expr,
-                    pr.target.type_oid,
-                    pr.target.name not in keys
-                    and (not pr.target.not_null or pr.target.type_oid in (700, 701)),
-                )
+                (expr, pr.target.type_oid, pr.target.name not in keys and not pr.target.not_null)
                 for expr, pr in values
             ],
             soft,
@@ -291,24 +306,22 @@ class Fingerprints:
 
 def _pg_parts(values: list[tuple[str, int, bool]], soft: str | None) -> list[str]:
     """The ROW a PostgreSQL-dialect row hash is computed over: each (expression, target type,
-    nullable) and the extra parts HASHABLE's comment names, then a mask of which nullable
-    values are NULL and the soft-delete flag (NULL, false and true told apart)."""
+    nullable), as its send form where `SEND` has one, then a mask of which other nullable
+    values are NULL (a send form's NULL hashes as 0, its bytes almost never do) and the
+    soft-delete flag (NULL, false and true told apart)."""
     parts: list[str] = []
-    for expr, oid, _ in values:
+    masked: list[str] = []
+    for expr, oid, nullable in values:
+        if oid in SEND:
+            parts.append(f"{SEND[oid]}({expr})")
+            continue
         parts.append(expr)
-        if oid not in HASHABLE:
-            continue  # hashed as text
-        if oid == 20:
-            parts.append(f"({expr} >> 32)")
-        elif oid in (1114, 1184):
-            parts.append(f"date_part('epoch', {expr})")
-        elif oid == 1700:  # the sign; NaN sorts above Infinity
-            parts.extend((f"({expr} < 0)", f"({expr} > 'Infinity'::numeric)"))
-    nullable = [expr for expr, _, can_be_null in values if can_be_null]
-    for start in range(0, len(nullable), 62):
+        if nullable:
+            masked.append(expr)
+    for start in range(0, len(masked), 62):
         flags = " + ".join(
             f"(CASE WHEN {expr} IS NULL THEN {1 << i} ELSE 0 END)"
-            for i, expr in enumerate(nullable[start : start + 62])
+            for i, expr in enumerate(masked[start : start + 62])
         )
         parts.append(f"CAST({flags} AS bigint)")
     if soft is not None:
@@ -348,14 +361,12 @@ def _hex(expr: str, start: int, length: int) -> str:
 
 async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[SourceColumn],
                  target_rows: float) -> Fingerprints:  # fmt: skip
-    """How this run buckets keys: by key range for one integer key column (PostgreSQL source),
-    ROWS_PER_BUCKET / 2 rows per range on average judged from the target's key span; else by
-    a hash of the key."""
+    """How this run buckets keys: by key range for one integer key column, ROWS_PER_BUCKET / 2
+    rows per range on average judged from the target's key span; else by a hash of the key."""
     by_name = {c.name: c for c in columns}
     keys = plan.keys
     if (
-        dialect == "postgres"
-        and len(keys) == 1
+        len(keys) == 1
         and keys[0].target.type_oid in _INTEGERS
         and keys[0].target.not_null  # a NULL key (a unique index allows one) has no range
         and by_name[keys[0].source].type_oid in _INTEGERS
@@ -367,7 +378,8 @@ async def layout(conn: Any, dialect: Dialect, plan: Plan, columns: Sequence[Sour
         )
         if span["lo"] is not None:
             keys_per_row = (span["hi"] - span["lo"] + 1) / max(target_rows, 1.0)
-            width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2)
+            span_keys = float(span["hi"] - span["lo"] + 1)
+            width = max(1.0, keys_per_row * ROWS_PER_BUCKET / 2, span_keys / MAX_BUCKETS)
             shift = min(62, round(math.log2(width)))
             return Fingerprints(dialect, bucket_count(target_rows), plan, columns, shift)
     return Fingerprints(dialect, bucket_count(target_rows), plan, columns)
@@ -377,7 +389,7 @@ def bucket_count(target_rows: float) -> int:
     """A power of two giving ROWS_PER_BUCKET to 2x ROWS_PER_BUCKET target rows per bucket:
     fewer buckets summarise faster, smaller ones stage fewer rows around each change."""
     want = max(1.0, target_rows / ROWS_PER_BUCKET)
-    return int(2 ** min(30, math.floor(math.log2(want))))
+    return int(min(MAX_BUCKETS, 2 ** math.floor(math.log2(want))))
 
 
 async def candidate(conn: Any, job: Job, full_refresh: bool, redshift: bool) -> float | None:
@@ -430,7 +442,7 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 #
 # After a run that compared fingerprints and wrote every difference (hard deletes, no skipped
 # row), the target summarises to exactly the source's summary, so the run keeps that in
-# r2sf.fp_summaries and the next run need not summarise the target again, provided nothing
+# r2sf.fp_kept and the next run need not summarise the target again, provided nothing
 # else wrote to it since: the data-version triggers (odata/versions.py) bump the table's version
 # on every write, by anyone, in the writer's transaction. A kept summary is used only when that
 # version, the table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and
@@ -521,7 +533,8 @@ async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: i
         return False
     await conn.execute(
         f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS"
-        " SELECT b, n, s1, s2, n AS n_all FROM r2sf.fp_summaries WHERE job = $1",
+        " SELECT u.b, u.n, u.s1, u.s2, u.n AS n_all"
+        " FROM r2sf.fp_kept k, unnest(k.b, k.n, k.s1, k.s2) AS u(b, n, s1, s2) WHERE k.job = $1",
         job,
     )
     return True
@@ -549,6 +562,8 @@ async def hold_version(conn: Any, cmp: Comparison, schema: str, table: str) -> b
 
 async def keep(conn: Any, job: str, cmp: Comparison) -> None:
     """After the merge, in the run's transaction: keep the source's summary as the target's."""
+    if cmp.kept and not cmp.differing:
+        return  # the kept summary is the source's, and the merge wrote nothing
     fp = cmp.fp
     # The merge may have turned join methods off for its own statements (load.py).
     await conn.execute("SET LOCAL enable_hashjoin = on")
@@ -565,18 +580,15 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
         await _layout_now(conn, fp, cmp.relid),
         cmp.kept,
     )
-    if cmp.kept:  # only the buckets that differed changed
-        await conn.execute(
-            f"DELETE FROM r2sf.fp_summaries k USING {CHANGED} c WHERE k.job = $1 AND k.b = c.b",
-            job,
-        )
-        rows = f"{CHANGED} c JOIN {SOURCE_FP} s ON s.b = c.b"
-    else:
-        await conn.execute("DELETE FROM r2sf.fp_summaries WHERE job = $1", job)
-        rows = f"{SOURCE_FP} s"
+    # The source's whole summary (it always summarises every row), as arrays aggregated in one
+    # pass, so element i of each describes the same bucket.
     await conn.execute(
-        "INSERT INTO r2sf.fp_summaries (job, b, n, s1, s2)"
-        f" SELECT $1, s.b, s.n, coalesce(s.s1, 0), coalesce(s.s2, 0) FROM {rows}",
+        "INSERT INTO r2sf.fp_kept AS k (job, b, n, s1, s2)"
+        " SELECT $1, coalesce(array_agg(b), '{}'), coalesce(array_agg(n), '{}'),"
+        " coalesce(array_agg(coalesce(s1, 0)), '{}'), coalesce(array_agg(coalesce(s2, 0)), '{}')"
+        f" FROM {SOURCE_FP}"
+        " ON CONFLICT (job) DO UPDATE SET b = excluded.b, n = excluded.n, s1 = excluded.s1,"
+        " s2 = excluded.s2",
         job,
     )
 

@@ -170,12 +170,14 @@ def open_source(
     *,
     export: bool = False,
     snapshot: str | None = None,
+    work_mem: str | None = None,
 ) -> Source:
     """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs.
 
     `describe_only`: a Redshift source only describes the columns (no cursor runs the query);
     a PostgreSQL source never runs it before `batches()` anyway. `export` / `snapshot`: share
-    one snapshot between PostgreSQL extractions (see PostgresSource)."""
+    one snapshot between PostgreSQL extractions (see PostgresSource). `work_mem`: a PostgreSQL
+    source's for this query (a summary's grouping must not spill to disk)."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
@@ -183,7 +185,14 @@ def open_source(
             url, sql, watermark, fetch_size, table, limits or Limits(), describe_only
         )
     return PostgresSource(
-        url, sql, watermark, table, limits or Limits(), export=export, snapshot=snapshot
+        url,
+        sql,
+        watermark,
+        table,
+        limits or Limits(),
+        export=export,
+        snapshot=snapshot,
+        work_mem=work_mem,
     )
 
 
@@ -210,6 +219,7 @@ class PostgresSource(Source):
         *,
         export: bool = False,
         snapshot: str | None = None,
+        work_mem: str | None = None,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
@@ -225,9 +235,12 @@ class PostgresSource(Source):
         # extractions to read with (`snapshot=`) while this one is open.
         self.export = export
         self.snapshot = snapshot
+        self.work_mem = work_mem
 
     async def open(self) -> None:
         settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
+        if self.work_mem is not None:
+            settings["work_mem"] = self.work_mem
         self.conn = await asyncpg.connect(
             self.url, server_settings=settings, timeout=warehouse.CONNECT_TIMEOUT
         )

@@ -257,6 +257,7 @@ def test_startup_rewrite_keeps_postgres_parameters_and_drops_redshift_ones() -> 
         b"user": b"alice",
         b"database": b"dw",
         b"application_name": b"app",
+        b"work_mem": b"64MB",  # UPSTREAM_SETTINGS: a Redshift query's memory
     }
 
 

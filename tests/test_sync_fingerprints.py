@@ -119,6 +119,29 @@ def test_deletes_inserts_and_outside_writes_are_found_in_their_buckets(
     assert pair.sync(job, source_url=source_url).target_summary == kept
 
 
+@pytest.mark.parametrize(
+    ("key_type", "key"),
+    [("text", "'k' || g"), ("int", "g - 3000")],  # hash buckets; key ranges across zero
+)
+def test_changes_are_found_whatever_the_buckets(
+    pair: Pair, source_url: str, key_type: str, key: str
+) -> None:
+    src = _source(pair, "fpk", f"k {key_type} PRIMARY KEY, v text", f"{key}, 'v' || g", 6000)
+    target = f"public.{src}"
+    job = _job(pair, src, target=target, key=["k"], deletes="hard", max_deletes="50%")
+    pair.sync(job, source_url=source_url)
+    x(pair.source, f"UPDATE {src} SET v = 'changed' WHERE v IN ('v10', 'v2990', 'v3001')")
+    x(pair.source, f"DELETE FROM {src} WHERE v IN ('v20', 'v2999', 'v3000')")
+    x(pair.target, f"UPDATE {target} SET v = 'edited' WHERE v = 'v40'")
+    before = q(pair.target, f"SELECT count(*) FROM {target}")
+    result = pair.sync(job, source_url=source_url)
+    assert result.compared == "fingerprints" and result.staged < 1500
+    assert (result.inserted, result.updated, result.deleted) == (0, 4, 3)
+    assert q(pair.target, f"SELECT count(*) FROM {target}")[0][0] == before[0][0] - 3
+    digest = "SELECT count(*), sum(hashtext(t::text)) FROM {} t"
+    assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
+
+
 def test_soft_deletes_flag_and_unflag_inside_differing_buckets(pair: Pair, source_url: str) -> None:
     src = _source(pair, "fps", "id int PRIMARY KEY, v text", "g, 'v' || g", 2000)
     target = f"public.{src}"
@@ -253,9 +276,13 @@ def test_text_and_composite_keys_bucket_by_hash(pair: Pair) -> None:
 HIDDEN_BY_TYPE_HASHES = [
     ("numeric", "1.5", "-1.5"),  # hash_numeric ignores the sign
     ("numeric", "'NaN'", "'Infinity'"),  # both hash to the seed
+    ("numeric", "NULL", "'NaN'"),  # the seed is 0, NULL's hash
+    ("numeric", "'-Infinity'", "'Infinity'"),
+    ("float4", "NULL", "0"),
     ("float8", "NULL", "0"),  # NULL hashes as 0, and so does 0.0
     ("bigint", "0", "4294967297"),  # int8 hashes lo XOR hi 32 bits
     ("timestamp", "'2000-01-01 00:00:00'", "'2000-01-01 01:11:34.967297'"),  # 0, 2^32+1 us
+    ("timestamptz", "'2000-01-01 00:00:00+00'", "'2000-01-01 01:11:34.967297+00'"),
     ("jsonb", "'1'", "'[1]'"),  # jsonb's hash of a scalar and of an array holding it
     ("interval", "'0'", "'4294967297 microseconds'"),
 ]
