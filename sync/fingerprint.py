@@ -120,7 +120,9 @@ class Fingerprints:
         """For the log: `key>>6` or `hash/65536`."""
         if self.shift is not None:
             key = self.plan.keys[0].source
-            return f"{key}>>{self.shift}" if self.dialect == "postgres" else f"{key}/{1 << self.shift}"
+            return (
+                f"{key}>>{self.shift}" if self.dialect == "postgres" else f"{key}/{1 << self.shift}"
+            )
         return f"hash/{self.buckets}"
 
     # ------------------------------------------------------------------ per dialect
