@@ -511,7 +511,6 @@ async def _compare_fingerprints(
                                   work_mem=WORK_MEM)  # fmt: skip
             async with contextlib.AsyncExitStack() as open_sources:
                 open_sources.push_async_callback(summary.close)
-                await summary.open()
                 cmp = await fingerprint.compare(conn, fp, summary, kept)
                 cmp.kept, cmp.relid, cmp.version = kept, relid, version
                 cmp.consistent = shared

@@ -625,10 +625,10 @@ class Comparison:
 
 async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = False) -> Comparison:
     """Summarise both sides (the source's query runs while the target summarises) and find
-    the buckets that differ; `source` is the opened summary query. Raises `Unusable` for an
-    SQL error on either side (nothing has been written; the caller's savepoint undoes the
-    temporary tables)."""
-    ahead = _Prefetch(source.batches())
+    the buckets that differ; `source` is the summary query, opened here (a Redshift source
+    runs it when opened). Raises `Unusable` for an SQL error on either side (nothing has been
+    written; the caller's savepoint undoes the temporary tables)."""
+    ahead = _Prefetch(_opened(source))
     try:
         if not kept:  # else `use_kept` made TARGET_FP from the summary kept by the last run
             await conn.execute(
@@ -674,6 +674,12 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
     if cmp.share <= MAX_SHARE:  # else the list is not used, however long it is
         cmp.changed = [r[0] for r in await conn.fetch(f"SELECT b FROM {CHANGED} ORDER BY b")]
     return cmp
+
+
+async def _opened(source: Source) -> AsyncIterator[bytes]:
+    await source.open()
+    async for chunk in source.batches():
+        yield chunk
 
 
 async def verify_staged(conn: Any, cmp: Comparison, staging: str) -> None:
