@@ -388,9 +388,7 @@ async def _run_in_transaction(
     # A rerun of a full job with a big enough target first compares fingerprints: the source
     # then only describes its columns here (a Redshift cursor would run the whole query).
     estimate = (
-        None
-        if watermark is not None
-        else await fingerprint.candidate(conn, job, full_refresh, is_redshift(source_url))
+        None if watermark is not None else await fingerprint.candidate(conn, job, full_refresh)
     )
     source = new_source(describe_only=estimate is not None)
     compared: fingerprint.Comparison | None = None

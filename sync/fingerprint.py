@@ -394,7 +394,7 @@ def bucket_count(target_rows: float) -> int:
     return int(min(MAX_BUCKETS, 2 ** math.floor(math.log2(want))))
 
 
-async def candidate(conn: Any, job: Job, full_refresh: bool, redshift: bool) -> float | None:
+async def candidate(conn: Any, job: Job, full_refresh: bool) -> float | None:
     """The target's estimated rows when this run may compare fingerprints (a rerun of a full
     job into a target big enough to gain from it), else None."""
     if job.incremental is not None or full_refresh or job.compare == "full":
@@ -410,10 +410,6 @@ async def candidate(conn: Any, job: Job, full_refresh: bool, redshift: bool) -> 
     )
     if row is None or row["version"] < 140000:
         return None  # hash_record_extended is PostgreSQL 14+
-    if job.compare != "fingerprints" and redshift:
-        # The Redshift dialect's MD5 of every row's text costs the target more than it saves
-        # (docs/architecture.md): a Redshift job compares fingerprints only when asked to.
-        return None
     if row["reltuples"] >= MIN_ROWS:
         return float(row["reltuples"])
     if job.compare != "fingerprints":
