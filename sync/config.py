@@ -152,7 +152,7 @@ class Job(_Strict):
     full_refresh: str | None = None
     # How a rerun finds what changed (sync/fingerprint.py): "fingerprints" compares per-bucket
     # summaries of both sides first and reads only the differing buckets in full; "auto" does
-    # so for PostgreSQL sources once the target has 50,000 rows; "full" reads every row.
+    # so once the target has 50,000 rows; "full" reads every row.
     compare: Literal["auto", "fingerprints", "full"] = "auto"
 
     @field_validator("name")

@@ -414,7 +414,7 @@ async def _run_in_transaction(
         elif not dry_run and await load.can_load_directly(conn, plan, source, created):
             try:
                 async with conn.transaction():  # a savepoint
-                    counts.read = await load.copy_into_target(conn, source, plan, progress)
+                    counts.read = await load.copy_into_target(conn, source, plan, progress, created)
                 loaded = True
             except load.DIRECT_LOAD_ERRORS as exc:
                 # Something does not fit; the staging path names the row and column.

@@ -422,17 +422,29 @@ async def can_load_directly(conn: Any, p: Plan, source: Source, created: bool) -
 
 
 async def copy_into_target(
-    conn: Any, source: Source, p: Plan, progress: Progress | None = None
+    conn: Any, source: Source, p: Plan, progress: Progress | None = None, created: bool = False
 ) -> int:
-    """COPY every source row into the (empty) target; returns the rows copied."""
+    """COPY every source row into the (empty) target; returns the rows copied.
+
+    Into a table this transaction `created`, the rows go in frozen (COPY FREEZE): already
+    visible to all, with the visibility map set, so the first scan of the table (the next
+    run's fingerprint summary, the OData service's first reads) does not set a hint bit on, and
+    so write, every page again, nor does a later anti-wraparound vacuum. FREEZE wants the table
+    created or emptied in the current subtransaction: the caller's savepoint is not the one
+    that created it, so the (empty) table is truncated in it first. No one else can see the
+    table before the run commits.
+    """
     by_source = {pr.source: pr for pr in p.pairs}
     columns = [by_source[c.name].target.name for c in source.columns]
+    if created:
+        await conn.execute(f"TRUNCATE {p.target.sql}")
     status = await conn.copy_to_table(
         p.target.table,
         schema_name=p.target.schema,
         source=_chunks(source, progress),
         columns=columns,
         format=source.format,
+        freeze=created,
     )
     # Statistics now rather than at autovacuum's next pass: the next run's merge plan (see
     # `_key_ordered`) and the OData service's first queries plan against the rows just loaded.
