@@ -118,16 +118,16 @@ STAND_IN_OIDS_SQL = (
 # Redshift built-in functions PostgreSQL lacks, created in the upstream database when the shim
 # starts, so SQL written for Redshift runs behind it. STRTOL(num_string, base) returns the
 # BIGINT a string of digits in `base` spells (https://docs.aws.amazon.com/redshift/latest/dg/
-# r_STRTOL.html); r2sf's fingerprints use base 16 only, which is all this stand-in takes (any
-# other base, or more than 15 digits, is NULL here rather than Redshift's value). An SQL
-# function, so PostgreSQL inlines it: not STRICT, as PostgreSQL inlines a strict function only
-# when its body is strict too, and a CASE is not (called instead, it cost 30 us a row). NULL in,
-# NULL out all the same.
+# r_STRTOL.html); r2sf's fingerprints use base 16 and at most 15 digits only, which is all this
+# stand-in answers for (another base is NULL here, more than 16 digits are cut, and 16 may come
+# out negative, where Redshift would give its value or an error). An SQL function that
+# PostgreSQL inlines: not STRICT (a strict function is inlined only when its body is strict,
+# and a CASE is not) and naming its string once (an argument used twice is inlined only when
+# cheap, and an MD5 is not). Called instead of inlined, it cost 30 us a row.
 REDSHIFT_FUNCTIONS_SQL = """
 CREATE OR REPLACE FUNCTION public.strtol(text, integer) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
-    RETURN CASE WHEN $2 = 16 AND length($1) <= 15
-                THEN ('x' || lpad($1, 16, '0'))::bit(64)::bigint END;
+    RETURN CASE WHEN $2 = 16 THEN ('x' || lpad($1, 16, '0'))::bit(64)::bigint END;
 """
 # What PostgreSQL gets in the startup message besides the client's parameters: the memory a
 # Redshift query has for its sorts and hash tables. A cluster gives each query its WLM slot's
