@@ -185,7 +185,7 @@ class Fingerprints:
         for Redshift, which both systems truncate alike (toward zero) for a negative key."""
         if self.dialect == "postgres":
             return f"(CAST({ref} AS bigint) >> {self.shift})"
-        return f"(CAST({ref} AS BIGINT) / {1 << (self.shift or 0)})"
+        return f"(CAST({ref} AS BIGINT) / CAST({1 << (self.shift or 0)} AS BIGINT))"
 
     def source_bucket(self, alias: str = SRC) -> str:
         """SQL (in the source's dialect) for a source row's bucket."""

@@ -3,8 +3,10 @@
 Staging has the source's own exact types, so source COPY bytes are piped in unchanged; values
 are checked against the target's catalogue in SQL and converted while merging. The merge
 inserts new keys, updates only rows whose values differ (`IS DISTINCT FROM`) and deletes or
-flags missing ones; a first load into an empty target of the same types skips staging. It must never TRUNCATE, DROP, RENAME or delete-and-reinsert a target, and
-the caller runs `merge` inside one transaction so readers see the old rows or the new ones.
+flags missing ones; a first load into an empty target of the same types skips staging. It must
+never TRUNCATE, DROP, RENAME or delete-and-reinsert a target that anyone else can see (a table
+the run's own transaction created is emptied once, for COPY FREEZE), and the caller runs
+`merge` inside one transaction so readers see the old rows or the new ones.
 """
 
 from __future__ import annotations

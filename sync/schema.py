@@ -175,9 +175,10 @@ MIGRATIONS: list[str] = [
     """,
     # 7: a kept summary as one row of arrays per job: writing 156k rows of 6 (one foreign-key
     # check each) cost seconds, aggregating them into arrays a tenth of that. Idempotent.
+    # r2sf.fp_summaries stays for runs of the previous release still in flight (their state
+    # rows no longer match this release's layout, so nothing reads what they keep there).
     """
-    DROP TABLE IF EXISTS r2sf.fp_summaries;
-    DELETE FROM r2sf.fp_state;  -- their summaries went with the old table
+    DELETE FROM r2sf.fp_state;  -- their summaries are in the old table
     CREATE UNLOGGED TABLE IF NOT EXISTS r2sf.fp_kept (
         job text PRIMARY KEY REFERENCES r2sf.fp_state ON DELETE CASCADE,
         b bigint[] NOT NULL,
