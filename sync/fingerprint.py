@@ -30,8 +30,8 @@ the 64-bit (postgres) or 60-bit (redshift) sums make a chance match about 2^-53 
 Deletes rely on both sides putting a key in the same bucket: key ranges shift (or divide) the
 same integer, the postgres dialect's hash buckets use the same function on the same typed
 values (keys of other types compare in full), the redshift dialect takes only integer or text
-keys, whose text is the same in both systems; and every run checks it on the staged rows, falling back to the
-full comparison if any disagrees.
+keys, whose text is the same in both systems; and every run checks it on the staged rows,
+falling back to the full comparison if any disagrees.
 """
 
 from __future__ import annotations
@@ -567,9 +567,6 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
     if cmp.kept and not cmp.differing:
         return  # the kept summary is the source's, and the merge wrote nothing
     fp = cmp.fp
-    # The merge may have turned join methods off for its own statements (load.py).
-    await conn.execute("SET LOCAL enable_hashjoin = on")
-    await conn.execute("SET LOCAL enable_mergejoin = on")
     await conn.execute(
         "INSERT INTO r2sf.fp_state AS k (job, relid, filenode, layout, data_version, verified_at)"
         " SELECT $1, $2, pg_relation_filenode($2::oid), $3,"

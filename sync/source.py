@@ -177,7 +177,8 @@ def open_source(
     `describe_only`: a Redshift source only describes the columns (no cursor runs the query);
     a PostgreSQL source never runs it before `batches()` anyway. `export` / `snapshot`: share
     one snapshot between PostgreSQL extractions (see PostgresSource). `work_mem`: a PostgreSQL
-    source's for this query (a summary's grouping must not spill to disk)."""
+    source's for this query, in its shared-snapshot transaction (a summary's grouping must not
+    spill to disk; SET LOCAL, so a pooled server connection keeps nothing)."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
@@ -239,13 +240,13 @@ class PostgresSource(Source):
 
     async def open(self) -> None:
         settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
-        if self.work_mem is not None:
-            settings["work_mem"] = self.work_mem
         self.conn = await asyncpg.connect(
             self.url, server_settings=settings, timeout=warehouse.CONNECT_TIMEOUT
         )
         if self.export or self.snapshot is not None:
             await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            if self.work_mem is not None:  # one of ours (engine.WORK_MEM), never a user's text
+                await self.conn.execute(f"SET LOCAL work_mem = '{self.work_mem}'")
             if self.snapshot is not None:
                 # The snapshot id comes from pg_export_snapshot(), never from a user.
                 await self.conn.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
