@@ -390,8 +390,9 @@ def test_keys_of_other_types_compare_in_full(pair: Pair) -> None:
 
 
 def test_a_null_into_a_not_null_float_column_is_still_refused(pair: Pair) -> None:
-    """float 0 hashes as NULL does: without its NULL flag the row would look unchanged and the
-    staging check, which refuses the NULL, would never see it."""
+    """float8's own hash gives 0 for 0, as NULL gets: were the value hashed by it rather than
+    by its send form, the row would look unchanged and the staging check, which refuses the
+    NULL, would never see it."""
     src = _source(pair, "fpz", "id int PRIMARY KEY, r float8", "g, 0", 4000)
     target = f"public.{src}_t"
     x(pair.target, f"CREATE TABLE {target} (id int PRIMARY KEY, r float8 NOT NULL)")
