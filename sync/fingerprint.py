@@ -234,7 +234,7 @@ class Fingerprints:
         return f"hash_record_extended(ROW({', '.join(parts)}), 0)"
 
     def source_summary_sql(self, job_sql: str) -> str:
-        """The source's per-bucket summary: (b, n, s1, s2), one row per non-empty bucket."""
+        """The source's per-bucket summary: (b, n, s1), one row per non-empty bucket."""
         if self.dialect == "postgres":
             values = [(self._source_value(p, c, SRC), p) for p, c in self._pairs(False)]
             h = self._row_hash(values, "false" if self.plan.soft_column else None)
@@ -256,8 +256,8 @@ class Fingerprints:
         # little at each FETCH, one round trip at a time.
         return (
             f"SELECT {self.source_bucket()} AS b, COUNT(*) AS n,"
-            f" SUM(CAST(STRTOL(SUBSTRING(MD5({text}), 1, 15), 16) AS DECIMAL(19, 0))) AS s1,"
-            f" 0 AS s2 FROM ({job_sql}) AS {SRC} GROUP BY 1 ORDER BY 2"
+            f" SUM(CAST(STRTOL(SUBSTRING(MD5({text}), 1, 15), 16) AS DECIMAL(19, 0))) AS s1"
+            f" FROM ({job_sql}) AS {SRC} GROUP BY 1 ORDER BY 2"
         )
 
     def target_summary_sql(self) -> str:
@@ -290,7 +290,7 @@ class Fingerprints:
         only = f" FILTER (WHERE {live})" if soft else ""
         return (
             f"SELECT {self.target_bucket('t')} AS b, count(*){only} AS n,"
-            f" coalesce(sum({h}){only}, 0) AS s1, 0 AS s2, count(*) AS n_all"
+            f" coalesce(sum({h}){only}, 0) AS s1, count(*) AS n_all"
             f" FROM {p.target.sql} t GROUP BY 1"
         )
 
@@ -342,8 +342,8 @@ def _pg_sums(only: str | None = None) -> str:
     PostgreSQL sums bigints as numeric. `only`: the rows counted."""
     g = "hashfloat8extended(CAST(h AS float8), 0)"
     if only is None:
-        return f"sum({g}) AS s1, 0 AS s2"
-    return f"coalesce(sum({g}) FILTER (WHERE {only}), 0) AS s1, 0 AS s2"
+        return f"sum({g}) AS s1"
+    return f"coalesce(sum({g}) FILTER (WHERE {only}), 0) AS s1"
 
 
 def _numeric_text(text: str) -> str:
@@ -535,8 +535,8 @@ async def use_kept(conn: Any, job: str, fp: Fingerprints, relid: int, version: i
         return False
     await conn.execute(
         f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS"
-        " SELECT u.b, u.n, u.s1, u.s2, u.n AS n_all"
-        " FROM r2sf.fp_kept k, unnest(k.b, k.n, k.s1, k.s2) AS u(b, n, s1, s2) WHERE k.job = $1",
+        " SELECT u.b, u.n, u.s1, u.n AS n_all"
+        " FROM r2sf.fp_kept k, unnest(k.b, k.n, k.s1) AS u(b, n, s1) WHERE k.job = $1",
         job,
     )
     return True
@@ -582,12 +582,11 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
     # The source's whole summary (it always summarises every row), as arrays aggregated in one
     # pass, so element i of each describes the same bucket.
     await conn.execute(
-        "INSERT INTO r2sf.fp_kept AS k (job, b, n, s1, s2)"
+        "INSERT INTO r2sf.fp_kept AS k (job, b, n, s1)"
         " SELECT $1, coalesce(array_agg(b), '{}'), coalesce(array_agg(n), '{}'),"
-        " coalesce(array_agg(coalesce(s1, 0)), '{}'), coalesce(array_agg(coalesce(s2, 0)), '{}')"
+        " coalesce(array_agg(coalesce(s1, 0)), '{}')"
         f" FROM {SOURCE_FP}"
-        " ON CONFLICT (job) DO UPDATE SET b = excluded.b, n = excluded.n, s1 = excluded.s1,"
-        " s2 = excluded.s2",
+        " ON CONFLICT (job) DO UPDATE SET b = excluded.b, n = excluded.n, s1 = excluded.s1",
         job,
     )
 
@@ -632,8 +631,7 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
                 f"CREATE TEMP TABLE {TARGET_FP} ON COMMIT DROP AS {fp.target_summary_sql()}"
             )
         await conn.execute(
-            f"CREATE TEMP TABLE {SOURCE_FP} (b bigint, n bigint, s1 numeric, s2 numeric)"
-            " ON COMMIT DROP"
+            f"CREATE TEMP TABLE {SOURCE_FP} (b bigint, n bigint, s1 numeric) ON COMMIT DROP"
         )
         await conn.copy_to_table(SOURCE_FP, source=ahead, format=source.format)
     finally:
@@ -644,8 +642,7 @@ async def compare(conn: Any, fp: Fingerprints, source: Source, kept: bool = Fals
         " SELECT coalesce(s.b, t.b) AS b, coalesce(s.n, 0) AS n_source,"
         " coalesce(t.n_all, 0) AS n_target"
         f" FROM {SOURCE_FP} s FULL JOIN {TARGET_FP} t ON t.b = s.b"
-        " WHERE (coalesce(s.n, 0), coalesce(s.s1, 0), coalesce(s.s2, 0))"
-        " IS DISTINCT FROM (coalesce(t.n, 0), t.s1, t.s2)"
+        " WHERE (coalesce(s.n, 0), coalesce(s.s1, 0)) IS DISTINCT FROM (coalesce(t.n, 0), t.s1)"
     )
     await conn.execute(f"ANALYZE {CHANGED}")
     totals = await conn.fetchrow(

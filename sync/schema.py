@@ -183,13 +183,11 @@ MIGRATIONS: list[str] = [
         job text PRIMARY KEY REFERENCES r2sf.fp_state ON DELETE CASCADE,
         b bigint[] NOT NULL,
         n bigint[] NOT NULL,
-        s1 numeric[] NOT NULL,
-        s2 numeric[] NOT NULL
+        s1 numeric[] NOT NULL
     );
     -- Stored uncompressed: compressing 156k buckets took 4 times as long as writing them.
     ALTER TABLE r2sf.fp_kept ALTER COLUMN b SET STORAGE EXTERNAL,
-        ALTER COLUMN n SET STORAGE EXTERNAL, ALTER COLUMN s1 SET STORAGE EXTERNAL,
-        ALTER COLUMN s2 SET STORAGE EXTERNAL;
+        ALTER COLUMN n SET STORAGE EXTERNAL, ALTER COLUMN s1 SET STORAGE EXTERNAL;
     """,
 ]
 
