@@ -13,12 +13,12 @@ kept one and the data-version triggers vouch that nothing else wrote since, take
 r2sf.fp_kept (see "kept summaries" below). Two dialects, one per source kind, each
 computed identically on both sides:
 
-- `postgres` (a PostgreSQL source): the XOR of each column's own hash, seeded by its place,
-  of the row's values cast as the merge casts them (`load.Pair.value`), with what a type's
-  hash folds away added back (`_pg_row_hash`), rehashed once before summing: rows hash alike
-  only when the merge's `IS DISTINCT FROM` finds them equal (1.0 and 1.00 into a text column
-  differ, into a numeric column they are equal; NULL, '' and 0 differ; -1.5 and 1.5 differ).
-  Types without a trustworthy hash are hashed as text on both sides.
+- `postgres` (a PostgreSQL source): `hash_record_extended` of each row's values cast as the
+  merge casts them (`load.Pair.value`), the types whose own hash folds part of the value as
+  their binary send form (`_pg_parts`), rehashed once before summing: rows hash alike only
+  when the merge's `IS DISTINCT FROM` finds them equal (1.0 and 1.00 into a text column
+  differ; NULL, '' and 0 differ; -1.5 and 1.5 differ). Types without a trustworthy hash are
+  hashed as text on both sides.
 - `redshift`: MD5 of the values' text forms (length-prefixed where text may hold the
   separator; NULL is `-`), so no two different rows give the same text; the target computes
   the same text from what it stores. A text form the two systems write differently (a float's
@@ -67,43 +67,28 @@ TARGET_FP = "r2sf_fp_target"
 CHANGED = "r2sf_fp_changed"
 SRC = "r2sf_src"  # the alias extraction_sql and the queries here give the job's query
 
-# Types whose values the row hash (`_pg_row_hash`) tells apart exactly when their `=` does.
-# Most are hashed column by column with their own hash function, seeded by the column's place
-# (`COLUMN_HASH`); where that function folds or ignores part of the value, a second part adds
-# what it misses (int8: its high 32 bits; numeric: its sign and NaN; timestamp: its epoch as a
-# float8, exact within the 35 minutes over which the folded hash is). The rest go, together,
-# into one `hash_record_extended`, with their binary send form where their own hash folds
-# (`SEND`). Every other type (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed
-# as text on both sides. varchar and bpchar hash as text and bpchar do.
+# Types whose own hash (hash_record_extended uses it) tells apart every pair of values their `=`
+# does, as `_pg_parts` passes them: the types whose hash folds or ignores part of the value
+# (int8 and timestamps: lo XOR hi 32 bits; numeric: not its sign, nor NaN or Infinity; floats:
+# 0 hashes as NULL does) go in as their binary send form (`SEND`), all of the value, hashed as
+# bytes; NULL (hashed as 0) is told from the other types' values by a mask. Every other type
+# (jsonb: '1' and '[1]' hash alike; time, interval: folded) is hashed as text on both sides.
+# varchar and bpchar hash as text and bpchar do.
 HASHABLE = frozenset(
     {16, 17, 18, 19, 20, 21, 23, 25, 26, 650, 700, 701, 829, 869, 1042, 1043, 1082, 1114,
      1184, 1700, 2950}
 )  # fmt: skip
-# Per column, `{e}` the value, `{s}` and `{t}` two seeds of its own and `{c}` a 64-bit constant
-# of its own (not a small one: the row hash is summed as a float8, its top 53 bits). Built-in hash functions
-# that JIT compilation inlines: about a quarter of the cost of a row hashed as a ROW of the same
-# values (5M rows of TICKIT sales: 0.26 s instead of 0.86 s for its seven integer columns).
-COLUMN_HASH = {
-    16: "hashint4extended(CAST({e} AS int), {s})",
-    18: "hashcharextended({e}, {s})",
-    19: "hashnameextended({e}, {s})",
-    20: "hashint8extended({e}, {s}) # hashint4extended(CAST({e} >> 32 AS int), {t})",
-    21: "hashint2extended({e}, {s})",
-    23: "hashint4extended({e}, {s})",
-    25: "hashtextextended({e}, {s})",
-    26: "hashoidextended({e}, {s})",
-    700: "hashfloat4extended({e}, {s})",  # 0 and -0 hash alike, as they are equal
-    701: "hashfloat8extended({e}, {s})",
-    1042: "hashbpcharextended({e}, {s})",
-    1043: "hashtextextended({e}, {s})",
-    1114: "timestamp_hash_extended({e}, {s}) # hashfloat8extended(date_part('epoch', {e}), {t})",
-    1700: "hash_numeric_extended({e}, {s})"
-    " # CASE WHEN {e} < 0 THEN {c} WHEN {e} = 'NaN'::numeric THEN ~{c} ELSE 0 END",
-    2950: "uuid_hash_extended({e}, {s})",
+# The send functions of the types hashed by their binary form: every bit of the value, so two
+# values hash alike only when their bytes are the same (1.0 and 1.00 in an unconstrained
+# numeric, or 0 and -0, differ: such a bucket is staged and merged, slower, never wrong).
+SEND = {
+    20: "int8send",
+    700: "float4send",
+    701: "float8send",
+    1114: "timestamp_send",
+    1184: "timestamptz_send",
+    1700: "numeric_send",
 }
-# The send functions of the other types whose own hash folds part of the value: every bit of
-# it, hashed as bytes (their NULL is told from other values by a mask).
-SEND = {1184: "timestamptz_send"}
 # Length-limited types: hashed as their unlimited type, so a value too long for the target is
 # never cut to equal what the target holds (the staging check must see it).
 UNLIMITED = {1043: "character varying", 1042: "bpchar"}
@@ -238,11 +223,15 @@ class Fingerprints:
     def _row_hash(self, values: list[tuple[str, Pair]], soft: str | None) -> str:
         """The 64-bit hash of one row (PostgreSQL dialect): `values` as (expression, pair);
         `soft`: the soft-delete flag's expression (the source's is `false`)."""
-        typed = [
-            (expr, pr.target.type_oid if pr.target.type_oid in HASHABLE else 25)
-            for expr, pr in values
-        ]
-        return _pg_row_hash(typed, soft)
+        keys = {k.target.name for k in self.plan.keys}
+        parts = _pg_parts(
+            [
+                (expr, pr.target.type_oid, pr.target.name not in keys and not pr.target.not_null)
+                for expr, pr in values
+            ],
+            soft,
+        )
+        return f"hash_record_extended(ROW({', '.join(parts)}), 0)"
 
     def source_summary_sql(self, job_sql: str) -> str:
         """The source's per-bucket summary: (b, n, s1), one row per non-empty bucket."""
@@ -321,46 +310,29 @@ class Fingerprints:
         return f"{self.target_bucket(alias)} = ANY({_int_array(buckets)})"
 
 
-def _pg_row_hash(values: list[tuple[str, int]], soft: str | None) -> str:
-    """A PostgreSQL-dialect row's 64-bit hash: the XOR of one hash per column, seeded by the
-    column's place so that no two columns' hashes cancel, NULL a constant of its own (a
-    hash's own output for 0 or NaN is its seed); the columns `COLUMN_HASH` has no function
-    for are hashed together as one ROW, with a mask of which of them are NULL (their send
-    form's NULL hashes as 0). `values`: (expression, the type it is hashed as); `soft`: the
-    soft-delete flag's expression (NULL, false and true told apart)."""
+def _pg_parts(values: list[tuple[str, int, bool]], soft: str | None) -> list[str]:
+    """The ROW a PostgreSQL-dialect row hash is computed over: each (expression, target type,
+    nullable), as its send form where `SEND` has one, then a mask of which other nullable
+    values are NULL (a send form's NULL hashes as 0, its bytes almost never do) and the
+    soft-delete flag (NULL, false and true told apart)."""
     parts: list[str] = []
-    rest: list[str] = []
     masked: list[str] = []
-    for i, (expr, oid) in enumerate(values):
-        template = COLUMN_HASH.get(oid)
-        if template is not None:
-            one = template.format(e=expr, s=2 * i + 1, t=2 * i + 2, c=_constant(2 * i + 1))
-            parts.append(f"coalesce({one}, {_constant(2 * i)})")
+    for expr, oid, nullable in values:
+        if oid in SEND:
+            parts.append(f"{SEND[oid]}({expr})")
             continue
-        rest.append(f"{SEND[oid]}({expr})" if oid in SEND else expr)
-        masked.append(expr)
-    if rest:
-        for start in range(0, len(masked), 62):
-            flags = " + ".join(
-                f"(CASE WHEN {expr} IS NULL THEN {1 << i} ELSE 0 END)"
-                for i, expr in enumerate(masked[start : start + 62])
-            )
-            rest.append(f"CAST({flags} AS bigint)")
-        parts.append(f"hash_record_extended(ROW({', '.join(rest)}), 0)")
+        parts.append(expr)
+        if nullable:
+            masked.append(expr)
+    for start in range(0, len(masked), 62):
+        flags = " + ".join(
+            f"(CASE WHEN {expr} IS NULL THEN {1 << i} ELSE 0 END)"
+            for i, expr in enumerate(masked[start : start + 62])
+        )
+        parts.append(f"CAST({flags} AS bigint)")
     if soft is not None:
-        parts.append(f"hashint4extended(coalesce(CAST({soft} AS int), 2), {2 * len(values) + 1})")
-    return " # ".join(f"({p})" for p in parts)
-
-
-def _constant(i: int) -> str:
-    """The i-th of a series of fixed 64-bit numbers (splitmix64): a column's hash when it is
-    NULL, unlike any seed or small number a hash function returns by itself, or a part added to
-    a hash, changing its top bits as much as its bottom ones."""
-    z = (i + 1) * 0x9E3779B97F4A7C15 % (1 << 64)
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9 % (1 << 64)
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EB % (1 << 64)
-    z ^= z >> 31
-    return f"CAST({z - (1 << 64) if z >= 1 << 63 else z} AS bigint)"
+        parts.append(f"coalesce(CAST({soft} AS int), 2)")
+    return parts
 
 
 def _pg_sums(only: str | None = None) -> str:

@@ -283,8 +283,8 @@ HIDDEN_BY_TYPE_HASHES = [
     ("bigint", "0", "4294967297"),  # int8 hashes lo XOR hi 32 bits
     ("timestamp", "'2000-01-01 00:00:00'", "'2000-01-01 01:11:34.967297'"),  # 0, 2^32+1 us
     ("timestamptz", "'2000-01-01 00:00:00+00'", "'2000-01-01 01:11:34.967297+00'"),
-    # A timestamp's hash folds its 64 bits into 32; its epoch as a float8 (the part added for
-    # that) cannot tell microseconds apart after the year 2106.
+    # A timestamp's own hash folds its 64 bits into 32, and its epoch as a float8 cannot tell
+    # microseconds apart after the year 2106: a fingerprint built on either misses these.
     ("timestamp", "'3000-01-01 00:00:00'", "'3000-01-01 00:00:00.000001'"),
     ("timestamp", "'-infinity'", "'infinity'"),
     ("timestamp", "NULL", "'2000-01-01 00:00:00'"),
