@@ -440,9 +440,7 @@ async def _run_in_transaction(
     staged = {"staged": compared.staged} if compared is not None else {}
     rep.log("staged" if not loaded else "loaded", job=job.name, rows=counts.read,
             bytes=nbytes, **staged)  # fmt: skip
-    keeps = (
-        job.compare != "full" and not is_redshift(source_url) and fingerprint.may_keep(job, plan)
-    )
+    keeps = job.compare != "full" and fingerprint.may_keep(job, plan)
     if loaded and created and keeps:
         # No one else can have written to a table this transaction created: from here on the
         # data-version triggers see every write, so reruns may keep fingerprint summaries.
@@ -499,7 +497,7 @@ async def _compare_fingerprints(
                 conn, job.name, fp, relid, version
             )
             # A PostgreSQL source reads the summary and the differing rows in one snapshot, so
-            # the summary the run keeps is exactly what it wrote.
+            # the summary the run keeps is exactly what it wrote (others: `fingerprint.keep`).
             shared = dialect == "postgres"
             # The source groups about ROWS_PER_BUCKET rows into each bucket: with the server's
             # default work_mem (4 MB) the hash table spills to disk and the summary takes twice
@@ -633,7 +631,7 @@ async def _merge(
     if not loaded:
         keeping = (
             compared is not None
-            and fingerprint.may_keep(job, plan, compared)
+            and fingerprint.may_keep(job, plan)
             and await fingerprint.hold_version(
                 conn, compared, plan.target.schema, plan.target.table
             )

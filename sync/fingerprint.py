@@ -260,9 +260,11 @@ class Fingerprints:
             f" FROM ({job_sql}) AS {SRC} GROUP BY 1 ORDER BY 2"
         )
 
-    def target_summary_sql(self) -> str:
-        """The target's per-bucket summary of its live rows, and every row's count (n_all)."""
+    def target_summary_sql(self, where: str = "") -> str:
+        """The target's per-bucket summary of its live rows, and every row's count (n_all);
+        `where`: SQL limiting the rows summarised (alias `t`)."""
         p = self.plan
+        where = f" WHERE {where}" if where else ""
         # Live: not flagged as deleted (a NULL flag is live, as the merge's deletes judge it).
         soft = f"t.{ident(p.soft_column)}" if p.soft_column else None
         live = f"{soft} IS NOT TRUE" if soft else "true"
@@ -272,14 +274,14 @@ class Fingerprints:
                 return (
                     f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
                     f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
-                    f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+                    f" FROM {p.target.sql} t{where}) AS r2sf_fp GROUP BY b"
                 )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
                 f" {_pg_sums('live')},"
                 " count(*) AS n_all FROM"
                 f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
-                f" FROM {p.target.sql} t) AS r2sf_fp GROUP BY b"
+                f" FROM {p.target.sql} t{where}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
@@ -291,7 +293,7 @@ class Fingerprints:
         return (
             f"SELECT {self.target_bucket('t')} AS b, count(*){only} AS n,"
             f" coalesce(sum({h}){only}, 0) AS s1, count(*) AS n_all"
-            f" FROM {p.target.sql} t GROUP BY 1"
+            f" FROM {p.target.sql} t{where} GROUP BY 1"
         )
 
     def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
@@ -443,8 +445,12 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 # ---------------------------------------------------------------- kept summaries
 #
 # After a run that compared fingerprints and wrote every difference (hard deletes, no skipped
-# row), the target summarises to exactly the source's summary, so the run keeps that in
-# r2sf.fp_kept and the next run need not summarise the target again, provided nothing
+# row), the run keeps the target's summary in r2sf.fp_kept: the source's for the buckets found
+# equal (the run wrote nothing there), and for the buckets that differed, the source's when the
+# rows staged were read in the summary's snapshot (a PostgreSQL source), else the target's own,
+# summarised again from those buckets' rows after the merge (a Redshift source: a row changed
+# between the two queries is then kept as written, never as the summary saw it). The next run
+# need not summarise the target again, provided nothing
 # else wrote to it since: the data-version triggers (odata/versions.py) bump the table's version
 # on every write, by anyone, in the writer's transaction. A kept summary is used only when that
 # version, the table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and
@@ -454,12 +460,9 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 KEPT_FOR = "1 day"
 
 
-def may_keep(job: Job, plan: Plan, cmp: Comparison | None = None) -> bool:
-    """Whether a run of this job leaves the target summarising to the source's summary: it
-    writes every difference (hard deletes, no skipped row) and, once `cmp` is known, read the
-    summary and the rows it staged in one snapshot of the source."""
-    if cmp is not None and not cmp.consistent:
-        return False
+def may_keep(job: Job, plan: Plan) -> bool:
+    """Whether a run of this job leaves the target summarising to the source's summary in the
+    buckets it found equal: it writes every difference (hard deletes, no skipped row)."""
     return job.deletes == "hard" and not plan.has_skipped and plan.external_id is None
 
 
@@ -563,7 +566,8 @@ async def hold_version(conn: Any, cmp: Comparison, schema: str, table: str) -> b
 
 
 async def keep(conn: Any, job: str, cmp: Comparison) -> None:
-    """After the merge, in the run's transaction: keep the source's summary as the target's."""
+    """After the merge, in the run's transaction: keep the target's summary as it now is (see
+    "kept summaries" above)."""
     if cmp.kept and not cmp.differing:
         return  # the kept summary is the source's, and the merge wrote nothing
     fp = cmp.fp
@@ -579,13 +583,21 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
         await _layout_now(conn, fp, cmp.relid),
         cmp.kept,
     )
-    # The source's whole summary (it always summarises every row), as arrays aggregated in one
-    # pass, so element i of each describes the same bucket.
+    # The source's whole summary (it always summarises every row), or, where the rows staged
+    # may differ from what it summarised, the target's own for the buckets that differed; as
+    # arrays aggregated in one pass, so element i of each describes the same bucket.
+    rows = f"SELECT b, n, s1 FROM {SOURCE_FP}"
+    if cmp.differing and not cmp.consistent:
+        changed = _int_array(cmp.changed)
+        again = fp.target_summary_sql(fp.restrict(cmp.changed))
+        rows += (
+            f" WHERE NOT b = ANY({changed}) UNION ALL SELECT b, n, s1 FROM ({again}) AS r2sf_again"
+        )
     await conn.execute(
         "INSERT INTO r2sf.fp_kept AS k (job, b, n, s1)"
         " SELECT $1, coalesce(array_agg(b), '{}'), coalesce(array_agg(n), '{}'),"
         " coalesce(array_agg(coalesce(s1, 0)), '{}')"
-        f" FROM {SOURCE_FP}"
+        f" FROM ({rows}) AS r2sf_kept"
         " ON CONFLICT (job) DO UPDATE SET b = excluded.b, n = excluded.n, s1 = excluded.s1",
         job,
     )
@@ -609,7 +621,9 @@ class Comparison:
     staged: int = 0  # source rows staged (those of the differing buckets)
     differing: int = 0  # how many buckets differ
     kept: bool = False  # the target's summary was the one kept by the last run
-    consistent: bool = False  # the summary and the staged rows were read in one snapshot
+    # The summary and the staged rows were read in one snapshot (else `keep` summarises the
+    # differing buckets again from the target).
+    consistent: bool = False
     relid: int = 0  # the target table
     version: int = 0  # its data version when the run started
 

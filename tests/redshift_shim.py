@@ -33,6 +33,7 @@ import struct
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -242,8 +243,8 @@ def rewrite_startup(body: bytes) -> bytes:
             kept += name + b"\0" + value + b"\0"
         else:
             log.debug("dropping startup parameter %s", name.decode("ascii", "replace"))
-    for name, value in UPSTREAM_SETTINGS.items():
-        kept += name.encode() + b"\0" + value.encode() + b"\0"
+    for setting, text in UPSTREAM_SETTINGS.items():
+        kept += setting.encode() + b"\0" + text.encode() + b"\0"
     kept += b"\0"
     return struct.pack("!i", len(kept) + 4) + bytes(kept)
 
@@ -342,6 +343,13 @@ class _Messages:
         return out
 
 
+def _statement_text(kind: bytes, body: bytes) -> str:
+    """The SQL of a Query message, or of a Parse message (after its statement name)."""
+    if kind == b"P":
+        body = body[body.index(b"\0") + 1 :]
+    return body[: body.index(b"\0")].decode("utf-8", "replace")
+
+
 def _pump(src: socket.socket, dst: socket.socket) -> None:
     """Copy bytes until EOF, then pass the half-close on so the other side sees it too."""
     try:
@@ -371,6 +379,7 @@ class RedshiftShim:
         *,
         protocol: str = "text",
         stand_ins: dict[int, int] | None = None,
+        on_query: Callable[[str], None] | None = None,
     ) -> None:
         assert protocol in ("text", "binary")
         self.upstream_url = upstream_url
@@ -379,6 +388,9 @@ class RedshiftShim:
         self.port = port
         self.protocol = protocol
         self.stand_ins = dict(stand_ins or {})
+        # Called with each statement's text (Parse or Query) before the server sees it, in the
+        # relaying thread: a test's way to change the source between two of a client's queries.
+        self.on_query = on_query
         self.errors: list[str] = []  # binary requests the shim could not honour
         self.binary_columns = 0  # result columns relayed in binary (protocol="binary")
         self._listener: socket.socket | None = None
@@ -465,7 +477,7 @@ class RedshiftShim:
             session = self._startup(client, server)
             if session is None:
                 return
-            if session.protocol == 0 and not self.stand_ins:
+            if session.protocol == 0 and not self.stand_ins and self.on_query is None:
                 back = threading.Thread(target=_pump, args=(server, client), daemon=True)
                 back.start()
                 _pump(client, server)
@@ -541,6 +553,8 @@ class RedshiftShim:
                         session.client_epoch += 1
                     elif kind == b"B":
                         self._check_bind(body, session)
+                    if self.on_query is not None and kind in (b"P", b"Q"):
+                        self.on_query(_statement_text(kind, body))
                     server.sendall(raw)
         except (OSError, ConnectionError):
             pass
