@@ -502,12 +502,23 @@ async def _compare_fingerprints(
             # The source groups about ROWS_PER_BUCKET rows into each bucket: with the server's
             # default work_mem (4 MB) the hash table spills to disk and the summary takes twice
             # as long.
-            summary = open_source(source_url, fp.source_summary_sql(job.source_sql), None,
-                                  job.fetch_size, None, limits, export=shared,
-                                  work_mem=WORK_MEM)  # fmt: skip
+            split = shared and kept and fingerprint.SPLIT_WHEN_KEPT
+            summary = open_source(source_url,
+                                  fp.source_summary_sql(job.source_sql, 0 if split else None),
+                                  None, job.fetch_size, None, limits, export=shared,
+                                  work_mem=WORK_MEM, parallel=not split)  # fmt: skip
             async with contextlib.AsyncExitStack() as open_sources:
                 open_sources.push_async_callback(summary.close)
-                cmp = await fingerprint.compare(conn, fp, summary, kept)
+                summaries = [summary]
+                if split:
+                    await summary.open()  # its snapshot, for the other half to read in
+                    other = open_source(source_url, fp.source_summary_sql(job.source_sql, 1),
+                                        None, job.fetch_size, None, limits,
+                                        snapshot=getattr(summary, "snapshot", None),
+                                        work_mem=WORK_MEM, parallel=False)  # fmt: skip
+                    open_sources.push_async_callback(other.close)
+                    summaries.append(other)
+                cmp = await fingerprint.compare(conn, fp, summaries, kept)
                 cmp.kept, cmp.relid, cmp.version = kept, relid, version
                 cmp.consistent = shared
                 rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,

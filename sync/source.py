@@ -171,6 +171,7 @@ def open_source(
     export: bool = False,
     snapshot: str | None = None,
     work_mem: str | None = None,
+    parallel: bool = True,
 ) -> Source:
     """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs.
 
@@ -178,7 +179,8 @@ def open_source(
     a PostgreSQL source never runs it before `batches()` anyway. `export` / `snapshot`: share
     one snapshot between PostgreSQL extractions (see PostgresSource). `work_mem`: a PostgreSQL
     source's for this query, in its shared-snapshot transaction (a summary's grouping must not
-    spill to disk; SET LOCAL, so a pooled server connection keeps nothing)."""
+    spill to disk; SET LOCAL, so a pooled server connection keeps nothing); `parallel=False`
+    turns PostgreSQL's parallel query off there (a summary already split in two queries)."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
@@ -194,6 +196,7 @@ def open_source(
         export=export,
         snapshot=snapshot,
         work_mem=work_mem,
+        parallel=parallel,
     )
 
 
@@ -221,6 +224,7 @@ class PostgresSource(Source):
         export: bool = False,
         snapshot: str | None = None,
         work_mem: str | None = None,
+        parallel: bool = True,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
@@ -237,6 +241,7 @@ class PostgresSource(Source):
         self.export = export
         self.snapshot = snapshot
         self.work_mem = work_mem
+        self.parallel = parallel
 
     async def open(self) -> None:
         settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
@@ -247,6 +252,8 @@ class PostgresSource(Source):
             await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
             if self.work_mem is not None:  # one of ours (engine.WORK_MEM), never a user's text
                 await self.conn.execute(f"SET LOCAL work_mem = '{self.work_mem}'")
+            if not self.parallel:
+                await self.conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             if self.snapshot is not None:
                 # The snapshot id comes from pg_export_snapshot(), never from a user.
                 await self.conn.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")

@@ -139,6 +139,16 @@ def test_changes_are_found_whatever_the_buckets(
     assert q(pair.target, f"SELECT count(*) FROM {target}")[0][0] == before[0][0] - 3
     digest = "SELECT count(*), sum(hashtext(t::text)) FROM {} t"
     assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
+    # The next run compares against the summary this one kept; a PostgreSQL source then
+    # summarises in two queries, even and odd buckets (a negative one's remainder is -1):
+    # changes on both sides of zero and in both halves are found.
+    x(pair.source, f"UPDATE {src} SET v = 'again' WHERE v IN ('v11', 'v44', 'v2995', 'v5990')")
+    x(pair.source, f"DELETE FROM {src} WHERE v IN ('v77', 'v2960', 'v3040')")
+    x(pair.source, f"INSERT INTO {src} VALUES ({key.replace('g', '7001')}, 'new')")
+    result = pair.sync(job, source_url=source_url)
+    assert (result.target_summary, result.compared) == ("kept", "fingerprints")
+    assert (result.inserted, result.updated, result.deleted) == (1, 4, 3)
+    assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
 
 
 def test_soft_deletes_flag_and_unflag_inside_differing_buckets(pair: Pair, source_url: str) -> None:
