@@ -100,6 +100,8 @@ SEND = {
 # never cut to equal what the target holds (the staging check must see it).
 UNLIMITED = {1043: "character varying", 1042: "bpchar"}
 _INTEGERS = frozenset({20, 21, 23})
+_INT_RANGE = {21: (-(1 << 15), (1 << 15) - 1), 23: (-(1 << 31), (1 << 31) - 1),
+              20: (-(1 << 63), (1 << 63) - 1)}  # fmt: skip
 # Key types whose text form PostgreSQL and Redshift write alike (integers, text).
 TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
 # Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
@@ -272,11 +274,11 @@ class Fingerprints:
             f" FROM ({job_sql}) AS {SRC} GROUP BY 1 ORDER BY 2"
         )
 
-    def target_summary_sql(self, where: str = "") -> str:
+    def target_summary_sql(self, buckets: Sequence[int] | None = None) -> str:
         """The target's per-bucket summary of its live rows, and every row's count (n_all);
-        `where`: SQL limiting the rows summarised (alias `t`)."""
+        `buckets`: only theirs."""
         p = self.plan
-        where = f" WHERE {where}" if where else ""
+        rows, where = self._target_rows(buckets)
         # Live: not flagged as deleted (a NULL flag is live, as the merge's deletes judge it).
         soft = f"t.{ident(p.soft_column)}" if p.soft_column else None
         live = f"{soft} IS NOT TRUE" if soft else "true"
@@ -286,7 +288,7 @@ class Fingerprints:
                 return (
                     f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
                     f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
-                    f" FROM {p.target.sql} t{where}) AS r2sf_fp GROUP BY b"
+                    f" FROM {rows}{where}) AS r2sf_fp GROUP BY b"
                 )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
@@ -305,8 +307,33 @@ class Fingerprints:
         return (
             f"SELECT {self.target_bucket('t')} AS b, count(*){only} AS n,"
             f" coalesce(sum({h}){only}, 0) AS s1, count(*) AS n_all"
-            f" FROM {p.target.sql} t{where} GROUP BY 1"
+            f" FROM {rows}{where} GROUP BY 1"
         )
+
+    def _target_rows(self, buckets: Sequence[int] | None) -> tuple[str, str]:
+        """(FROM, WHERE) of the target rows in `buckets` (all rows when None), aliased `t`.
+
+        Key ranges are looked up in the key's unique index (a load requires one), a range
+        scan per bucket, its bounds computed here wide enough for either dialect's rounding
+        (`key >> shift` floors, the division truncates towards zero) and clamped to the key
+        type; the bucket's own test then keeps its rows exactly. Hash buckets: every row's
+        bucket is tested."""
+        table = f"{self.plan.target.sql} t"
+        if buckets is None:
+            return table, ""
+        if self.shift is None:
+            return table, f" WHERE {self.restrict(buckets)}"
+        key = self.plan.keys[0].target
+        low, high = _INT_RANGE[key.type_oid]
+        w = 1 << self.shift
+        lo = [min(max(b * w - (w - 1), low), high) for b in buckets]
+        hi = [min(max(b * w + (w - 1), low), high) for b in buckets]
+        rows = (
+            f"unnest({_int_array(lo)}, {_int_array(hi)}, {_int_array(buckets)})"
+            f" AS r2sf_r(lo, hi, rb) JOIN {table}"
+            f" ON t.{ident(key.name)} BETWEEN r2sf_r.lo AND r2sf_r.hi"
+        )
+        return rows, f" WHERE {self.target_bucket('t')} = r2sf_r.rb"
 
     def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
         """The job's query limited to the rows of `buckets` (integers this module computed)."""
@@ -601,7 +628,7 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
     rows = f"SELECT b, n, s1 FROM {SOURCE_FP}"
     if cmp.differing and not cmp.consistent:
         changed = _int_array(cmp.changed)
-        again = fp.target_summary_sql(fp.restrict(cmp.changed))
+        again = fp.target_summary_sql(cmp.changed)
         rows += (
             f" WHERE NOT b = ANY({changed}) UNION ALL SELECT b, n, s1 FROM ({again}) AS r2sf_again"
         )
