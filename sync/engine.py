@@ -512,13 +512,16 @@ async def _compare_fingerprints(
                 summaries = [summary]
                 if split:
                     await summary.open()  # its snapshot, for the other half to read in
+                    snapshot = getattr(summary, "snapshot", None)
+                    assert snapshot is not None  # a PostgreSQL source that exported one
                     other = open_source(source_url, fp.source_summary_sql(job.source_sql, 1),
-                                        None, job.fetch_size, None, limits,
-                                        snapshot=getattr(summary, "snapshot", None),
+                                        None, job.fetch_size, None, limits, snapshot=snapshot,
                                         work_mem=WORK_MEM, parallel=False)  # fmt: skip
                     open_sources.push_async_callback(other.close)
                     summaries.append(other)
                 cmp = await fingerprint.compare(conn, fp, summaries, kept)
+                for done in summaries[1:]:  # its connection is not needed while staging
+                    await done.close()
                 cmp.kept, cmp.relid, cmp.version = kept, relid, version
                 cmp.consistent = shared
                 rep.log("compared", job=job.name, method="fingerprints", buckets=fp.description,

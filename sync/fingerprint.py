@@ -295,7 +295,7 @@ class Fingerprints:
                 f" {_pg_sums('live')},"
                 " count(*) AS n_all FROM"
                 f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
-                f" FROM {p.target.sql} t{where}) AS r2sf_fp GROUP BY b"
+                f" FROM {rows}{where}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
@@ -489,8 +489,7 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 # rows staged were read in the summary's snapshot (a PostgreSQL source), else the target's own,
 # summarised again from those buckets' rows after the merge (a Redshift source: a row changed
 # between the two queries is then kept as written, never as the summary saw it). The next run
-# need not summarise the target again, provided nothing
-# else wrote to it since: the data-version triggers (odata/versions.py) bump the table's version
+# need not summarise the target again, provided nothing else wrote to it since: the data-version triggers (odata/versions.py) bump the table's version
 # on every write, by anyone, in the writer's transaction. A kept summary is used only when that
 # version, the table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and
 # the triggers are as the keeping run left them, and for at most KEPT_FOR after the target was
@@ -678,8 +677,9 @@ async def compare(
     """Summarise both sides (the source's queries run while the target summarises) and find
     the buckets that differ; `sources` are the summary queries (one, or two halves), opened
     here unless already open (a Redshift source runs its query when opened). Raises `Unusable`
-    for an SQL error on either side (nothing has been written; the caller's savepoint undoes
-    the temporary tables)."""
+    when a target row's key has no bucket; an SQL error on either side comes out as the
+    driver's (the caller falls back or fails the run; nothing has been written, and its
+    savepoint undoes the temporary tables)."""
     aheads = [_Prefetch(_opened(source)) for source in sources]
     try:
         if not kept:  # else `use_kept` made TARGET_FP from the summary kept by the last run

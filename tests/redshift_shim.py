@@ -554,7 +554,10 @@ class RedshiftShim:
                     elif kind == b"B":
                         self._check_bind(body, session)
                     if self.on_query is not None and kind in (b"P", b"Q"):
-                        self.on_query(_statement_text(kind, body))
+                        try:
+                            self.on_query(_statement_text(kind, body))
+                        except Exception as exc:  # reported, as the test cannot see it here
+                            self.errors.append(f"on_query raised {exc!r}")
                     server.sendall(raw)
         except (OSError, ConnectionError):
             pass

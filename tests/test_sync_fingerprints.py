@@ -298,6 +298,41 @@ def test_a_redshift_job_keeps_what_the_target_holds_not_what_the_summary_saw(
     assert q(pair.target, digest.format(target)) == q(pair.source, digest.format(src))
 
 
+def test_the_two_halves_of_a_split_summary_read_one_snapshot(pair: Pair) -> None:
+    """With the target's summary kept, a PostgreSQL source summarises even and odd buckets on
+    two connections. A row changed after the first half began must be invisible to the second
+    (and to the staging query) too: seen by the odd half but staged from the older snapshot,
+    it would be merged as it was, its new summary kept, and the change hidden from every
+    later run. The shim, here a plain relay in front of a PostgreSQL source, writes the change
+    as the odd half's query arrives."""
+    src = _source(pair, "fpo", "id int PRIMARY KEY, v text", "g, 'v' || g", 4000)
+    target = f"public.{src}"
+    job = _job(pair, src, target=target, deletes="hard")
+    seen: list[str] = []
+    between: list[str] = []
+
+    def on_query(sql: str) -> None:
+        if src in sql and "% 2 <> 0" in sql:
+            seen.append(sql)
+            if between:
+                x(pair.source, between.pop())
+
+    with RedshiftShim(pair.source, on_query=on_query) as shim:
+        url = shim.url().replace("redshift://", "postgresql://", 1)
+        pair.sync(job, source_url=url)
+        assert pair.sync(job, source_url=url).target_summary == "computed"
+        assert pair.sync(job, source_url=url).target_summary == "kept"
+        assert seen  # the run did split its summary
+        # id 40 lies in key range 1 (ids 32-63): an odd bucket.
+        between.append(f"UPDATE {src} SET v = 'late' WHERE id = 40")
+        run = pair.sync(job, source_url=url)
+        assert not between and (run.target_summary, run.written) == ("kept", 0)
+        run = pair.sync(job, source_url=url)  # the change, found against what was kept
+        assert (run.target_summary, run.updated) == ("kept", 1)
+    assert shim.errors == []
+    assert q(pair.target, f"SELECT v FROM {target} WHERE id = 40")[0][0] == "late"
+
+
 def test_text_and_composite_keys_bucket_by_hash(pair: Pair) -> None:
     """Keys other than one integer column fall in buckets by a hash of the key (the postgres
     dialect): changes, inserts and deletes are found exactly as with key ranges."""
