@@ -47,7 +47,7 @@ from typing import Any, Literal
 from odata import versions
 from odata.ident import ident
 from sync.config import Job
-from sync.load import NESTED_SHARE, Pair, Plan
+from sync.load import NESTED_SHARE, STAGING, Pair, Plan
 from sync.source import Source, SourceColumn
 
 Dialect = Literal["postgres", "redshift"]
@@ -100,8 +100,6 @@ SEND = {
 # never cut to equal what the target holds (the staging check must see it).
 UNLIMITED = {1043: "character varying", 1042: "bpchar"}
 _INTEGERS = frozenset({20, 21, 23})
-_INT_RANGE = {21: (-(1 << 15), (1 << 15) - 1), 23: (-(1 << 31), (1 << 31) - 1),
-              20: (-(1 << 63), (1 << 63) - 1)}  # fmt: skip
 # Key types whose text form PostgreSQL and Redshift write alike (integers, text).
 TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
 # Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
@@ -274,11 +272,15 @@ class Fingerprints:
             f" FROM ({job_sql}) AS {SRC} GROUP BY 1 ORDER BY 2"
         )
 
-    def target_summary_sql(self, buckets: Sequence[int] | None = None) -> str:
+    def target_summary_sql(self, staged: bool = False) -> str:
         """The target's per-bucket summary of its live rows, and every row's count (n_all);
-        `buckets`: only theirs."""
+        `staged`: of the rows whose key is staged only, each looked up in the key's unique
+        index (after a merge that wrote every difference, exactly the rows of the buckets that
+        differed)."""
         p = self.plan
-        rows, where = self._target_rows(buckets)
+        rows = f"{p.target.sql} t"
+        if staged:
+            rows = f"{STAGING} s JOIN {rows} ON {p.key_join()}"
         # Live: not flagged as deleted (a NULL flag is live, as the merge's deletes judge it).
         soft = f"t.{ident(p.soft_column)}" if p.soft_column else None
         live = f"{soft} IS NOT TRUE" if soft else "true"
@@ -288,14 +290,14 @@ class Fingerprints:
                 return (
                     f"SELECT b, count(*) AS n, {_pg_sums()}, count(*) AS n_all FROM"
                     f" (SELECT {self.target_bucket('t')} AS b, {h} AS h"
-                    f" FROM {rows}{where}) AS r2sf_fp GROUP BY b"
+                    f" FROM {rows}) AS r2sf_fp GROUP BY b"
                 )
             return (
                 f"SELECT b, count(*) FILTER (WHERE live) AS n,"
                 f" {_pg_sums('live')},"
                 " count(*) AS n_all FROM"
                 f" (SELECT {self.target_bucket('t')} AS b, {h} AS h, {live} AS live"
-                f" FROM {rows}{where}) AS r2sf_fp GROUP BY b"
+                f" FROM {rows}) AS r2sf_fp GROUP BY b"
             )
         text = " || '|' || ".join(
             self._text_pg(f"t.{ident(pr.target.name)}", pr, c) for pr, c in self._pairs(False)
@@ -307,33 +309,8 @@ class Fingerprints:
         return (
             f"SELECT {self.target_bucket('t')} AS b, count(*){only} AS n,"
             f" coalesce(sum({h}){only}, 0) AS s1, count(*) AS n_all"
-            f" FROM {rows}{where} GROUP BY 1"
+            f" FROM {rows} GROUP BY 1"
         )
-
-    def _target_rows(self, buckets: Sequence[int] | None) -> tuple[str, str]:
-        """(FROM, WHERE) of the target rows in `buckets` (all rows when None), aliased `t`.
-
-        Key ranges are looked up in the key's unique index (a load requires one), a range
-        scan per bucket, its bounds computed here wide enough for either dialect's rounding
-        (`key >> shift` floors, the division truncates towards zero) and clamped to the key
-        type; the bucket's own test then keeps its rows exactly. Hash buckets: every row's
-        bucket is tested."""
-        table = f"{self.plan.target.sql} t"
-        if buckets is None:
-            return table, ""
-        if self.shift is None:
-            return table, f" WHERE {self.restrict(buckets)}"
-        key = self.plan.keys[0].target
-        low, high = _INT_RANGE[key.type_oid]
-        w = 1 << self.shift
-        lo = [min(max(b * w - (w - 1), low), high) for b in buckets]
-        hi = [min(max(b * w + (w - 1), low), high) for b in buckets]
-        rows = (
-            f"unnest({_int_array(lo)}, {_int_array(hi)}, {_int_array(buckets)})"
-            f" AS r2sf_r(lo, hi, rb) JOIN {table}"
-            f" ON t.{ident(key.name)} BETWEEN r2sf_r.lo AND r2sf_r.hi"
-        )
-        return rows, f" WHERE {self.target_bucket('t')} = r2sf_r.rb"
 
     def filtered_sql(self, job_sql: str, buckets: Sequence[int]) -> str:
         """The job's query limited to the rows of `buckets` (integers this module computed)."""
@@ -487,9 +464,9 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 # row), the run keeps the target's summary in r2sf.fp_kept: the source's for the buckets found
 # equal (the run wrote nothing there), and for the buckets that differed, the source's when the
 # rows staged were read in the summary's snapshot (a PostgreSQL source), else the target's own,
-# summarised again from those buckets' rows after the merge (a Redshift source: a row changed
-# between the two queries is then kept as written, never as the summary saw it). The next run
-# need not summarise the target again, provided nothing else wrote to it since: the
+# summarised again after the merge from those buckets' rows, the rows whose key is staged (a
+# Redshift source: a row changed between the two queries is then kept as written, never as the
+# summary saw it). The next run need not summarise the target again, provided nothing else wrote to it since: the
 # data-version triggers (odata/versions.py) bump the table's version on every write, by
 # anyone, in the writer's transaction. A kept summary is used only when that version, the
 # table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and the triggers
@@ -628,7 +605,7 @@ async def keep(conn: Any, job: str, cmp: Comparison) -> None:
     rows = f"SELECT b, n, s1 FROM {SOURCE_FP}"
     if cmp.differing and not cmp.consistent:
         changed = _int_array(cmp.changed)
-        again = fp.target_summary_sql(cmp.changed)
+        again = fp.target_summary_sql(staged=True)
         rows += (
             f" WHERE NOT b = ANY({changed}) UNION ALL SELECT b, n, s1 FROM ({again}) AS r2sf_again"
         )
