@@ -499,14 +499,17 @@ async def _compare_fingerprints(
             # A PostgreSQL source reads the summary and the differing rows in one snapshot, so
             # the summary the run keeps is exactly what it wrote (others: `fingerprint.keep`).
             shared = dialect == "postgres"
+            split = shared and kept and fingerprint.SPLIT_WHEN_KEPT
             # The source groups about ROWS_PER_BUCKET rows into each bucket: with the server's
             # default work_mem (4 MB) the hash table spills to disk and the summary takes twice
             # as long.
-            split = shared and kept and fingerprint.SPLIT_WHEN_KEPT
+            summary_settings = {"work_mem": WORK_MEM}
+            if split:  # two queries already: no parallel workers on top (SPLIT_WHEN_KEPT)
+                summary_settings["max_parallel_workers_per_gather"] = "0"
             summary = open_source(source_url,
                                   fp.source_summary_sql(job.source_sql, 0 if split else None),
                                   None, job.fetch_size, None, limits, export=shared,
-                                  work_mem=WORK_MEM, parallel=not split)  # fmt: skip
+                                  settings=summary_settings)  # fmt: skip
             async with contextlib.AsyncExitStack() as open_sources:
                 open_sources.push_async_callback(summary.close)
                 summaries = [summary]
@@ -516,7 +519,7 @@ async def _compare_fingerprints(
                     assert snapshot is not None  # a PostgreSQL source that exported one
                     other = open_source(source_url, fp.source_summary_sql(job.source_sql, 1),
                                         None, job.fetch_size, None, limits, snapshot=snapshot,
-                                        work_mem=WORK_MEM, parallel=False)  # fmt: skip
+                                        settings=summary_settings)  # fmt: skip
                     open_sources.push_async_callback(other.close)
                     summaries.append(other)
                 cmp = await fingerprint.compare(conn, fp, summaries, kept)

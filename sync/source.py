@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -170,17 +170,17 @@ def open_source(
     *,
     export: bool = False,
     snapshot: str | None = None,
-    work_mem: str | None = None,
-    parallel: bool = True,
+    settings: Mapping[str, str] | None = None,
 ) -> Source:
     """The job's extraction; `table` (schema.table of a `table =` job) adds its NOT NULLs.
 
     `describe_only`: a Redshift source only describes the columns (no cursor runs the query);
     a PostgreSQL source never runs it before `batches()` anyway. `export` / `snapshot`: share
-    one snapshot between PostgreSQL extractions (see PostgresSource). `work_mem`: a PostgreSQL
-    source's for this query, in its shared-snapshot transaction (a summary's grouping must not
-    spill to disk; SET LOCAL, so a pooled server connection keeps nothing); `parallel=False`
-    turns PostgreSQL's parallel query off there (a summary already split in two queries)."""
+    one snapshot between PostgreSQL extractions (see PostgresSource). `settings`: a PostgreSQL
+    source's for this query, set in its shared-snapshot transaction only (`set_config(...,
+    true)`, so a pooled server connection keeps nothing): a summary's `work_mem`, so its
+    grouping does not spill to disk, or no parallel workers for a summary already split in
+    two queries."""
     if watermark is not None:
         check_lookback(watermark)
     if is_redshift(url):
@@ -195,8 +195,7 @@ def open_source(
         limits or Limits(),
         export=export,
         snapshot=snapshot,
-        work_mem=work_mem,
-        parallel=parallel,
+        settings=settings,
     )
 
 
@@ -223,8 +222,7 @@ class PostgresSource(Source):
         *,
         export: bool = False,
         snapshot: str | None = None,
-        work_mem: str | None = None,
-        parallel: bool = True,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.url = url.replace("postgres://", "postgresql://", 1)
         self.sql = sql
@@ -240,8 +238,7 @@ class PostgresSource(Source):
         # extractions to read with (`snapshot=`) while this one is open.
         self.export = export
         self.snapshot = snapshot
-        self.work_mem = work_mem
-        self.parallel = parallel
+        self.settings = dict(settings or {})
 
     async def open(self) -> None:
         settings = {**TEXT_SETTINGS, "statement_timeout": f"{self.limits.statement_timeout}s"}
@@ -250,15 +247,14 @@ class PostgresSource(Source):
         )
         if self.export or self.snapshot is not None:
             await self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            if self.work_mem is not None:  # one of ours (engine.WORK_MEM), never a user's text
-                await self.conn.execute(f"SET LOCAL work_mem = '{self.work_mem}'")
-            if not self.parallel:
-                await self.conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             if self.snapshot is not None:
                 # The snapshot id comes from pg_export_snapshot(), never from a user.
                 await self.conn.execute(f"SET TRANSACTION SNAPSHOT '{self.snapshot}'")
             else:
                 self.snapshot = await self.conn.fetchval("SELECT pg_export_snapshot()")
+            # After the snapshot: SET TRANSACTION SNAPSHOT must come before any query.
+            for name, value in self.settings.items():
+                await self.conn.execute("SELECT set_config($1, $2, true)", name, value)
         stmt = await self.conn.prepare(
             extraction_sql(self.sql, None, self.watermark, "$1::text", "$2::text"),
         )

@@ -7,13 +7,14 @@ staged only some rows, so a test cannot pass on the full path alone."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 
 from sync.config import Job
 from sync.errors import ValueDoesNotFit
-from sync.source import is_redshift
+from sync.source import is_redshift, open_source
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
 from tests.test_sync_rerun import change_keeping_text_or_equality, tricky_tables
@@ -331,6 +332,32 @@ def test_the_two_halves_of_a_split_summary_read_one_snapshot(pair: Pair) -> None
         assert (run.target_summary, run.updated) == ("kept", 1)
     assert shim.errors == []
     assert q(pair.target, f"SELECT v FROM {target} WHERE id = 40")[0][0] == "late"
+
+
+def test_a_summary_query_runs_with_its_own_settings(pair: Pair) -> None:
+    """The settings a summary asks for (engine: its work_mem, and no parallel workers for a
+    split one) hold in the source's shared-snapshot transaction, for the query that exports
+    the snapshot and for one that reads in it (the split's other half)."""
+    sql = "SELECT current_setting('work_mem') AS w, current_setting('max_parallel_workers_per_gather') AS p"
+
+    async def read(settings: dict[str, str]) -> tuple[bytes, bytes]:
+        exporter = open_source(pair.source, sql, None, None, export=True, settings=settings)
+        try:
+            await exporter.open()
+            snapshot = getattr(exporter, "snapshot", None)
+            reader = open_source(pair.source, sql, None, None, snapshot=snapshot, settings=settings)
+            try:
+                await reader.open()
+                first = b"".join([chunk async for chunk in exporter.batches()])
+                return first, b"".join([chunk async for chunk in reader.batches()])
+            finally:
+                await reader.close()
+        finally:
+            await exporter.close()
+
+    default = asyncio.run(read({}))
+    asked = asyncio.run(read({"work_mem": "64MB", "max_parallel_workers_per_gather": "0"}))
+    assert asked == (b"64MB\t0\n", b"64MB\t0\n") and default[0] != asked[0]
 
 
 def test_text_and_composite_keys_bucket_by_hash(pair: Pair) -> None:
