@@ -86,6 +86,13 @@ TRACK_OPTION = "r2sf-track"
 # Delta reads retry a database fault inside the request: an error answer stops Salesforce's
 # polling until an admin restarts it.
 DELTA_RETRIES = (0.2, 0.5, 1.0, 2.0)
+# A write PostgreSQL cancelled to break a deadlock (40P01) or a serialization conflict (40001)
+# left nothing behind (one statement, its own transaction), so it runs again after these
+# pauses before the client is told to retry. Such conflicts come from a sync run writing the
+# same table: it holds the table's data-version row while it writes rows, and this write's
+# trigger takes the row it changed, then the data-version row (sync/fingerprint.hold_version).
+WRITE_RETRIES = (0.05, 0.2, 0.5)
+_CONTENDED = frozenset({"40P01", "40001"})
 
 
 def track_preference(prefer: str) -> str | None:
@@ -374,9 +381,18 @@ class ODataService:
         return response.Response(204, b"", None, tag)
 
     async def _write_row(self, plan: write.WritePlan, statement: sql.Statement) -> Any:
-        """Run a write; a refusal by the database becomes the error that names the property."""
+        """Run a write; a refusal by the database becomes the error that names the property.
+        A write cancelled by a deadlock or a serialization conflict runs again (WRITE_RETRIES)."""
         async with self.pool.acquire() as conn:
-            done = await _guard(self._attempt(conn, plan, statement))
+            for pause in (*WRITE_RETRIES, None):
+                try:
+                    done = await _guard(self._attempt(conn, plan, statement, pause is not None))
+                    break
+                except _Contended as exc:
+                    assert pause is not None
+                    log.info("write %s cancelled by the database (%s); trying again", plan.entity,
+                             exc.sqlstate)  # fmt: skip
+                    await asyncio.sleep(pause)
             if self.read_pool is not self.pool and self.tracker is not None:
                 # Read your writes: learn the version this write drew now, not when its NOTIFY
                 # arrives, so the next read of the set waits for the follower or asks the
@@ -387,11 +403,21 @@ class ODataService:
             return done
 
     async def _attempt(
-        self, conn: asyncpg.Connection, plan: write.WritePlan, statement: sql.Statement
+        self,
+        conn: asyncpg.Connection,
+        plan: write.WritePlan,
+        statement: sql.Statement,
+        may_retry: bool = False,
     ) -> Any:
         entity_set, entity, vals = plan.entity_set, plan.entity, plan.values
         try:
             return await conn.fetchrow(statement.sql, *statement.params)
+        except asyncpg.TransactionRollbackError as exc:
+            if may_retry and exc.sqlstate in _CONTENDED:
+                raise _Contended(exc.sqlstate) from None
+            refused = violations.explain(self.published.model, entity_set, plan.kind, entity, exc)
+            assert refused is not None  # class 40: "a concurrent change got in the way"
+            raise refused from None
         except asyncpg.DataError:
             # A value PostgreSQL's input rules refuse; its error does not say whose it is.
             for prop, probe in sql.probes(vals):
@@ -670,6 +696,15 @@ _DATA_ERRORS = {
     "2201E": "a logarithm in it is of zero or a negative number",
     "22019": "an escape character in it is not valid",
 }
+
+
+class _Contended(Exception):
+    """A write the database cancelled to break a conflict with another transaction; nothing of
+    it remains, so it may run again."""
+
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
 
 
 async def _failed(exc: BaseException) -> Any:

@@ -143,6 +143,12 @@ def _classify(job: str, exc: BaseException, source_url: str, target_url: str) ->
             " nothing was written. Free disk space or raise temp_file_limit, or make the job"
             " incremental so each run stages fewer rows",
         )
+    if isinstance(exc, asyncpg.DeadlockDetectedError | asyncpg.SerializationError):
+        return TransientError(
+            job, f"the target database cancelled the run to break a conflict with another"
+            f" session writing the same rows (an OData write, Heroku Connect): {text}; nothing"
+            " was written"
+        )  # fmt: skip
     if isinstance(exc, asyncpg.LockNotAvailableError):
         return TargetError(
             job, f"waited longer than lock_timeout for a lock on the target ({text}); another"

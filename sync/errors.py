@@ -13,7 +13,8 @@
         ├── TooManyDeletes      the mass-delete guard refused the run
         ├── TooManyChanges      the run would write more rows than its change budget
         ├── JobTimeout          the run outlasted the job's `timeout` and was stopped
-        └── TransientError      a connection failed or dropped; worth retrying
+        └── TransientError      a connection failed or dropped, or the database cancelled
+                                the run to break a deadlock; worth retrying
 
 Codes are CamelCase like odata/errors.py's; docs/errors.md lists them all with what to do.
 Messages name the job and what to do; they never contain passwords or SQL.
@@ -96,6 +97,7 @@ class JobTimeout(SyncError):
 
 
 class TransientError(SyncError):
-    """The connection dropped or could not be opened; the scheduler retries these."""
+    """The connection dropped or could not be opened, or the target cancelled the run to break
+    a deadlock or a serialization conflict; the scheduler retries these."""
 
     code = "TransientError"

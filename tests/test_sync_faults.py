@@ -282,3 +282,71 @@ def test_the_target_session_is_utc_whatever_the_server_default(
     job = local.job(name=src, table=f"public.{src}", target=f"public.{src}", key=["id"])
     local.sync(job)
     assert q(target, f"SELECT at::text FROM {src}")[0][0] == "2024-01-01 00:00:00"
+
+
+def test_a_run_cancelled_to_break_a_deadlock_is_retried_and_completes(pair: Pair) -> None:
+    """Another session writing the target (an OData write, Heroku Connect) can deadlock with a
+    run: here it holds a row the run deletes, and once the run waits for that row it writes
+    another row, whose data-version trigger waits for the row the run's UPDATE took in
+    `r2sf.data_versions`. PostgreSQL cancels the run, the one that waited first; the run is a
+    TransientError, retried, and the retry writes everything."""
+    import asyncio
+
+    import asyncpg
+
+    from odata.versions import install_triggers
+    from sync.schedule import run_with_retries
+
+    src = items(pair.source, 50)
+    job = pair.job(name=src, query=f"select id, label from {src}", target=f"public.{src}",
+                   key=["id"], deletes="hard")  # fmt: skip
+    pair.sync(job)
+    x(pair.source, f"UPDATE {src} SET label = 'v2' WHERE id = 1; DELETE FROM {src} WHERE id = 50")
+    log = io.StringIO()
+
+    async def deadlock() -> Any:
+        other = await asyncpg.connect(pair.target)
+        watch = await asyncpg.connect(pair.target)
+        try:
+            oid = await other.fetchval("SELECT $1::regclass::oid", f"public.{src}")
+            assert await install_triggers(other, "public", src, oid)
+            before = await other.fetchval(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            )
+            await other.execute("BEGIN")
+            await other.execute(f"SELECT 1 FROM {src} WHERE id = 50 FOR UPDATE")
+            run = asyncio.ensure_future(asyncio.to_thread(lambda: asyncio.run(
+                run_with_retries(job, pair.target, pair.source, Reporter(log, tty=False),
+                                 max_retries=2, base_delay=0.05)
+            )))  # fmt: skip
+            deadline = time.monotonic() + 30
+            # Not from `other`: inside a transaction pg_stat_activity keeps its first reading.
+            while not await watch.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                " AND wait_event_type = 'Lock' AND datname = current_database()",
+                f"r2sf sync {src}"[:63],
+            ):
+                assert time.monotonic() < deadline, "the run never waited for the held row"
+                await asyncio.sleep(0.02)
+            # Within deadlock_timeout (1 s) of the run's wait: the run finds the cycle.
+            await other.execute(f"UPDATE {src} SET label = 'edited' WHERE id = 2")
+            await other.execute("COMMIT")
+            result = await run
+            after = await other.fetchval(
+                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+            )
+            return result, after - before
+        finally:
+            await other.close()
+            await watch.close()
+
+    result, deadlocks = asyncio.run(deadlock())
+    assert deadlocks >= 1  # the run really was cancelled by the deadlock detector
+    assert "event=retrying job=" + src + " attempt=1" in log.getvalue()
+    runs = q(pair.target, "SELECT status, error FROM r2sf.sync_runs WHERE job = $1"
+                          " ORDER BY id DESC LIMIT 2", src)  # fmt: skip
+    assert runs[0][0] == "ok" and runs[1][0] == "failed"
+    assert "cancelled the run to break a conflict" in runs[1][1]
+    assert (result.updated, result.deleted) == (2, 1)  # row 1 from the source, row 2 repaired
+    rows = q(pair.target, f"SELECT id, label FROM {src} WHERE id IN (1, 2, 50) ORDER BY id")
+    assert [tuple(r) for r in rows] == [(1, "v2"), (2, "item 2")]
