@@ -15,6 +15,7 @@ from odata.errors import ODataError
 from odata.request import Format
 
 ODATA_VERSION = "4.0"
+ODATA_VERSION_401 = "4.01"  # what an answer in a 4.01-only format (CSDL JSON) says it is
 XML = "application/xml"
 TEXT = "text/plain;charset=utf-8"
 OCTETS = "application/octet-stream"

@@ -198,7 +198,13 @@ class ODataService:
                 return response.Response(200, body, response.json_type(fmt))
             if resource.kind == "metadata":
                 if fmt.csdl_json:
-                    return response.Response(200, published.metadata_json, "application/json")
+                    # An OData 4.01 format: said so, unless the client allows only 4.0 (the
+                    # answer's version must not exceed OData-MaxVersion) and asked regardless.
+                    labelled = {"OData-Version": response.ODATA_VERSION_401}
+                    extra = labelled if max_version >= (4, 1) else {}
+                    return response.Response(
+                        200, published.metadata_json, "application/json", extra
+                    )
                 return response.Response(200, published.metadata_xml, response.XML)
             request = ODataRequest(resource, options, fmt)
             planned = (request, plan(request, published.model, self.settings))

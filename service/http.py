@@ -60,16 +60,16 @@ async def read_body(ctx: RequestContext) -> bytes:
     return body
 
 
-def _head(ctx: RequestContext) -> list[tuple[bytes, bytes]]:
+def _head(ctx: RequestContext, version: str = response.ODATA_VERSION) -> list[tuple[bytes, bytes]]:
     return [
-        (b"odata-version", response.ODATA_VERSION.encode()),
+        (b"odata-version", version.encode()),
         (b"x-request-id", ctx.request_id.encode("latin-1", "replace")),
     ]
 
 
 async def send_response(ctx: RequestContext, resp: response.Response) -> None:
     body = resp.body
-    out = _head(ctx)
+    out = _head(ctx, resp.headers.get("OData-Version", response.ODATA_VERSION))
     headers, method, extra = ctx.headers, ctx.method, ctx.extra
     tag = resp.headers.get("ETag")
     if (
@@ -95,6 +95,8 @@ async def send_response(ctx: RequestContext, resp: response.Response) -> None:
             out.append((b"content-encoding", b"gzip"))
             out.append((b"vary", b"Accept-Encoding"))
     for name, value in (*resp.headers.items(), *extra.items()):
+        if name == "OData-Version":
+            continue  # in the head
         out.append((name.lower().encode(), value.encode("latin-1", "replace")))
     out.append((b"content-length", str(len(body)).encode()))
     await ctx.send({"type": "http.response.start", "status": resp.status, "headers": out})

@@ -72,20 +72,28 @@ def test_metadata_is_xml_valid_against_the_oasis_schema(client: httpx.Client) ->
 
 
 @pytest.mark.parametrize(
-    ("url", "headers"),
+    ("url", "headers", "version"),
     [
-        ("/$metadata?$format=json", {}),
-        ("/$metadata?$format=application/json", {"OData-MaxVersion": "4.0"}),
-        ("/$metadata", {"Accept": "application/json", "OData-MaxVersion": "4.01"}),
-        ("/$metadata", {"Accept": "application/json, */*;q=0.5", "OData-MaxVersion": "4.01"}),
+        # CSDL JSON is a 4.01 format, but an answer may not exceed the client's OData-MaxVersion
+        # (4.0 when none is sent; OData Protocol §8.2.7).
+        ("/$metadata?$format=json", {}, "4.0"),
+        ("/$metadata?$format=application/json", {"OData-MaxVersion": "4.0"}, "4.0"),
+        ("/$metadata?$format=json", {"OData-MaxVersion": "4.01"}, "4.01"),
+        ("/$metadata", {"Accept": "application/json", "OData-MaxVersion": "4.01"}, "4.01"),
+        (
+            "/$metadata",
+            {"Accept": "application/json, */*;q=0.5", "OData-MaxVersion": "4.01"},
+            "4.01",
+        ),
     ],
 )
 def test_metadata_as_csdl_json_when_asked(
-    client: httpx.Client, url: str, headers: dict[str, str]
+    client: httpx.Client, url: str, headers: dict[str, str], version: str
 ) -> None:
     r = client.get(url, headers=headers)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("application/json")
+    assert r.headers.get_list("OData-Version") == [version]
     doc = r.json()
     assert doc["$Version"] == "4.01"
     assert doc["r2sf"]["Sales"]["$Key"] == ["SaleID"]
