@@ -396,8 +396,8 @@ class ODataService:
                     break
                 except _Contended as exc:
                     assert pause is not None
-                    log.info("write %s cancelled by the database (%s); trying again", plan.entity,
-                             exc.sqlstate)  # fmt: skip
+                    log.info("a write to %s was cancelled by the database (%s); trying again",
+                             plan.entity_set.name, exc.sqlstate)  # fmt: skip
                     await asyncio.sleep(pause)
             if self.read_pool is not self.pool and self.tracker is not None:
                 # Read your writes: learn the version this write drew now, not when its NOTIFY

@@ -26,8 +26,10 @@ from sync.source import Source, SourceColumn
 STAGING = "r2sf_staging"
 SKIPPED = "r2sf_skipped"
 # The staged rows (by ctid) a count of a fingerprint comparison's rows found new or changed:
-# the merge's UPDATE and INSERT read only those, not every staged row again.
+# when there are at most CHANGES_MAX of them among few staged rows, the merge's UPDATE and
+# INSERT read only those (a TID scan of an array of them, 6 bytes each), not every staged row.
 CHANGES = "r2sf_changes"
+CHANGES_MAX = 100_000
 SAMPLE = 5
 ORDERED = 0.9  # a key's correlation with the target's physical order above which it is ordered
 NESTED_SHARE = 10  # staged rows below 1/10 of the source's: joined by key lookups
@@ -147,7 +149,7 @@ class Plan:
     # comparison found different; staging then holds only their source rows). None: all.
     restrict: str | None = None
     # The merge's UPDATE and INSERT read only the staged rows listed in CHANGES (set by the
-    # count when staging holds the rows of some buckets).
+    # count when staging holds few rows of some buckets, and few of them are to be written).
     changes_only: bool = False
 
     @property
@@ -721,14 +723,16 @@ async def _count_restricted(
     staged row. `counts.target_rows` is already set (from the target's summary).
     """
     t = p.target.sql
-    if counts.read and counts.staged_rows * NESTED_SHARE < counts.read:
+    few = bool(counts.read and counts.staged_rows * NESTED_SHARE < counts.read)
+    if few:
         # Few staged rows: look each up in the target's key index (here and in the merge's
         # statements) rather than hash or walk the whole target.
         await conn.execute("SET LOCAL enable_hashjoin = off")
         await conn.execute("SET LOCAL enable_mergejoin = off")
     changed = _distinct(p) if (p.values or p.soft_column) else "false"
-    # The rows to write are kept as they are found, so the merge joins only those: of 160k
-    # staged rows (5,000 differing buckets of 32), 5,000 changed; each lookup costs ~2.7 us.
+    # The rows to write are kept as they are found, so that the merge need not look every
+    # staged row up again: of 160k staged rows (5,000 differing buckets of 32), 5,000 changed;
+    # a lookup costs ~2.7 us.
     await conn.execute(f"DROP TABLE IF EXISTS pg_temp.{CHANGES}")
     await conn.execute(
         f"CREATE TEMP TABLE {CHANGES} ON COMMIT DROP AS"
@@ -736,7 +740,6 @@ async def _count_restricted(
         f" FROM {STAGING} s LEFT JOIN {t} t ON {p.key_join()}"
         f" WHERE t.ctid IS NULL OR {changed}"
     )
-    p.changes_only = True
     row = await conn.fetchrow(
         "SELECT count(*) FILTER (WHERE new) AS inserts, count(*) FILTER (WHERE NOT new) AS updates,"
         f" (SELECT count(*) FROM {STAGING}) - count(*) FILTER (WHERE new) AS matched"
@@ -744,6 +747,9 @@ async def _count_restricted(
     )
     counts.inserted = row["inserts"]
     counts.updated = row["updates"]
+    # Many staged rows keep hash joins, under which a join of staging to CHANGES could be
+    # planned badly; many changes would make a long array: the merge then reads all of staging.
+    p.changes_only = few and counts.inserted + counts.updated <= CHANGES_MAX
     counts.not_owned = 0
     n_deletes = 0
     if deletes and counts.restricted_target_rows > row["matched"]:
@@ -821,15 +827,15 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
     """
     t = p.target.sql
     ext = p.external_id
-    staged = STAGING
+    updates_from = inserts_from = STAGING
     if p.changes_only:
-        staged = f"(SELECT * FROM {STAGING} WHERE ctid IN (SELECT at FROM {CHANGES}))"
+        updates_from, inserts_from = _listed(new=False), _listed(new=True)
     if counts.updated:
         sets = [_assignment(pr, ext is not None) for pr in p.values]
         if p.soft_column:
             sets.append(f"{ident(p.soft_column)} = false")
         status = await conn.execute(
-            f"UPDATE {t} t SET {', '.join(sets)} FROM {staged} s"
+            f"UPDATE {t} t SET {', '.join(sets)} FROM {updates_from} s"
             f" WHERE {p.key_join()} AND {p.owned('t')} AND {_distinct(p)}"
         )
         counts.updated = int(status.split()[-1])
@@ -840,7 +846,7 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
             cols.append(ident(p.soft_column))
             vals.append("false")
         sql = (
-            f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {staged} s"
+            f"INSERT INTO {t} ({', '.join(cols)}) SELECT {', '.join(vals)} FROM {inserts_from} s"
             f" WHERE {_new_rows(p)}"
         )
         if ext is None:
@@ -862,6 +868,14 @@ async def merge(conn: Any, p: Plan, deletes: bool, n_deletes: int, counts: Count
         counts.read - counts.skipped - counts.inserted - counts.updated - counts.not_owned
     )
     counts.target_rows += counts.inserted - (0 if p.soft_column else counts.deleted)
+
+
+def _listed(new: bool) -> str:
+    """The staged rows CHANGES lists as new (or as changed), read by ctid (a TID scan)."""
+    which = "new" if new else "NOT new"
+    return (
+        f"(SELECT * FROM {STAGING} WHERE ctid = ANY(ARRAY(SELECT at FROM {CHANGES} WHERE {which})))"
+    )
 
 
 def _assignment(pr: Pair, changed_only: bool) -> str:

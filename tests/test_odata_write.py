@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import time
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from tests import deadlocks
 from tests.live import serve
 from tests.test_odata_read import sql
 
@@ -222,19 +222,15 @@ def test_location_of_an_int64_key_is_unquoted_under_ieee754(databases: Any) -> N
         assert r.headers["Location"].endswith("/big(9007199254740993)")
 
 
-def test_a_write_cancelled_to_break_a_deadlock_with_a_sync_runs_again(
-    client: httpx.Client, db: str
-) -> None:
+def test_a_write_cancelled_to_break_a_deadlock_with_a_sync_runs_again(databases: Any) -> None:
     """A sync run takes the table's data-version row before it writes rows (hold_version); a
     Salesforce write takes its row, then its data-version trigger waits for the run. When the
-    run reaches that row, PostgreSQL cancels the write (it waited first), which has left
-    nothing behind: it must run again once the run commits, not answer 503."""
-    created = client.post("/Category", json={"Name": "Contended"})
-    assert created.status_code == 201, created.text
-    key = created.json()["CategoryID"]
+    run reaches that row, PostgreSQL cancels the write (the session that waited first), which
+    has left nothing behind: it must run again once the run commits, not answer 503."""
+    db = databases.create(SETUP)
 
-    async def deadlock() -> tuple[httpx.Response, int]:
-        run = await asyncpg.connect(db)
+    async def deadlock(c: httpx.Client, key: int) -> tuple[httpx.Response, int, int]:
+        run = await deadlocks.closer(db)
         watch = await asyncpg.connect(db)
         try:
             relid = await run.fetchval("SELECT 'public.category'::regclass::oid")
@@ -242,9 +238,7 @@ def test_a_write_cancelled_to_break_a_deadlock_with_a_sync_runs_again(
                 "SELECT count(*) FROM pg_trigger WHERE tgrelid = $1 AND tgname = 'r2sf_dv_upd'",
                 relid,
             ), "the service installs the data-version triggers"
-            before = await run.fetchval(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-            )
+            before = await deadlocks.deadlocks(watch)
             await run.execute("BEGIN")
             await run.execute(
                 "INSERT INTO r2sf.data_versions (relid, version) VALUES ($1, 0)"
@@ -253,32 +247,32 @@ def test_a_write_cancelled_to_break_a_deadlock_with_a_sync_runs_again(
             )
             await run.execute("SELECT 1 FROM r2sf.data_versions WHERE relid = $1 FOR UPDATE", relid)
             write = asyncio.ensure_future(
-                asyncio.to_thread(client.patch, f"/Category({key})", json={"Name": "From SF"})
+                asyncio.to_thread(c.patch, f"/Category({key})", json={"Name": "From SF"})
             )
-            deadline = time.monotonic() + 30
-            while not await watch.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND datname = current_database() AND pid <> $1",
-                run.get_server_pid(),
-            ):
-                assert time.monotonic() < deadline, "the write never waited for the run"
-                await asyncio.sleep(0.02)
-            # Within deadlock_timeout (1 s) of the write's wait: the write finds the cycle.
+            await deadlocks.wait_for_lock_wait(watch, "pid <> $1", run.get_server_pid())
             await run.execute(
                 'UPDATE category SET "Description" = $1 WHERE "CategoryID" = $2', "synced", key
             )
             await run.execute("COMMIT")
             answer = await write
-            after = await run.fetchval(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-            )
-            return answer, after - before
+            return answer, before, await deadlocks.wait_for_deadlock(watch, before)
         finally:
             await run.close()
             await watch.close()
 
-    answer, deadlocks = asyncio.run(deadlock())
-    assert deadlocks >= 1  # the write really was cancelled by the deadlock detector
+    async def scenario() -> tuple[int, httpx.Response, int, int]:
+        async with deadlocks.victim_waits(db):
+            with (
+                serve(db, TOML) as (base, _app),
+                httpx.Client(base_url=base + "/odata/v4", auth=("sf", "secret"), timeout=60) as c,
+            ):
+                created = await asyncio.to_thread(c.post, "/Category", json={"Name": "Contended"})
+                assert created.status_code == 201, created.text
+                key = created.json()["CategoryID"]
+                return (key, *await deadlock(c, key))
+
+    key, answer, before, after = asyncio.run(scenario())
+    assert after > before  # the write really was cancelled by the deadlock detector
     assert answer.status_code == 204, answer.text
     stored = row(db, key)
     assert (stored["Name"], stored["Description"]) == ("From SF", "synced")

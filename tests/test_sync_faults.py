@@ -20,6 +20,7 @@ import pytest
 
 from sync.errors import JobTimeout, SyncError, TargetError, TransientError
 from sync.progress import Reporter
+from tests import deadlocks
 from tests.conftest import Databases
 from tests.redshift_shim import RedshiftShim
 from tests.test_sync_cli import SOURCE_SETUP, TARGET_SETUP, end_stalled_queries, wait_for_sleep
@@ -305,43 +306,32 @@ def test_a_run_cancelled_to_break_a_deadlock_is_retried_and_completes(pair: Pair
     log = io.StringIO()
 
     async def deadlock() -> Any:
-        other = await asyncpg.connect(pair.target)
+        other = await deadlocks.closer(pair.target)
         watch = await asyncpg.connect(pair.target)
         try:
             oid = await other.fetchval("SELECT $1::regclass::oid", f"public.{src}")
             assert await install_triggers(other, "public", src, oid)
-            before = await other.fetchval(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-            )
+            before = await deadlocks.deadlocks(watch)
             await other.execute("BEGIN")
             await other.execute(f"SELECT 1 FROM {src} WHERE id = 50 FOR UPDATE")
-            run = asyncio.ensure_future(asyncio.to_thread(lambda: asyncio.run(
-                run_with_retries(job, pair.target, pair.source, Reporter(log, tty=False),
-                                 max_retries=2, base_delay=0.05)
-            )))  # fmt: skip
-            deadline = time.monotonic() + 30
-            # Not from `other`: inside a transaction pg_stat_activity keeps its first reading.
-            while not await watch.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
-                " AND wait_event_type = 'Lock' AND datname = current_database()",
-                f"r2sf sync {src}"[:63],
-            ):
-                assert time.monotonic() < deadline, "the run never waited for the held row"
-                await asyncio.sleep(0.02)
-            # Within deadlock_timeout (1 s) of the run's wait: the run finds the cycle.
-            await other.execute(f"UPDATE {src} SET label = 'edited' WHERE id = 2")
-            await other.execute("COMMIT")
-            result = await run
-            after = await other.fetchval(
-                "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
-            )
-            return result, after - before
+            async with deadlocks.victim_waits(pair.target):  # the run's session
+                run = asyncio.ensure_future(asyncio.to_thread(lambda: asyncio.run(
+                    run_with_retries(job, pair.target, pair.source, Reporter(log, tty=False),
+                                     max_retries=2, base_delay=0.05)
+                )))  # fmt: skip
+                await deadlocks.wait_for_lock_wait(
+                    watch, "application_name = $1", f"r2sf sync {src}"[:63]
+                )
+                await other.execute(f"UPDATE {src} SET label = 'edited' WHERE id = 2")
+                await other.execute("COMMIT")
+                result = await run
+            return result, await deadlocks.wait_for_deadlock(watch, before) - before
         finally:
             await other.close()
             await watch.close()
 
-    result, deadlocks = asyncio.run(deadlock())
-    assert deadlocks >= 1  # the run really was cancelled by the deadlock detector
+    result, seen = asyncio.run(deadlock())
+    assert seen >= 1  # the run really was cancelled by the deadlock detector
     assert "event=retrying job=" + src + " attempt=1" in log.getvalue()
     runs = q(pair.target, "SELECT status, error FROM r2sf.sync_runs WHERE job = $1"
                           " ORDER BY id DESC LIMIT 2", src)  # fmt: skip
