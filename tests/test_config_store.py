@@ -335,3 +335,37 @@ def test_a_job_written_as_a_query_previews_its_rows_and_maps_its_columns(fresh_d
     stored = versions(fresh_db)[0].data["sync"]["jobs"]
     assert stored == [{"name": "paint", "query": form["query"], "target": "public.paint",
                        "key": ["id"]}]  # fmt: skip
+
+
+def test_the_job_form_sets_how_a_run_compares_reads_and_rounds(fresh_db: str) -> None:
+    """compare, fetch_size, lock_timeout and Heroku Connect's scale are set in the console as in
+    r2sf.toml, shown again when the job is edited, and a bad value is refused on its field."""
+    run(_exec(fresh_db, SETUP))
+    toml = f'[source]\nurl = "{fresh_db}"\n'
+    with contextlib.ExitStack() as stack, serve(fresh_db, toml, admin="admin:pw") as (base, _):
+        admin = stack.enter_context(httpx.Client(base_url=base, auth=("admin", "pw"), timeout=30))
+        page = admin.get("/admin/jobs/new?query=1")
+        token = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert token is not None
+        form = {"csrf": token.group(1), "version": "0", "original": "", "source_kind": "query",
+                "name": "deals", "query": "SELECT id, name FROM public.colours",
+                "target": "salesforce.deal__c", "key": "id", "external_id": "r2sf_key__c",
+                "scale": "amount__c=2, fee__c = 4", "compare": "full", "fetch_size": "5000",
+                "lock_timeout": "15", "action": "save"}  # fmt: skip
+        bad = admin.post("/admin/jobs/save", data={**form, "fetch_size": "0"})
+        assert bad.status_code == 400 and "fetch_size" in bad.text
+        assert re.search(r'name="fetch_size" value="0"[^>]*aria-invalid="true"', bad.text)
+        saved = admin.post("/admin/jobs/save", data=form)
+        assert saved.status_code == 303, saved.text
+        edit = admin.get("/admin/jobs/deals")
+        assert 'name="scale" value="amount__c=2, fee__c=4"' in edit.text
+        assert '<option value="full" selected>' in edit.text
+        assert 'name="fetch_size" value="5000"' in edit.text
+        assert 'name="lock_timeout" value="15"' in edit.text
+    stored = versions(fresh_db)[0].data["sync"]["jobs"][0]
+    assert stored["heroku_connect"] == {"external_id": "r2sf_key__c",
+                                        "scale": {"amount__c": 2, "fee__c": 4}}  # fmt: skip
+    assert (stored["compare"], stored["fetch_size"], stored["lock_timeout"]) == ("full", 5000, 15)
+    job = Job.model_validate(stored)
+    assert job.heroku_connect is not None and job.heroku_connect.scale == {"amount__c": 2,
+                                                                            "fee__c": 4}

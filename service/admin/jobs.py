@@ -21,11 +21,11 @@ from sync.config import Job
 from sync.errors import SyncError
 from sync.stored_config import StaleVersion
 
-# The job keys the form edits; any other key of a job (batch_size, fetch_size, scale...) is kept.
+# The job keys the form edits; any other key of a job (batch_size...) is kept as it is.
 FORM_KEYS = frozenset({
     "name", "table", "query", "target", "key", "columns", "deletes", "soft_delete_column",
     "max_deletes", "max_changes", "incremental", "heroku_connect", "schedule", "full_refresh",
-    "timeout", "create",
+    "timeout", "create", "compare", "fetch_size", "lock_timeout",
 })  # fmt: skip
 
 
@@ -37,6 +37,21 @@ def _jobs(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def _int_or_text(v: str) -> int | str:
     v = v.strip()
     return int(v) if v.isdigit() else v
+
+
+def _scale(text: str) -> dict[str, int | str]:
+    """`amount=2, fee=4` -> {"amount": 2, "fee": 4}; a part that is not `column=places` is kept
+    as text for the job's validation to name."""
+    out: dict[str, int | str] = {}
+    for part in text.split(","):
+        column, _, places = part.partition("=")
+        if column.strip():
+            out[column.strip()] = _int_or_text(places)
+    return out
+
+
+def _scale_text(scale: dict[str, Any]) -> str:
+    return ", ".join(f"{column}={places}" for column, places in scale.items())
 
 
 def job_from_form(f: Form, existing: dict[str, Any] | None) -> dict[str, Any]:
@@ -57,9 +72,11 @@ def job_from_form(f: Form, existing: dict[str, Any] | None) -> dict[str, Any]:
             d[name] = f.get(name).strip()
     if f.get("deletes", "ignore") != "ignore":
         d["deletes"] = f.get("deletes")
-    for name in ("max_deletes", "max_changes", "timeout"):
+    for name in ("max_deletes", "max_changes", "timeout", "fetch_size", "lock_timeout"):
         if f.get(name).strip():
             d[name] = _int_or_text(f.get(name))
+    if f.get("compare", "auto") != "auto":
+        d["compare"] = f.get("compare")
     if f.get("incremental").strip():
         inc: dict[str, Any] = {"column": f.get("incremental").strip()}
         if f.get("lookback").strip():
@@ -68,6 +85,9 @@ def job_from_form(f: Form, existing: dict[str, Any] | None) -> dict[str, Any]:
     if f.get("external_id").strip():
         hc = dict((existing or {}).get("heroku_connect", {}))
         hc["external_id"] = f.get("external_id").strip()
+        hc.pop("scale", None)
+        if f.get("scale").strip():
+            hc["scale"] = _scale(f.get("scale"))
         d["heroku_connect"] = hc
     if not f.get("create"):
         d["create"] = False
@@ -417,11 +437,28 @@ async def _form(
         "</div>",
         checkbox("create", "Create the target table if it does not exist", job.get("create", True)),
         "</fieldset>",
-        "<fieldset><legend>Heroku Connect</legend>",
+        "<fieldset><legend>Heroku Connect</legend><div class=grid2>",
         field("external_id", "External ID column", (job.get("heroku_connect") or {}).get("external_id", ""),
               hint="set it when the target is a Heroku Connect mapping (salesforce.*)",
               invalid=inv in ("external_id", "heroku_connect")),
-        "</fieldset>",
+        field("scale", "Decimal places of double columns",
+              _scale_text((job.get("heroku_connect") or {}).get("scale", {})),
+              hint="column=places, comma-separated: what the Salesforce field keeps (amount=2)",
+              invalid=inv == "heroku_connect"),
+        "</div></fieldset>",
+        "<fieldset><legend>Comparing and reading</legend><div class=grid2>",
+        select("compare", "How a rerun finds changes",
+               [("auto", "fingerprints once the target has 50,000 rows (auto)"),
+                ("fingerprints", "always compare fingerprints first"),
+                ("full", "compare every row (full)")], str(job.get("compare", "auto")),
+               invalid=inv == "compare"),
+        field("fetch_size", "Fetch size (rows)", job.get("fetch_size", ""),
+              hint="rows per FETCH from Redshift; empty: chosen from the cluster",
+              invalid=inv == "fetch_size"),
+        field("lock_timeout", "Lock timeout (seconds)", job.get("lock_timeout", ""),
+              hint="how long a run waits for a lock on the target; default 60",
+              invalid=inv == "lock_timeout"),
+        "</div></fieldset>",
         "<fieldset><legend>Schedule</legend>",
         field("schedule", "Schedule", schedule, hint=sched_hint, invalid=inv == "schedule"),
         sched_html,
