@@ -366,6 +366,5 @@ def test_the_job_form_sets_how_a_run_compares_reads_and_rounds(fresh_db: str) ->
     assert stored["heroku_connect"] == {"external_id": "r2sf_key__c",
                                         "scale": {"amount__c": 2, "fee__c": 4}}  # fmt: skip
     assert (stored["compare"], stored["fetch_size"], stored["lock_timeout"]) == ("full", 5000, 15)
-    job = Job.model_validate(stored)
-    assert job.heroku_connect is not None and job.heroku_connect.scale == {"amount__c": 2,
-                                                                            "fee__c": 4}
+    hc = Job.model_validate(stored).heroku_connect
+    assert hc is not None and hc.scale == {"amount__c": 2, "fee__c": 4}
