@@ -105,6 +105,7 @@ TEXT_ALIKE = frozenset({20, 21, 23, 25, 1043})
 # Redshift: each column's text, length-prefixed (a text type is used as is; CAST AS VARCHAR on
 # Redshift would mean VARCHAR(256) and cut longer values).
 _CHAR_TYPES = frozenset({25, 1042, 1043})
+_CHAR_MAX = 4096  # Redshift's longest CHAR, in bytes
 # Types whose text never holds `|` nor is `-` alone: numbers, booleans, dates and times.
 _SEPARATOR_FREE = frozenset({16, 20, 21, 23, 700, 701, 1700, 1082, 1083, 1114, 1184, 1266})
 
@@ -175,6 +176,11 @@ class Fingerprints:
         if col.type_oid == 700:  # REAL: 6 + 2 digits do not tell every float4 apart; FLOAT8 does
             ref = f"CAST({ref} AS FLOAT8)"
         text = ref if col.type_oid in _CHAR_TYPES else f"CAST({ref} AS VARCHAR)"
+        if col.type_oid == 1042:
+            # CHAR(n)'s padding is not part of its value (PostgreSQL's text of it drops it) but
+            # is of its length: as VARCHAR of its own length (nothing cut), then trimmed.
+            n = col.typmod - 4 if col.typmod > 4 else _CHAR_MAX
+            text = f"RTRIM(CAST({ref} AS VARCHAR({n})))"
         prefixed, trimmed = self._text_form(pr, col)
         if trimmed:
             text = _numeric_text(text)
