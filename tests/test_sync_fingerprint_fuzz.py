@@ -6,8 +6,9 @@ The changes are drawn (seeded, so a failure repeats) from values that sit next t
 for some hash or text form: 1 and 10000 and 1.0 and 1.00 in a numeric, 0 and -0 and the last
 bit of a float, NULL and '' and 'a ' in text, int8 values whose 32-bit halves are swapped,
 timestamps a microsecond or 2^32 microseconds apart, 'NaN' and the infinities; plus rows deleted
-and inserted inside and outside the key range. Some target columns have other types than the
-source's (numeric(12,3), text), so that values are compared as the target stores them.
+and inserted inside and outside the key range; and writes made to both targets directly (as
+OData or psql would), which both runs must find and repair. Some target columns have other
+types than the source's (numeric(12,3), text), so values are compared as the target stores them.
 """
 
 from __future__ import annotations
@@ -114,9 +115,10 @@ def test_fingerprints_write_what_a_full_comparison_writes(
         assert pair.sync(job, source_url=source_url).inserted == ROWS
         targets[compare] = (target, job)
     ids = set(range(1, ROWS + 1))
+    compared: list[str] = []
     for round_ in range(ROUNDS):
         statements = []
-        for _ in range(rng.randint(1, 30)):
+        for _ in range(rng.randint(1, 20)):
             column = rng.choice(list(pools))
             key = rng.choice(sorted(ids))
             statements.append(
@@ -130,14 +132,32 @@ def test_fingerprints_write_what_a_full_comparison_writes(
             statements.append(f"INSERT INTO {src} VALUES {_row(rng, pools, key)}")
             ids.add(key)
         x(pair.source, "; ".join(statements))
+        # Writes to the targets themselves (OData, psql), the same to both: found and repaired.
+        outside = []
+        for _ in range(rng.randint(0, 3)):
+            column, key = rng.choice(list(pools)), rng.choice(sorted(ids))
+            outside.append(
+                rng.choice([
+                    f"UPDATE {{t}} SET {column} = {rng.choice(pools[column])} WHERE id = {key}",
+                    f"DELETE FROM {{t}} WHERE id = {key}",
+                    f"INSERT INTO {{t}} VALUES {_row(rng, pools, ROWS + 50 + key % 10)}"
+                    " ON CONFLICT DO NOTHING",
+                ])
+            )  # fmt: skip
+        for target, _ in targets.values():
+            if outside:
+                x(pair.target, "; ".join(o.replace("{t}", target) for o in outside))
         written = {}
         for compare, (target, job) in targets.items():
             before = pair.versions(target)
             result = pair.sync(job, source_url=source_url)
             written[compare] = changed(before, pair.versions(target))
             if compare == "fingerprints":
-                assert result.compared == "fingerprints", (seed, round_)
-        why = f"seed {seed}, round {round_}: {statements}"
+                compared.append(result.compared)
+        why = f"seed {seed}, round {round_}: {statements}, targets: {outside}"
         assert written["fingerprints"] == written["full"], why
         fp, full = (_contents(pair.target, t) for t, _ in targets.values())
         assert fp == full, why
+    # Most rounds compared fingerprints (one whose changes fill most buckets falls back to
+    # every row, by design): the test cannot pass on the full path alone.
+    assert compared.count("fingerprints") >= ROUNDS - 1, compared
