@@ -472,12 +472,12 @@ def why_not(plan: Plan, dialect: Dialect, columns: Sequence[SourceColumn]) -> st
 # rows staged were read in the summary's snapshot (a PostgreSQL source), else the target's own,
 # summarised again after the merge from those buckets' rows, the rows whose key is staged (a
 # Redshift source: a row changed between the two queries is then kept as written, never as the
-# summary saw it). The next run need not summarise the target again, provided nothing else wrote to it since: the
-# data-version triggers (odata/versions.py) bump the table's version on every write, by
-# anyone, in the writer's transaction. A kept summary is used only when that version, the
-# table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and the triggers
-# are as the keeping run left them, and for at most KEPT_FOR after the target was last
-# summarised from its rows.
+# summary saw it). The next run need not summarise the target again, provided nothing else
+# wrote to it since: the data-version triggers (odata/versions.py) bump the table's version on
+# every write, by anyone, in the writer's transaction. A kept summary is used only when that
+# version, the table's file (TRUNCATE, ALTER TABLE, VACUUM FULL make a new one), the layout and
+# the triggers are as the keeping run left them, and for at most KEPT_FOR after the target was
+# last summarised from its rows.
 
 KEPT_FOR = "1 day"
 
